@@ -1,0 +1,195 @@
+"""Gateway overhead benchmark: added latency (p50/p99) and the most requests/sec one gateway worker takes.
+
+    .venv/bin/python bench/gateway.py [--seconds 5] [--concurrency 64]
+
+Runs, on this machine: one `sim` replica that answers at once (ttft 0, instant tokens), one gateway
+worker process doing its real per-request work (bearer-key auth, model -> deployment resolution,
+two-choice replica pick, metrics window, Prometheus counters, proxying with the pooled client), and a
+load generator. Every figure comes from the same run, so compare them as ratios: the machine is shared.
+Added latency = gateway p50/p99 minus direct-to-replica p50/p99 at one request at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+REPLICA_KEY = "bench-replica-key"
+BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+STREAM_BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+                            "stream": True})
+
+
+def serve_gateway(replica_url: str, port: int, home: str) -> None:
+    """The gateway worker: the production Gateway class over a real store, keys and fleet."""
+    import uvicorn
+
+    from inferstack.auth import KeyRing
+    from inferstack.clock import SystemClock
+    from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
+    from inferstack.gateway.proxy import Gateway
+    from inferstack.providers.base import ReplicaHandle
+    from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
+    from inferstack.store import Store
+
+    store = Store(f"sqlite:///{home}/bench.db")
+    store.create_schema()
+    tenant, key = store.create_key("bench", time.time())
+    Path(home, "key").write_text(key)
+    fleet = Fleet()
+    spec = DeploymentSpec(hf_model_id="inferstack/sim", engine="sim", hardware_profile="cpu", name="bench")
+    deployment = LiveDeployment(id="dep-bench", tenant_id=tenant, name="bench", spec=spec,
+                                status=DeploymentStatus.running, status_reason="", created_at=time.time(),
+                                awake_since=time.time())
+    deployment.replicas["rep-1"] = LiveReplica(handle=ReplicaHandle("rep-1", replica_url, None, ""),
+                                               api_key=REPLICA_KEY, status=ReplicaStatus.ready,
+                                               started_at=time.time())
+    fleet.add(deployment)
+
+    class NoController:
+        def wake(self, deployment: LiveDeployment) -> None:
+            raise AssertionError("the bench deployment is always awake")
+
+    gateway = Gateway(fleet, KeyRing(store), NoController(), SystemClock())
+
+    async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await gateway.start()
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await gateway.close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await gateway(scope, receive, send)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning",
+                access_log=False)
+
+
+async def one_at_a_time(url: str, key: str, body: bytes, count: int) -> list[float]:
+    """Latency of `count` sequential requests (ms): the added latency without queueing effects."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    samples = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(count + 50):
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                assert response.status == 200, await response.text()
+            if i >= 50:  # warm-up: connection set-up and first-call costs are not the steady state
+                samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def saturate(url: str, key: str, concurrency: int, seconds: float) -> tuple[float, int]:
+    """Requests/sec with `concurrency` connections each sending back to back for `seconds`."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    done = errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal done, errors
+        while time.perf_counter() < deadline:
+            async with session.post(url, data=BODY, headers=headers) as response:
+                await response.read()
+                done += 1
+                errors += response.status != 200
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        return done / (time.perf_counter() - started), errors
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def free_port() -> int:
+    from inferstack.providers.local import free_port as pick
+
+    return pick()
+
+
+def wait_port(url: str, timeout: float = 20) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--serve-gateway", nargs=3, metavar=("REPLICA_URL", "PORT", "HOME"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_gateway:
+        serve_gateway(args.serve_gateway[0], int(args.serve_gateway[1]), args.serve_gateway[2])
+        return
+
+    home = tempfile.mkdtemp(prefix="inferstack-bench-")
+    replica_port, gateway_port = free_port(), free_port()
+    replica_url, gateway_url = f"http://127.0.0.1:{replica_port}", f"http://127.0.0.1:{gateway_port}"
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "inferstack.engines.sim_server", "--host", "127.0.0.1", "--port",
+                          str(replica_port), "--served-model-name", "bench", "--ttft-ms", "0", "--tokens-per-s", "0",
+                          "--max-concurrency", "1024"], env={**os.environ, "VLLM_API_KEY": REPLICA_KEY},
+                         stdout=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, __file__, "--serve-gateway", replica_url, str(gateway_port), home]),
+    ]
+    try:
+        wait_port(replica_url + "/health")
+        wait_port(gateway_url + "/")
+        gateway_key = Path(home, "key").read_text()
+        rows = []
+        for label, body in (("plain", BODY), ("stream", STREAM_BODY)):
+            direct = asyncio.run(one_at_a_time(replica_url + "/v1/chat/completions", REPLICA_KEY, body, args.samples))
+            via = asyncio.run(one_at_a_time(gateway_url + "/v1/chat/completions", gateway_key, body, args.samples))
+            rows.append((label, direct, via))
+        direct_rps, _ = asyncio.run(saturate(replica_url + "/v1/chat/completions", REPLICA_KEY,
+                                             args.concurrency, args.seconds))
+        gateway_rps, gateway_errors = asyncio.run(saturate(gateway_url + "/v1/chat/completions", gateway_key,
+                                                           args.concurrency, args.seconds))
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait()
+
+    print(f"gateway benchmark: 1 gateway worker, sim replica answering at once, {os.cpu_count()} cores, "
+          f"{args.samples} sequential requests per row, {args.concurrency} connections for {args.seconds:g} s")
+    print(f"{'request':<8} {'direct p50':>11} {'gateway p50':>12} {'added p50':>10} {'direct p99':>11} "
+          f"{'gateway p99':>12} {'added p99':>10}   (ms)")
+    for label, direct, via in rows:
+        d50, v50, d99, v99 = (statistics.median(direct), statistics.median(via), percentile(direct, 0.99),
+                              percentile(via, 0.99))
+        print(f"{label:<8} {d50:>11.3f} {v50:>12.3f} {v50 - d50:>10.3f} {d99:>11.3f} {v99:>12.3f} {v99 - d99:>10.3f}")
+    print(f"max throughput: gateway {gateway_rps:,.0f} req/s ({gateway_errors} errors), "
+          f"direct to replica {direct_rps:,.0f} req/s (load generator, replica and gateway share the cores)")
+    print("goal: added p50 <= 0.5 ms, >= 4,000 req/s per gateway worker")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The control plane's HTTP surface: one ASGI app.
+
+Inference requests (`POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`) go straight to
+the gateway, a bare ASGI handler on the hot path; everything else (native REST, files, batches,
+compatibility routes, health, metrics, the OpenAPI document) is FastAPI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from inferstack.api import batches_routes, compat, deployments, files_routes
+from inferstack.api.deps import Services
+from inferstack.api.errors import ApiError, compat_error_response, openai_error_response
+from inferstack.gateway.proxy import INFERENCE_PATHS, Receive, Scope, Send
+from inferstack.spec import describe_errors, error_fields
+
+
+def _error_response(request: Request, error: ApiError) -> Response:
+    if request.url.path.startswith(compat.COMPAT_PREFIXES):
+        return compat_error_response(error)
+    return openai_error_response(error)
+
+
+def build_fastapi(services: Services,
+                  lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None) -> FastAPI:
+    app = FastAPI(title="inferstack", version="0.1.0", lifespan=lifespan,
+                  description="Dedicated, autoscaled, OpenAI-compatible LLM inference deployments.")
+    app.state.services = services
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> Response:
+        return _error_response(request, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        fields = error_fields(error.errors())
+        return _error_response(request, ApiError(422, describe_errors(error.errors()), code="invalid_request",
+                                                 param=fields[0]["field"] if fields else None, details=fields))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return _error_response(request, ApiError(error.status_code, str(error.detail)))
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(deployments.router)
+    app.include_router(compat.router)
+    files_routes.include(app)
+    batches_routes.include(app)
+    return app
+
+
+class ControlPlaneApp:
+    """Routes inference POSTs to the gateway and the rest to FastAPI (lifespan included)."""
+
+    def __init__(self, api: FastAPI, gateway: Any) -> None:
+        self.api = api
+        self._gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
+            await self._gateway(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def build_app(services: Services) -> ControlPlaneApp:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await services.gateway.start()
+        await services.controller.start()
+        await services.batches.start()
+        try:
+            yield
+        finally:
+            await services.batches.stop()
+            await services.controller.stop()
+            await services.gateway.close()
+
+    return ControlPlaneApp(build_fastapi(services, lifespan), services.gateway)

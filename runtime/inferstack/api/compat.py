@@ -1,0 +1,212 @@
+"""Compatibility routes for the two platforms inferstack replaces: switch by changing the base URL.
+
+Each request is mapped onto the native spec and goes through the same validation; a field value
+this system cannot honour is a 422 that says so, never silently ignored. Errors answer in these
+platforms' own `{"success": false, "message"}` shape (the app's error handler picks it by path).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from inferstack.api.deployments import create_deployment, find, invalid, update_deployment
+from inferstack.api.deps import services, tenant_id
+from inferstack.api.errors import ApiError
+from inferstack.spec import DeploymentSpec, DeploymentUpdate
+
+router = APIRouter(tags=["compatibility"])
+
+COMPAT_PREFIXES = ("/api/v2/external/", "/sg_inf")
+
+
+# --- the dedicated-deployment platform -------------------------------------------------------------
+class DedicatedCreate(BaseModel):
+    """The platform's required fields; any other native spec field may come along (validated by the spec)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hf_model_id: str
+    hardware_profile: str
+    target_rps: float
+    target_latency_p95_ms: float
+    stabilisation_window: float
+
+
+@router.post("/api/v2/external/inference/create")
+async def dedicated_create(body: DedicatedCreate, request: Request,
+                           tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+    spec = _validated(body.model_dump())
+    deployment = await create_deployment(services(request), tenant, spec)
+    return {"success": True, "deployment_id": deployment.id, "status": deployment.status.value}
+
+
+@router.get("/api/v2/external/inference/get")
+async def dedicated_get(deployment_id: str, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+    deployment = find(services(request), tenant, deployment_id)
+    spec = deployment.spec
+    return {
+        "success": True, "deployment_id": deployment.id, "status": deployment.status.value,
+        "hf_model_id": spec.hf_model_id, "hardware_profile": spec.hardware_profile,
+        "min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas, "target_rps": spec.target_rps,
+        "target_latency_p95_ms": spec.target_latency_p95_ms, "stabilisation_window": spec.stabilisation_window,
+        "replicas": len(deployment.replicas), "ready_replicas": len(deployment.ready_replicas()),
+    }
+
+
+# --- the inference-API platform (sg_inf) -----------------------------------------------------------
+GPU_NAMES = {
+    "L4": "gpu.l4", "A10G": "gpu.a10g", "L40S": "gpu.l40s", "A100": "gpu.a100", "A100_40GB": "gpu.a100",
+    "A100_80GB": "gpu.a100-80gb", "A100-80GB": "gpu.a100-80gb", "H100": "gpu.h100", "H100_80GB": "gpu.h100",
+    "H200": "gpu.h200", "CPU": "cpu",
+}
+
+
+class WorkerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_workers: int | None = None
+    max_workers: int | None = None
+    initial_workers_gpu: str | None = None
+    initial_workers_gpu_num: int | None = None
+    use_same_gpus_when_scaling: bool | None = None
+    instance_types: list[str] | None = None
+    use_on_prem: bool | None = None
+    on_prem_node_ids: list[str] | None = None
+
+
+class AutoscalingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lower_allowed_latency_sec: float | None = None
+    upper_allowed_latency_sec: float | None = None
+    scale_to_zero_timeout_sec: float | None = None
+    scaling_up_timeout_sec: float | None = None
+    scaling_down_timeout_sec: float | None = None
+    time_window_sec: float | None = None
+
+
+class SgInfFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hf_token: SecretStr | None = None
+    allow_spot_instances: bool | None = None
+    cloud_providers: list[Any] | None = None
+    gateway_config: dict[str, Any] | None = None
+    initial_worker_config: WorkerConfig | None = None
+    autoscaling_config: AutoscalingConfig | None = None
+    max_price_per_hour: float | None = None
+    max_throughput_rate: float | None = None
+
+
+class SgInfCreate(SgInfFields):
+    name: str | None = None
+    model: str
+    base_model: str | None = None
+    inf_type: Literal["llm", "embedding"] = "llm"
+
+
+class SgInfUpdate(SgInfFields):
+    imidiate_scale_down: bool = False  # sic: the platform's own spelling
+
+
+def _sg_inf_fields(body: SgInfFields) -> dict[str, Any]:
+    """Native spec fields for the platform's fields; 422 for what cannot be honoured."""
+    unsupported = []
+    if body.cloud_providers:
+        unsupported.append("cloud_providers (replicas run where this control plane's provider puts them)")
+    if body.gateway_config:
+        unsupported.append("gateway_config (the gateway is part of the control plane)")
+    fields: dict[str, Any] = {}
+    worker = body.initial_worker_config
+    if worker is not None:
+        if worker.instance_types:
+            unsupported.append("initial_worker_config.instance_types (choose a hardware profile instead)")
+        if worker.use_on_prem or worker.on_prem_node_ids:
+            unsupported.append("initial_worker_config.use_on_prem / on_prem_node_ids")
+        if worker.use_same_gpus_when_scaling is False:
+            unsupported.append("initial_worker_config.use_same_gpus_when_scaling=false (replicas are identical)")
+        if worker.initial_workers_gpu is not None:
+            profile = GPU_NAMES.get(worker.initial_workers_gpu.upper())
+            if profile is None:
+                raise ApiError(422, f"initial_worker_config.initial_workers_gpu {worker.initial_workers_gpu!r} "
+                                    f"is unknown; choose one of {', '.join(GPU_NAMES)}")
+            fields["hardware_profile"] = profile
+        fields |= _present(min_replicas=worker.min_workers, max_replicas=worker.max_workers,
+                           gpus_per_replica=worker.initial_workers_gpu_num)
+    scaling = body.autoscaling_config
+    if scaling is not None:
+        fields |= _present(
+            scale_down_below_latency_ms=_ms(scaling.lower_allowed_latency_sec),
+            target_latency_p95_ms=_ms(scaling.upper_allowed_latency_sec),
+            idle_timeout_s=scaling.scale_to_zero_timeout_sec,
+            scale_up_cooldown_s=scaling.scaling_up_timeout_sec,
+            stabilisation_window=scaling.scaling_down_timeout_sec,
+            metrics_window_s=scaling.time_window_sec,
+        )
+    if unsupported:
+        raise ApiError(422, "Not supported by inferstack: " + "; ".join(unsupported))
+    # max_throughput_rate is the platform's per-worker request rate that triggers scale-up.
+    return fields | _present(hf_token=body.hf_token, allow_spot=body.allow_spot_instances,
+                             max_price_per_hour=body.max_price_per_hour, target_rps=body.max_throughput_rate)
+
+
+@router.post("/sg_inf/create")
+async def sg_inf_create(body: SgInfCreate, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+    if body.base_model and body.base_model != body.model:
+        raise ApiError(422, "base_model: adapters on a base model are not supported; deploy the merged model")
+    fields = _sg_inf_fields(body)
+    fields.setdefault("hardware_profile", "gpu.a100")
+    fields.setdefault("max_replicas", max(fields.get("min_replicas", 1), 1))
+    spec = _validated({"name": body.name, "hf_model_id": body.model,
+                       "task": "embed" if body.inf_type == "embedding" else "generate", **fields})
+    deployment = await create_deployment(services(request), tenant, spec)
+    return {"success": True, "message": f"Deployment {deployment.id} created", "id": deployment.id,
+            "status": deployment.status.value}
+
+
+@router.get("/sg_inf/{ref}")
+async def sg_inf_get(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+    deployment = find(services(request), tenant, ref)
+    return {"success": True, "message": {"id": deployment.id, "name": deployment.name,
+                                         "status": deployment.status.value, "spec": deployment.spec.public(),
+                                         "workers": len(deployment.replicas),
+                                         "ready_workers": len(deployment.ready_replicas())}}
+
+
+@router.put("/sg_inf/{ref}")
+async def sg_inf_update(ref: str, body: SgInfUpdate, request: Request,
+                        tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+    svc = services(request)
+    deployment = find(svc, tenant, ref)
+    try:
+        change = DeploymentUpdate(**_sg_inf_fields(body), immediate_scale_down=body.imidiate_scale_down)
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+    await update_deployment(svc, deployment, change)
+    return {"success": True, "message": f"Deployment {deployment.id} updated"}
+
+
+@router.delete("/sg_inf/{ref}")
+async def sg_inf_delete(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+    svc = services(request)
+    deployment = find(svc, tenant, ref)
+    await svc.controller.delete(deployment)
+    return {"success": True, "message": f"Deployment {deployment.id} deleted"}
+
+
+def _validated(fields: dict[str, Any]) -> DeploymentSpec:
+    try:
+        return DeploymentSpec.model_validate(fields)
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000

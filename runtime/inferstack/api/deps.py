@@ -1,0 +1,46 @@
+"""What every route gets from the app: the services, and the caller's tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from inferstack.api.errors import ApiError
+from inferstack.auth import KeyRing
+from inferstack.clock import Clock
+from inferstack.settings import Settings
+from inferstack.store import Store
+
+if TYPE_CHECKING:
+    from inferstack.batches.runner import BatchRunner
+    from inferstack.controller import Controller
+    from inferstack.files.blobs import BlobStore
+    from inferstack.gateway.proxy import Gateway
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    clock: Clock
+    keys: KeyRing
+    controller: Controller
+    gateway: Gateway
+    blobs: BlobStore
+    batches: BatchRunner
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def tenant_id(request: Request) -> str:
+    """The authenticated caller's tenant, or a 401 in OpenAI's error shape."""
+    header = request.headers.get("authorization")
+    tenant = await services(request).keys.tenant(header)
+    if tenant is None:
+        message = "Missing API key: send 'Authorization: Bearer <key>'." if not header else "Invalid API key."
+        raise ApiError(401, message, code="invalid_api_key")
+    return tenant

@@ -1,0 +1,407 @@
+"""The autoscaler's decision: a pure function `decide(spec, observation, state, now) -> Decision`.
+
+No I/O and no clock: the controller loads an `Observation` (metrics window + replica counts), calls
+`decide`, applies `Decision.desired`, records `Decision.reason`/`inputs` as an event and stores
+`Decision.next_state` (as JSON) for the next tick. The same inputs always give the same decision, so
+the tests are tables that travel in time.
+
+The rules, in the order they apply (each is one helper below, with a worked number):
+
+  0. idle       no activity for idle_timeout_s, nothing in flight or queued -> 0 (pause); stops here.
+  1. throughput ceil(rps / target_rps), at least 1 while anything is in flight.
+  2. latency    p95 over target -> at least current + 1 (only once every replica is ready).
+  3. panic      a burst of >= 2x capacity over the panic window -> ceil(panic_rps / target_rps).
+  4. wake       queued requests, or demand at 0 replicas -> at least max(min_replicas, 1).
+     -> the recommendation, remembered for stabilisation.
+  5. stabilising  scale-down only to the highest recommendation of the last stabilisation_window s.
+  6. latency band scale-down only while p95 is known and below scale_down_below_latency_ms.
+  7. panic      never shrink while in panic.
+  8. cooldown   outside panic, no scale-up within scale_up_cooldown_s of the last one.
+  9. clamp      min/max replicas and the price cap: the only place bounds are applied.
+
+`Decision.rule` names the step that settled the number; "hold" when nothing changed and no rule had
+to hold it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from inferstack.autoscaler.metrics_window import WindowStats
+from inferstack.spec import ScalingSpec
+
+PANIC_THRESHOLD = 2.0
+"""Panic when the panic-window rate reaches this multiple of capacity (Knative's default: 200%)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Plain data the controller builds each tick.
+
+    Contract on `stats.last_activity_at`: the controller passes max(last real activity, the time the
+    deployment was created or resumed), so a deployment that has not had its first request yet is
+    not paused at once. `decide` trusts it as given; None means "never active" and reads as idle.
+    """
+
+    stats: WindowStats
+    current_replicas: int  # replicas that exist now: starting + ready (draining ones excluded)
+    ready_replicas: int
+    queued_requests: int  # requests held by the gateway waiting for a replica (e.g. while waking)
+    price_per_replica_hour: float
+
+
+@dataclass(frozen=True)
+class AutoscalerState:
+    """The autoscaler's memory between ticks, passed in and out explicitly; stored as JSON.
+
+    `recommendations` keeps only the entries that can still be the maximum of the stabilisation
+    window: times rising, replica counts strictly falling (a newer, larger-or-equal recommendation
+    outlives every older smaller one). So it holds at most max_replicas-ish entries however often
+    the controller ticks, and its first entry is the window's maximum.
+    """
+
+    recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommended replicas) in the window
+    last_scale_up_at: float | None = None
+    panic_until: float | None = None
+    skip_stabilisation_once: bool = False  # set by an update with immediate_scale_down
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recommendations": [[t, n] for t, n in self.recommendations],
+            "last_scale_up_at": self.last_scale_up_at,
+            "panic_until": self.panic_until,
+            "skip_stabilisation_once": self.skip_stabilisation_once,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AutoscalerState:
+        """Missing keys take their defaults, so `{}` (a deployment never decided on) is a fresh state."""
+        return cls(
+            recommendations=tuple((float(t), int(n)) for t, n in d.get("recommendations") or ()),
+            last_scale_up_at=_optional_float(d.get("last_scale_up_at")),
+            panic_until=_optional_float(d.get("panic_until")),
+            skip_stabilisation_once=bool(d.get("skip_stabilisation_once", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    reason: str  # plain words with the numbers behind it
+    rule: str  # throughput, latency, panic, stabilising, idle, wake, min, max, price_cap, cooldown, hold
+    next_state: AutoscalerState
+    inputs: dict[str, float | int | None]  # the numbers behind it, for the event record
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """The number so far, the rule that set it, and the reasons collected on the way."""
+
+    replicas: int
+    rule: str
+    reasons: tuple[str, ...]
+
+    def override(self, replicas: int, rule: str, reason: str) -> _Proposal:
+        return _Proposal(replicas, rule, (*self.reasons, reason))
+
+    def note(self, reason: str) -> _Proposal:
+        return _Proposal(self.replicas, self.rule, (*self.reasons, reason))
+
+
+def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: float) -> Decision:
+    """How many replicas the deployment should have now, why, and the state for the next tick."""
+    current = obs.current_replicas
+    if _is_idle(spec, obs, now):
+        return _pause(spec, obs, state, now)
+    panic_until = _panic_until(spec, obs, state, now)
+    proposal = _throughput(spec, obs)
+    proposal = _latency_guardrail(spec, obs, proposal)
+    if panic_until is not None:
+        proposal = _panic(spec, obs, proposal, panic_until)
+    proposal = _wake(spec, obs, proposal)
+    recommended = proposal.replicas
+    if state.skip_stabilisation_once:
+        history: tuple[tuple[float, int], ...] = ((now, recommended),)
+        proposal = proposal.note("stabilisation skipped once (immediate_scale_down)")
+    else:
+        history = _remember(state.recommendations, recommended, now, spec.stabilisation_window, current)
+        proposal = _stabilise(spec, proposal, history, current)
+    proposal = _latency_band(spec, obs, proposal)
+    if panic_until is not None:
+        proposal = _no_shrink_in_panic(proposal, current, panic_until)
+    else:
+        proposal = _cooldown(spec, state, proposal, current, now)
+    proposal = _bounded(spec, obs, proposal)
+    desired = proposal.replicas
+    next_state = AutoscalerState(
+        recommendations=history,
+        last_scale_up_at=now if desired > current else state.last_scale_up_at,
+        panic_until=panic_until,
+    )
+    rule = "hold" if desired == current and proposal.rule == "throughput" else proposal.rule
+    inputs = {**_inputs(obs), "recommended": recommended, "panic_until": panic_until}
+    return Decision(desired, "; ".join(proposal.reasons), rule, next_state, inputs)
+
+
+# --- 0. idle -----------------------------------------------------------------------------------
+def _is_idle(spec: ScalingSpec, obs: Observation, now: float) -> bool:
+    """Idle means no arrival or completion for idle_timeout_s AND nothing in flight or queued.
+
+    idle_timeout_s 3600, last activity at t=1000: idle from t=4600 on, unless a stream that arrived at
+    t=900 is still going (in_flight 1): a long stream completes nothing, yet the deployment is in use.
+    """
+    if obs.stats.in_flight > 0 or obs.queued_requests > 0:
+        return False
+    last = obs.stats.last_activity_at
+    return last is None or now - last >= spec.idle_timeout_s
+
+
+def _pause(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: float) -> Decision:
+    """Scale to 0: the only way below min_replicas, and it skips stabilisation (idle_timeout_s is the
+    delay the user asked for). The window history starts again from 0."""
+    last = obs.stats.last_activity_at
+    quiet = "no requests yet" if last is None else f"no requests for {now - last:.0f} s"
+    reason = f"{quiet} (idle timeout {spec.idle_timeout_s:g} s) and none in flight or queued -> pause at 0"
+    next_state = AutoscalerState(recommendations=((now, 0),), last_scale_up_at=state.last_scale_up_at)
+    inputs = {**_inputs(obs), "recommended": 0, "panic_until": None}
+    return Decision(0, reason, "idle", next_state, inputs)
+
+
+# --- 1. throughput -----------------------------------------------------------------------------
+def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
+    """ceil(rps / target_rps): rps 23.4, target 10/replica -> 3 replicas. No requests -> 0 (the clamp
+    lifts it to min_replicas). Anything in flight needs a replica: rps 0.0 but one stream -> 1."""
+    rps = obs.stats.rps
+    if rps == 0 and obs.stats.in_flight == 0:
+        quiet = f"no requests in the last {spec.metrics_window_s:g} s -> 0 replicas"
+        return _Proposal(0, "throughput", (quiet,))
+    replicas = _ceil(rps / spec.target_rps)
+    proposal = _Proposal(replicas, "throughput",
+                         (f"rps {rps:.1f} over target {spec.target_rps:g}/replica -> {replicas} replicas",))
+    if replicas == 0 and obs.stats.in_flight > 0:
+        proposal = proposal.override(1, "throughput", f"{obs.stats.in_flight} in flight -> 1 replica")
+    return proposal
+
+
+# --- 2. latency guardrail ----------------------------------------------------------------------
+def _latency_guardrail(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
+    """p95 over target -> at least current + 1: p95 7200 ms, target 5000 ms, 2 replicas -> 3.
+
+    While a replica is still starting it only holds (at least current, no shrink): the starting one
+    is capacity already on its way, and the gateway's latency includes time held waiting for it, so
+    a cold start (minutes) would otherwise add a replica every tick. 2 current, 1 ready -> at least 2.
+    """
+    p95, current = obs.stats.p95_latency_ms, obs.current_replicas
+    if p95 is None or p95 <= spec.target_latency_p95_ms:
+        return proposal
+    over = f"p95 {p95:.0f} ms over target {spec.target_latency_p95_ms:g} ms"
+    if obs.ready_replicas < current:
+        floor = current
+        reason = f"{over}, {current - obs.ready_replicas} replica(s) still starting -> at least {current}"
+    else:
+        floor = current + 1
+        reason = f"{over} -> {floor}"
+    if proposal.replicas >= floor:
+        return proposal
+    return proposal.override(floor, "latency", reason)
+
+
+# --- 3. panic ----------------------------------------------------------------------------------
+def _panic_until(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: float) -> float | None:
+    """When panic ends, or None outside panic.
+
+    capacity = current x target_rps: 2 replicas x 10 = 20 rps; panic_rps 40 over the last 6 s is
+    2x -> panic until now + metrics_window_s. Like Knative, panic lasts a stable window (60 s by
+    default) past the last burst, so the stable-window rate has caught up before shrinking may start.
+    At 0 replicas the capacity is 0 and any arrival is a burst.
+    """
+    capacity = obs.current_replicas * spec.target_rps
+    panic_rps = obs.stats.panic_rps
+    if panic_rps > 0 and panic_rps >= PANIC_THRESHOLD * capacity:
+        return now + spec.metrics_window_s
+    if state.panic_until is not None and now < state.panic_until:
+        return state.panic_until
+    return None
+
+
+def _panic(spec: ScalingSpec, obs: Observation, proposal: _Proposal, panic_until: float) -> _Proposal:
+    """In panic, follow the short window: panic_rps 40, target 10/replica -> 4 replicas."""
+    panic_rps = obs.stats.panic_rps
+    replicas = _ceil(panic_rps / spec.target_rps)
+    if replicas <= proposal.replicas:
+        return proposal.note(f"in panic until t={panic_until:.0f}")
+    return proposal.override(
+        replicas, "panic",
+        f"panic: rps {panic_rps:.1f} over the last {spec.panic_window_s:g} s, capacity "
+        f"{obs.current_replicas * spec.target_rps:g} rps -> {replicas} replicas until t={panic_until:.0f}",
+    )
+
+
+# --- 4. wake -----------------------------------------------------------------------------------
+def _wake(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
+    """Requests waiting, or demand at 0 replicas -> at least max(min_replicas, 1).
+
+    3 requests queued at 0 replicas, min_replicas 0 -> 1; min_replicas 2 -> 2 (waking restores the
+    awake floor). The rule is "wake" whenever it brings a deployment up from 0.
+    """
+    current, stats = obs.current_replicas, obs.stats
+    demand = obs.queued_requests > 0 or (current == 0 and (stats.rps > 0 or stats.in_flight > 0))
+    if not demand:
+        return proposal
+    floor = max(spec.min_replicas, 1)
+    replicas = max(proposal.replicas, floor)
+    if replicas == proposal.replicas and current > 0:
+        return proposal
+    why = f"{obs.queued_requests} request(s) queued" if obs.queued_requests else "requests arriving"
+    verb = "wake to" if current == 0 else "at least"
+    return proposal.override(replicas, "wake", f"{why} at {current} replicas -> {verb} {replicas}")
+
+
+# --- 5. stabilisation --------------------------------------------------------------------------
+def _remember(history: tuple[tuple[float, int], ...], recommended: int, now: float, window_s: float,
+              current: int) -> tuple[tuple[float, int], ...]:
+    """Add `recommended` at `now` to the window's running maximum and drop what left the window.
+
+    Window 300 s, history ((0, 5), (100, 3)), now 350, recommended 4: (0, 5) has left the window
+    (0 <= 350 - 300) and (100, 3) can never be the maximum again next to a newer 4 -> ((350, 4),).
+    A fresh history (state lost or new) starts with the current count, so a restarted controller does
+    not shrink at once: it waits one window like everyone else.
+    """
+    kept = [(t, n) for t, n in history if t > now - window_s]
+    if not history and window_s > 0:
+        kept = [(now, current)]
+    while kept and kept[-1][1] <= recommended:
+        kept.pop()
+    kept.append((now, recommended))
+    return tuple(kept)
+
+
+def _stabilise(spec: ScalingSpec, proposal: _Proposal, history: tuple[tuple[float, int], ...],
+               current: int) -> _Proposal:
+    """Scale-up is immediate; scale-down goes only to the highest recommendation in the window (HPA).
+
+    Current 4, recommended 1, window 300 s holding a 3 from 120 s ago -> 3 (never above current).
+    """
+    if proposal.replicas >= current:
+        return proposal
+    highest = max(n for _, n in history)
+    stabilised = min(current, highest)
+    if stabilised <= proposal.replicas:
+        return proposal
+    return proposal.override(
+        stabilised, "stabilising",
+        f"highest recommendation in the last {spec.stabilisation_window:g} s is {highest} -> {stabilised}",
+    )
+
+
+# --- 6. lower latency band ---------------------------------------------------------------------
+def _latency_band(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
+    """With scale_down_below_latency_ms 1000, shrinking needs p95 known and under 1000 ms: p95 1400 ms
+    (or no completions at all) holds at current."""
+    band, current = spec.scale_down_below_latency_ms, obs.current_replicas
+    if band is None or proposal.replicas >= current:
+        return proposal
+    p95 = obs.stats.p95_latency_ms
+    if p95 is not None and p95 < band:
+        return proposal
+    seen = "p95 unknown" if p95 is None else f"p95 {p95:.0f} ms"
+    return proposal.override(current, "latency", f"{seen}, not below {band:g} ms -> hold {current}")
+
+
+# --- 7. no shrink in panic ---------------------------------------------------------------------
+def _no_shrink_in_panic(proposal: _Proposal, current: int, panic_until: float) -> _Proposal:
+    if proposal.replicas >= current:
+        return proposal
+    reason = f"in panic until t={panic_until:.0f}: never shrink -> hold {current}"
+    return proposal.override(current, "panic", reason)
+
+
+# --- 8. scale-up cooldown ----------------------------------------------------------------------
+def _cooldown(spec: ScalingSpec, state: AutoscalerState, proposal: _Proposal, current: int,
+              now: float) -> _Proposal:
+    """Cooldown 120 s, last scale-up 45 s ago: a scale-up 2 -> 3 holds at 2 for 75 s more.
+
+    Never at 0 replicas: waking is not throttled (and arrivals at 0 are a panic anyway).
+    """
+    last = state.last_scale_up_at
+    if proposal.replicas <= current or current == 0 or last is None:
+        return proposal
+    since = now - last
+    if since >= spec.scale_up_cooldown_s:
+        return proposal
+    return proposal.override(
+        current, "cooldown",
+        f"would scale {current} -> {proposal.replicas}, but the last scale-up was {since:.0f} s ago "
+        f"(cooldown {spec.scale_up_cooldown_s:g} s) -> hold {current}",
+    )
+
+
+# --- 9. bounds: the one place ------------------------------------------------------------------
+def clamp(desired: int, spec: ScalingSpec, price_per_replica_hour: float) -> tuple[int, str | None]:
+    """Bound an awake deployment's replica count; return it and the bound that applied ("min", "max",
+    "price_cap") or None.
+
+    [min_replicas, max_replicas], then the price cap floor(max_price_per_hour / price per replica):
+    gpu.h100 at 12.29/h with a 30/h cap -> at most 2 (30 / 12.29 = 2.44). The cap wins over
+    min_replicas: it is a spending limit (the spec refuses a min_replicas the cap cannot pay for). A
+    price of 0 (local CPU replicas) means no cap applies. The idle pause to 0 is decided before this
+    step and is the only way below min_replicas.
+    """
+    bounded = min(max(desired, spec.min_replicas), spec.max_replicas)
+    rule = None if bounded == desired else ("min" if desired < spec.min_replicas else "max")
+    cap = _price_cap(spec, price_per_replica_hour)
+    if cap is not None and bounded > cap:
+        return cap, "price_cap"
+    return bounded, rule
+
+
+def _price_cap(spec: ScalingSpec, price_per_replica_hour: float) -> int | None:
+    if spec.max_price_per_hour is None or price_per_replica_hour <= 0:
+        return None
+    # round(): 24.58 / 12.29 must be 2, not 1.9999999999999998 -> 1.
+    return math.floor(round(spec.max_price_per_hour / price_per_replica_hour, 9))
+
+
+def _bounded(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
+    desired, bound = clamp(proposal.replicas, spec, obs.price_per_replica_hour)
+    if bound is None:
+        return proposal
+    if bound == "min":
+        limit = f"min_replicas {spec.min_replicas}"
+    elif bound == "max":
+        limit = f"max_replicas {spec.max_replicas}"
+    else:
+        limit = f"price cap {spec.max_price_per_hour:g} USD/h at {obs.price_per_replica_hour:g} USD/h per replica"
+    return proposal.override(desired, bound, f"{limit} -> {desired}")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _ceil(value: float) -> int:
+    # round(): 0.3 / 0.1 is 2.9999999999999996 and 2.0000000000000004 happens too; neither is a replica.
+    return max(0, math.ceil(round(value, 9)))
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _inputs(obs: Observation) -> dict[str, float | int | None]:
+    stats = obs.stats
+    return {
+        "rps": round(stats.rps, 3),
+        "panic_rps": round(stats.panic_rps, 3),
+        "p50_ms": stats.p50_latency_ms,
+        "p95_ms": stats.p95_latency_ms,
+        "p95_ttft_ms": stats.p95_ttft_ms,
+        "in_flight": stats.in_flight,
+        "completed": stats.completed,
+        "failed": stats.failed,
+        "last_activity_at": stats.last_activity_at,
+        "current": obs.current_replicas,
+        "ready": obs.ready_replicas,
+        "queued": obs.queued_requests,
+        "price_per_replica_hour": obs.price_per_replica_hour,
+    }

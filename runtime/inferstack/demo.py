@@ -1,0 +1,120 @@
+"""`inferstack demo`: the whole product on this machine, in one command, with no cloud account.
+
+Starts a control plane (local provider, SQLite), creates a deployment, waits for a healthy replica,
+then talks to it with the official `openai` client (a chat completion and a streamed one) and shows
+what happened: status, replicas, cost and the scaling record.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+from rich.console import Console
+from rich.panel import Panel
+
+from inferstack.providers.local import free_port
+
+console = Console()
+TINY_LLAMA = Path(__file__).parent / "engines" / "tiny_llama.py"
+
+
+def run_demo(engine: str, keep: bool) -> None:
+    home = Path(tempfile.mkdtemp(prefix="inferstack-demo-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "INFERSTACK_HOME": str(home), "INFERSTACK_URL": url}
+    console.print(Panel.fit(f"inferstack demo: control plane at {url}, state in {home}\n"
+                            f"engine: {engine_description(engine)}"))
+    server = subprocess.Popen([sys.executable, "-m", "inferstack", "serve", "--port", str(port)], env=env,
+                              stdout=(home / "serve.log").open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(url, server)
+        key = subprocess.run([sys.executable, "-m", "inferstack", "keys", "create", "--tenant", "demo"], env=env,
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        console.print("[green]✓[/green] control plane up; API key created for tenant 'demo'")
+        rest = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        created = rest.post("/v1/deployments", json=deployment_body(engine, home))
+        if created.status_code != 201:
+            raise SystemExit(f"create failed: {created.text}")
+        deployment = created.json()
+        console.print(f"[green]✓[/green] deployment {deployment['id']} ({deployment['name']}) created")
+        started = time.monotonic()
+        with console.status("waiting for a healthy replica (vLLM takes about a minute on 2 CPU cores)..."):
+            while (info := rest.get(f"/v1/deployments/{deployment['id']}").json())["status"] != "running":
+                if info["status"] == "failed":
+                    raise SystemExit(f"deployment failed: {info['status_reason']}")
+                time.sleep(0.5)
+        console.print(f"[green]✓[/green] replica ready after {time.monotonic() - started:.1f} s")
+        talk(url, key, deployment["name"])
+        show_record(rest, deployment["id"])
+        if keep:
+            console.print(f"Control plane left running at {url}; INFERSTACK_API_KEY={key}. Ctrl-C to stop.")
+            server.wait()
+    finally:
+        server.terminate()
+        server.wait(30)
+        console.print("[green]✓[/green] control plane stopped; its replicas stopped with it")
+
+
+def engine_description(engine: str) -> str:
+    if engine == "sim":
+        return "sim (the built-in simulated vLLM-compatible server: no model, no GPU; see README to use vLLM)"
+    return "vllm (real vLLM on this CPU, serving a tiny random-weight Llama built locally: the text is noise)"
+
+
+def deployment_body(engine: str, home: Path) -> dict[str, object]:
+    if engine == "sim":
+        return {"name": "demo-chat", "hf_model_id": "inferstack/sim", "engine": "sim", "hardware_profile": "cpu"}
+    python = os.environ.get("INFERSTACK_VLLM_PYTHON")
+    if not python:
+        raise SystemExit("engine vllm needs INFERSTACK_VLLM_PYTHON (run `bash .ci/demo --vllm`, which builds it)")
+    model_dir = home / "tiny-llama"
+    subprocess.run([python, str(TINY_LLAMA), str(model_dir)], check=True, capture_output=True)
+    return {"name": "demo-chat", "hf_model_id": str(model_dir), "engine": "vllm", "hardware_profile": "cpu",
+            "max_model_len": 256, "engine_args": ["--dtype", "bfloat16"]}
+
+
+def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit("the control plane exited; see serve.log in the demo's state directory")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the control plane did not come up within 60 s")
+
+
+def talk(url: str, key: str, model: str) -> None:
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key)
+    question = "In one sentence, why do held requests matter when a deployment wakes from zero?"
+    answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
+                                            max_tokens=24)
+    console.print(Panel(answer.choices[0].message.content or "", title=f"chat completion {answer.id}",
+                        subtitle=f"{answer.usage.prompt_tokens if answer.usage else '?'} prompt + "
+                                 f"{answer.usage.completion_tokens if answer.usage else '?'} completion tokens"))
+    console.print("[bold]streamed:[/bold] ", end="")
+    for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
+                                                max_tokens=24, stream=True):
+        if chunk.choices:
+            console.print(chunk.choices[0].delta.content or "", end="", markup=False, highlight=False)
+    console.print()
+
+
+def show_record(rest: httpx.Client, deployment_id: str) -> None:
+    info = rest.get(f"/v1/deployments/{deployment_id}").json()
+    console.print(f"status {info['status']}, {info['ready_replicas']} ready replica(s), "
+                  f"cost so far {info['cost']['usd']:.6f} USD")
+    for event in rest.get(f"/v1/deployments/{deployment_id}/events").json()["data"]:
+        console.print(f"  [dim]{time.strftime('%H:%M:%S', time.localtime(event['at']))}[/dim] "
+                      f"{event['kind']}: {event['message']}")

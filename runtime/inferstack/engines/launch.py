@@ -1,0 +1,69 @@
+"""What a replica runs: the command line and environment of each engine, derived from the spec.
+
+Pure: no processes are started here. The local provider runs the command; the Kubernetes and AWS
+targets put the same flags into a pod spec or user data.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import BaseModel
+
+from inferstack.spec import DeploymentSpec, Engine, Task
+
+
+class LaunchPlan(BaseModel):
+    argv: list[str]
+    # Secrets travel in the environment, not argv: argv is readable by every user on the host.
+    env: dict[str, str]
+
+
+class EngineUnavailable(Exception):
+    pass
+
+
+def served_names(deployment_id: str, name: str) -> list[str]:
+    """A replica answers to the deployment's id and its name, so the gateway never rewrites bodies."""
+    return [deployment_id] if name == deployment_id else [deployment_id, name]
+
+
+def vllm_flags(spec: DeploymentSpec, names: list[str], port: int, host: str) -> list[str]:
+    """The vLLM OpenAI server flags for a spec; shared by every target."""
+    flags = ["--model", spec.hf_model_id, "--served-model-name", *names, "--host", host, "--port", str(port),
+             "--tensor-parallel-size", str(spec.gpus_per_replica)]
+    if spec.max_model_len:
+        flags += ["--max-model-len", str(spec.max_model_len)]
+    if spec.task is Task.embed:
+        flags += ["--runner", "pooling"]
+    return flags + spec.engine_args
+
+
+def plan_launch(
+    spec: DeploymentSpec,
+    deployment_id: str,
+    name: str,
+    port: int,
+    replica_api_key: str,
+    vllm_python: str | None,
+    host: str = "127.0.0.1",
+) -> LaunchPlan:
+    names = served_names(deployment_id, name)
+    env = {"VLLM_API_KEY": replica_api_key}
+    if spec.hf_token is not None:
+        env["HF_TOKEN"] = spec.hf_token.get_secret_value()
+    if spec.engine is Engine.sim:
+        argv = [sys.executable, "-m", "inferstack.engines.sim_server", "--host", host, "--port", str(port),
+                "--served-model-name", *names, "--task", spec.task.value]
+        if spec.max_model_len:
+            argv += ["--max-model-len", str(spec.max_model_len)]
+        return LaunchPlan(argv=argv + spec.engine_args, env=env)
+    if not vllm_python:
+        raise EngineUnavailable(
+            "engine 'vllm' needs a Python environment with vLLM: set INFERSTACK_VLLM_PYTHON "
+            "(`bash .ci/setup-vllm` builds a CPU one and prints its path)"
+        )
+    # A CPU replica gets a small KV cache: the local provider is for trying things, not for capacity.
+    env |= {"VLLM_CPU_KVCACHE_SPACE": "1"} if spec.hardware_profile == "cpu" else {}
+    argv = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", *vllm_flags(spec, names, port, host)]
+    return LaunchPlan(argv=argv, env=env)

@@ -1,0 +1,97 @@
+"""The live picture of every deployment, in memory: what the gateway routes on and the controller steers.
+
+One `LiveDeployment` per deployment, owned by the controller (it alone adds, removes and changes
+replicas) and read by the gateway on every request. Both run on the server's one event loop, so no
+locks: a request sees a replica set that changes only between its awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from inferstack.autoscaler.decision import AutoscalerState
+from inferstack.autoscaler.metrics_window import MetricsWindow
+from inferstack.providers.base import ReplicaHandle
+from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
+
+
+@dataclass
+class LiveReplica:
+    handle: ReplicaHandle
+    api_key: str
+    status: ReplicaStatus
+    started_at: float
+    ready_at: float | None = None
+    outstanding: int = 0
+    batch_outstanding: int = 0
+
+    @property
+    def replica_id(self) -> str:
+        return self.handle.replica_id
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
+
+
+@dataclass
+class LiveDeployment:
+    id: str
+    tenant_id: str
+    name: str
+    spec: DeploymentSpec
+    status: DeploymentStatus
+    status_reason: str
+    created_at: float
+    awake_since: float
+    """When it was created or last woken: the idle timeout counts from here when no request came since."""
+    autoscaler_state: AutoscalerState = field(default_factory=AutoscalerState)
+    replicas: dict[str, LiveReplica] = field(default_factory=dict)
+    metrics: MetricsWindow = field(default_factory=MetricsWindow)
+    queued: int = 0
+    """Requests held by the gateway until a replica is ready."""
+    consecutive_start_failures: int = 0
+    replica_seconds: float = 0.0
+    last_replica_seconds_at: float = 0.0
+    ready_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set whenever a replica becomes ready or a slot frees: held requests re-check then."""
+
+    def ready_replicas(self) -> list[LiveReplica]:
+        return [r for r in self.replicas.values() if r.status is ReplicaStatus.ready]
+
+    def count(self, *statuses: ReplicaStatus) -> int:
+        return sum(1 for r in self.replicas.values() if r.status in statuses)
+
+    def notify(self) -> None:
+        """Wake every held request so it re-checks; they clear the event before waiting again."""
+        self.ready_changed.set()
+        self.ready_changed = asyncio.Event()
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self._by_id: dict[str, LiveDeployment] = {}
+        self._by_name: dict[tuple[str, str], LiveDeployment] = {}
+
+    def add(self, deployment: LiveDeployment) -> None:
+        self._by_id[deployment.id] = deployment
+        self._by_name[(deployment.tenant_id, deployment.name)] = deployment
+
+    def remove(self, deployment_id: str) -> None:
+        deployment = self._by_id.pop(deployment_id, None)
+        if deployment is not None:
+            self._by_name.pop((deployment.tenant_id, deployment.name), None)
+
+    def get(self, deployment_id: str) -> LiveDeployment | None:
+        return self._by_id.get(deployment_id)
+
+    def resolve(self, tenant_id: str, model: str) -> LiveDeployment | None:
+        """`model` is a deployment id or name; another tenant's deployment does not exist for the caller."""
+        deployment = self._by_id.get(model)
+        if deployment is not None:
+            return deployment if deployment.tenant_id == tenant_id else None
+        return self._by_name.get((tenant_id, model))
+
+    def all(self) -> list[LiveDeployment]:
+        return list(self._by_id.values())

@@ -1,0 +1,36 @@
+"""Where replicas run. One small interface; the controller never knows which provider it drives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from inferstack.spec import DeploymentSpec
+
+
+@dataclass(frozen=True)
+class ReplicaHandle:
+    replica_id: str
+    url: str
+    pid: int | None
+    log_path: str
+
+
+class ProviderError(Exception):
+    """A replica could not be started; the message is shown to the user as the reason."""
+
+
+class Provider(Protocol):
+    async def start(
+        self, deployment_id: str, name: str, replica_id: str, spec: DeploymentSpec, replica_api_key: str
+    ) -> ReplicaHandle: ...
+
+    def exit_code(self, handle: ReplicaHandle) -> int | None:
+        """The replica's exit code once it has exited on its own, else None."""
+        ...
+
+    async def stop(self, handle: ReplicaHandle) -> None: ...
+
+    async def close(self) -> None:
+        """Stop every replica this provider started."""
+        ...

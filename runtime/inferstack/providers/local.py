@@ -1,0 +1,71 @@
+"""The local provider: replicas are child processes on free loopback ports, the embedded default.
+
+Each replica runs under `inferstack.providers.reaper`, so no replica outlives the control plane,
+however the control plane ends (see reaper.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from inferstack.engines.launch import EngineUnavailable, plan_launch
+from inferstack.providers.base import ProviderError, ReplicaHandle
+from inferstack.spec import DeploymentSpec
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class LocalProvider:
+    def __init__(self, log_dir: Path, vllm_python: str | None, stop_timeout_s: float = 15.0) -> None:
+        self._log_dir = log_dir
+        self._vllm_python = vllm_python
+        self._stop_timeout_s = stop_timeout_s
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+
+    async def start(
+        self, deployment_id: str, name: str, replica_id: str, spec: DeploymentSpec, replica_api_key: str
+    ) -> ReplicaHandle:
+        port = free_port()
+        try:
+            plan = plan_launch(spec, deployment_id, name, port, replica_api_key, self._vllm_python)
+        except EngineUnavailable as exc:
+            raise ProviderError(str(exc)) from exc
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self._log_dir / f"{replica_id}.log"
+        env = {**os.environ, **plan.env, "INFERSTACK_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        with log_path.open("ab") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "inferstack.providers.reaper", "--", *plan.argv,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+            )
+        self._processes[replica_id] = process
+        return ReplicaHandle(replica_id=replica_id, url=f"http://127.0.0.1:{port}", pid=process.pid,
+                             log_path=str(log_path))
+
+    def exit_code(self, handle: ReplicaHandle) -> int | None:
+        process = self._processes.get(handle.replica_id)
+        return None if process is None else process.returncode
+
+    async def stop(self, handle: ReplicaHandle) -> None:
+        process = self._processes.pop(handle.replica_id, None)
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)  # the reaper stops the replica's whole process group
+        try:
+            await asyncio.wait_for(process.wait(), self._stop_timeout_s)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def close(self) -> None:
+        handles = [ReplicaHandle(rid, "", p.pid, "") for rid, p in self._processes.items()]
+        await asyncio.gather(*(self.stop(h) for h in handles))

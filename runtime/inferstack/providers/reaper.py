@@ -1,0 +1,63 @@
+"""A replica's supervisor process: it dies with the control plane, and takes the whole replica with it.
+
+`python -m inferstack.providers.reaper -- CMD ...` runs CMD in its own process group. The kernel
+sends the reaper SIGTERM when its parent (the control plane) dies for any reason, SIGKILL included
+(PR_SET_PDEATHSIG), and the reaper then kills the group: vLLM's API server forks an engine-core
+process that would otherwise outlive a killed control plane and hold the GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PR_SET_PDEATHSIG = 1
+GRACE_S = 10.0
+
+
+def _die_with_parent(expected_parent: int) -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != expected_parent:  # the parent died before prctl took effect
+        sys.exit(1)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def main(argv: list[str]) -> int:
+    if "--" not in argv:
+        print("usage: python -m inferstack.providers.reaper -- CMD [ARGS...]", file=sys.stderr)
+        return 2
+    command = argv[argv.index("--") + 1 :]
+    _die_with_parent(int(os.environ.get("INFERSTACK_PARENT_PID", os.getppid())))
+    child = subprocess.Popen(command, start_new_session=True)
+    kill_at: list[float] = []  # set once a stop is asked for: when SIGTERM turns into SIGKILL
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        # Only signal here: waiting inside a handler would race the main loop's wait() for the child.
+        _signal_group(child.pid, signal.SIGTERM)
+        kill_at.append(time.monotonic() + GRACE_S)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while True:
+        try:
+            code = child.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            if kill_at and time.monotonic() > kill_at[0]:
+                _signal_group(child.pid, signal.SIGKILL)
+    _signal_group(child.pid, signal.SIGKILL)  # the leader is gone: leave none of its children behind
+    return 0 if kill_at else code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,57 @@
+"""`inferstack serve`: wire the parts together and run them under uvicorn.
+
+The only place that reads settings and the wall clock and chooses implementations: everything below
+receives what it needs (store, clock, provider) from here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from inferstack.api.app import ControlPlaneApp, build_app
+from inferstack.api.deps import Services
+from inferstack.auth import KeyRing
+from inferstack.batches.runner import BatchRunner
+from inferstack.clock import Clock, SystemClock
+from inferstack.controller import Controller
+from inferstack.files.blobs import blob_store_from_url
+from inferstack.fleet import Fleet
+from inferstack.gateway.proxy import Gateway
+from inferstack.providers.local import LocalProvider
+from inferstack.settings import Settings
+from inferstack.store import Store
+
+
+def open_store(settings: Settings) -> Store:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.resolved_database_url)
+    store.create_schema()
+    return store
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    store = open_store(settings)
+    keys = KeyRing(store)
+    fleet = Fleet()
+    provider = LocalProvider(settings.replica_log_dir, settings.vllm_python)
+    controller = Controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s)
+    gateway = Gateway(fleet, keys, controller, clock)
+    blobs = blob_store_from_url(settings.files_url, settings.files_dir)
+    batches = BatchRunner(store, blobs, gateway, clock)
+    return Services(settings=settings, store=store, clock=clock, keys=keys, controller=controller,
+                    gateway=gateway, blobs=blobs, batches=batches)
+
+
+def create_app(settings: Settings | None = None) -> ControlPlaneApp:
+    return build_app(build_services(settings or Settings()))
+
+
+def serve(host: str, port: int, settings: Settings | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    # uvloop + httptools: the fastest pair uvicorn offers for the gateway's hot path.
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", log_level="info",
+                access_log=False, timeout_graceful_shutdown=30)

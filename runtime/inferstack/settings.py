@@ -1,0 +1,40 @@
+"""Process-wide settings, read from the environment once at the edge (CLI or server start)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+def _home() -> Path:
+    return Path(os.environ.get("INFERSTACK_HOME", Path.home() / ".inferstack")).expanduser()
+
+
+class Settings(BaseModel):
+    home: Path = Field(default_factory=_home)
+    database_url: str | None = Field(default_factory=lambda: os.environ.get("INFERSTACK_DATABASE_URL"))
+    files_url: str | None = Field(
+        default_factory=lambda: os.environ.get("INFERSTACK_FILES_URL"),
+        description="Where uploads and batch results live: a directory (default) or s3://bucket/prefix.",
+    )
+    controller_tick_s: float = Field(
+        default_factory=lambda: float(os.environ.get("INFERSTACK_CONTROLLER_TICK_S", "1.0")), gt=0
+    )
+    vllm_python: str | None = Field(
+        default_factory=lambda: os.environ.get("INFERSTACK_VLLM_PYTHON"),
+        description="The Python interpreter of the environment that has vLLM installed.",
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'inferstack.db'}"
+
+    @property
+    def replica_log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"

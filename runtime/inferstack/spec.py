@@ -1,0 +1,233 @@
+"""The deployment spec: one pydantic model, validated once, shared by REST, CLI, Pulumi, policies and
+the compatibility routes. The single source of truth for field names, defaults and limits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from inferstack.hardware import MODELS, PROFILES, HardwareProfile, fit_problem
+
+NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class Engine(StrEnum):
+    vllm = "vllm"
+    sim = "sim"  # simulated vLLM-compatible server: development and load tests, never a model
+
+
+class Task(StrEnum):
+    generate = "generate"
+    embed = "embed"
+
+
+class DeploymentStatus(StrEnum):
+    created = "created"
+    provisioning = "provisioning"
+    running = "running"
+    paused = "paused"
+    stopped = "stopped"
+    failed = "failed"
+    deleted = "deleted"
+
+    @classmethod
+    def serving(cls) -> frozenset[DeploymentStatus]:
+        """Statuses in which the gateway accepts requests (paused ones wake up)."""
+        return frozenset({cls.created, cls.provisioning, cls.running, cls.paused})
+
+    @classmethod
+    def managed(cls) -> frozenset[DeploymentStatus]:
+        """Statuses the controller reconciles every tick."""
+        return frozenset({cls.created, cls.provisioning, cls.running, cls.paused})
+
+
+class ReplicaStatus(StrEnum):
+    starting = "starting"
+    ready = "ready"
+    draining = "draining"
+    stopped = "stopped"
+    failed = "failed"
+
+    @classmethod
+    def live(cls) -> frozenset[ReplicaStatus]:
+        """Replicas that hold (or are about to hold) a GPU and count against capacity and cost."""
+        return frozenset({cls.starting, cls.ready, cls.draining})
+
+
+class ScalingSpec(BaseModel):
+    """The autoscaling fields: everything `autoscaler.decide` reads from a deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=0, le=64, description="Floor while awake; 0 allows no warm replica.")
+    max_replicas: int = Field(1, ge=1, le=64)
+    target_rps: float = Field(10.0, gt=0, description="Requests per second one replica should carry.")
+    target_latency_p95_ms: float = Field(5000, gt=0, description="p95 end-to-end latency that adds capacity.")
+    scale_down_below_latency_ms: float | None = Field(
+        None, gt=0, description="Shrink only while p95 is below this (lower latency band)."
+    )
+    stabilisation_window: float = Field(
+        300, ge=0, description="Seconds: shrink only to the highest recommendation seen within it."
+    )
+    scale_up_cooldown_s: float = Field(0, ge=0, description="Seconds between two scale-ups (outside panic).")
+    metrics_window_s: float = Field(60, gt=0, le=3600)
+    panic_window_s: float = Field(6, gt=0, le=600)
+    idle_timeout_s: float = Field(3600, gt=0, description="No arrivals and nothing in flight -> paused.")
+    max_queue_wait_s: float = Field(600, gt=0, description="How long a request waits for a waking replica.")
+    max_queued_requests: int = Field(1000, ge=1, le=100_000)
+    max_price_per_hour: float | None = Field(None, gt=0, description="USD/hour cap on all replicas together.")
+    drain_timeout_s: float = Field(120, ge=0, description="How long in-flight requests may finish on shrink.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})"
+            )
+        if (
+            self.scale_down_below_latency_ms is not None
+            and self.scale_down_below_latency_ms >= self.target_latency_p95_ms
+        ):
+            raise ValueError(
+                f"scale_down_below_latency_ms ({self.scale_down_below_latency_ms:g}) must be below "
+                f"target_latency_p95_ms ({self.target_latency_p95_ms:g})"
+            )
+        return self
+
+
+class DeploymentSpec(ScalingSpec):
+    """What the user declares: a model, a hardware profile and how its replicas scale."""
+
+    name: str | None = Field(None, description="Unique per tenant; usable as `model` in OpenAI calls.")
+    hf_model_id: str = Field(..., min_length=1, max_length=200)
+    task: Task = Task.generate
+    engine: Engine = Engine.vllm
+    engine_args: list[str] = Field(default_factory=list, description="Extra flags for the engine server.")
+    hardware_profile: str = "gpu.a100"
+    gpus_per_replica: int = Field(1, ge=1, le=8, description="vLLM --tensor-parallel-size.")
+    max_model_len: int | None = Field(None, ge=16, le=1_048_576)
+    allow_spot: bool = False
+    hf_token: SecretStr | None = Field(None, description="Write-only: used to pull gated weights.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> DeploymentSpec:
+        if self.name is not None and not NAME_PATTERN.match(self.name):
+            raise ValueError(
+                f"name {self.name!r} must be lower-case letters, digits and '-', 1-63 characters, "
+                "starting and ending with a letter or digit"
+            )
+        if self.name is not None and self.name.startswith("dep-"):
+            raise ValueError(f"name {self.name!r} must not start with 'dep-' (reserved for deployment ids)")
+        profile = PROFILES.get(self.hardware_profile)
+        if profile is None:
+            raise ValueError(
+                f"hardware_profile {self.hardware_profile!r} is unknown; choose one of {', '.join(PROFILES)}"
+            )
+        if self.gpus_per_replica > profile.max_gpus_per_replica:
+            raise ValueError(
+                f"gpus_per_replica ({self.gpus_per_replica}) exceeds {profile.name}'s "
+                f"{profile.max_gpus_per_replica} GPUs per machine"
+            )
+        catalogued = MODELS.get(self.hf_model_id)
+        if catalogued is not None:
+            problem = fit_problem(catalogued, profile, self.gpus_per_replica)
+            if problem:
+                raise ValueError(f"hf_model_id: {problem}")
+        if self.max_price_per_hour is not None and self.max_price_per_hour < self.price_per_replica_hour:
+            raise ValueError(
+                f"max_price_per_hour ({self.max_price_per_hour:g}) is below the price of one replica "
+                f"({self.price_per_replica_hour:g} USD/hour on {profile.name}): it could never run"
+            )
+        floor_price = self.min_replicas * self.price_per_replica_hour
+        if self.max_price_per_hour is not None and floor_price > self.max_price_per_hour:
+            raise ValueError(
+                f"max_price_per_hour ({self.max_price_per_hour:g}) is below the cost of min_replicas: "
+                f"{self.min_replicas} x {self.price_per_replica_hour:g} = {floor_price:g} USD/hour"
+            )
+        return self
+
+    @property
+    def profile(self) -> HardwareProfile:
+        return PROFILES[self.hardware_profile]
+
+    @property
+    def price_per_replica_hour(self) -> float:
+        return PROFILES[self.hardware_profile].price_per_replica_hour(self.gpus_per_replica)
+
+    def public(self) -> dict[str, Any]:
+        """The spec as shown to users: everything but the write-only token."""
+        shown = self.model_dump(mode="json", exclude={"hf_token"})
+        shown["hf_token_set"] = self.hf_token is not None
+        return shown
+
+    def with_changes(self, changes: dict[str, Any]) -> DeploymentSpec:
+        """A new, re-validated spec; the token is kept unless `changes` sets it."""
+        merged = self.model_dump(mode="python")
+        merged["hf_token"] = self.hf_token
+        merged.update(changes)
+        return DeploymentSpec.model_validate(merged)
+
+
+class DeploymentUpdate(BaseModel):
+    """A PATCH: any spec field but the model and the name, plus a one-off immediate scale-down."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hardware_profile: str | None = None
+    gpus_per_replica: int | None = None
+    engine_args: list[str] | None = None
+    max_model_len: int | None = None
+    allow_spot: bool | None = None
+    hf_token: SecretStr | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_rps: float | None = None
+    target_latency_p95_ms: float | None = None
+    scale_down_below_latency_ms: float | None = None
+    stabilisation_window: float | None = None
+    scale_up_cooldown_s: float | None = None
+    metrics_window_s: float | None = None
+    panic_window_s: float | None = None
+    idle_timeout_s: float | None = None
+    max_queue_wait_s: float | None = None
+    max_queued_requests: int | None = None
+    max_price_per_hour: float | None = None
+    drain_timeout_s: float | None = None
+    immediate_scale_down: bool = Field(False, description="Skip the stabilisation window once.")
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True, exclude={"immediate_scale_down"})
+
+
+# Fields whose change needs new replicas (the running ones keep the old engine until replaced).
+REPLICA_SHAPING_FIELDS = frozenset(
+    {"hardware_profile", "gpus_per_replica", "engine_args", "max_model_len", "hf_token"}
+)
+
+
+def error_fields(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Flatten pydantic errors into `{field, message}` pairs that name the field a user got wrong."""
+    out = []
+    for item in errors:
+        loc = [str(p) for p in item["loc"] if p != "body"]
+        message = str(item["msg"]).removeprefix("Value error, ")
+        out.append({"field": ".".join(loc) or _field_from_message(message), "message": message})
+    return out
+
+
+def _field_from_message(message: str) -> str:
+    # Model-level checks start their message with the field they are about.
+    first = message.split(" ", 1)[0].rstrip(":")
+    return first if first in DeploymentSpec.model_fields else ""
+
+
+def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    return "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in error_fields(errors))
+
+
+Target = Literal["local", "kubernetes", "aws"]

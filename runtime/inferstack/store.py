@@ -1,0 +1,254 @@
+"""Persistent state through SQLAlchemy: a SQLite file by default, PostgreSQL by URL.
+
+Everything the control plane must remember across a restart lives here as typed columns or JSON:
+tenants and hashed API keys, deployments (spec, status, autoscaler memory), replicas, the scaling
+record (events). The store is synchronous; async callers run it in a thread (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def hash_key(key: str) -> str:
+    # API keys are 32 random bytes: a fast hash is enough (no dictionary to attack), and the
+    # gateway can check a key without a slow KDF on every cache miss.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class DeploymentRow(Base):
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Write-only secret, kept out of `spec` so no serialisation of the spec can leak it.
+    hf_token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    autoscaler_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    desired_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    last_activity_at: Mapped[float] = mapped_column(Float)
+    replica_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+
+    def deployment_spec(self) -> DeploymentSpec:
+        token = SecretStr(self.hf_token) if self.hf_token else None
+        return DeploymentSpec.model_validate({**self.spec, "hf_token": token})
+
+
+class ReplicaRow(Base):
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    url: Mapped[str] = mapped_column(String(200), default="")
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    log_path: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_deployment_at", "deployment_id", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(String(40))
+    at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DuplicateName(Exception):
+    pass
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets the CLI read while the server writes; foreign keys are off by default in SQLite.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        # Importing the batch tables registers them on Base before create_all.
+        import inferstack.batches.tables  # noqa: F401
+
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # --- tenants and keys -------------------------------------------------------------------
+    def create_key(self, tenant_name: str, now: float) -> tuple[str, str]:
+        """Create the tenant if new, and a key for it. Returns (tenant_id, plaintext key)."""
+        key = "isk-" + secrets.token_urlsafe(32)
+        with self.session() as s:
+            tenant = s.scalar(select(TenantRow).where(TenantRow.name == tenant_name))
+            if tenant is None:
+                tenant = TenantRow(id=new_id("ten"), name=tenant_name, created_at=now)
+                s.add(tenant)
+                s.flush()
+            s.add(ApiKeyRow(id=new_id("key"), tenant_id=tenant.id, key_hash=hash_key(key),
+                            prefix=key[:8], created_at=now))
+            return tenant.id, key
+
+    def tenant_for_key_hash(self, key_hash: str) -> str | None:
+        with self.session() as s:
+            return s.scalar(
+                select(ApiKeyRow.tenant_id).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))
+            )
+
+    # --- deployments ------------------------------------------------------------------------
+    def create_deployment(self, tenant_id: str, spec: DeploymentSpec, now: float) -> DeploymentRow:
+        deployment_id = new_id("dep")
+        name = spec.name or deployment_id
+        row = DeploymentRow(
+            id=deployment_id, tenant_id=tenant_id, name=name,
+            spec=spec.model_dump(mode="json", exclude={"hf_token"}),
+            hf_token=spec.hf_token.get_secret_value() if spec.hf_token else None,
+            status=DeploymentStatus.created, status_reason="", autoscaler_state={},
+            desired_replicas=0, created_at=now, updated_at=now, last_activity_at=now,
+        )
+        with self.session() as s:
+            clash = s.scalar(select(DeploymentRow.id).where(
+                DeploymentRow.tenant_id == tenant_id, DeploymentRow.name == name,
+                DeploymentRow.status != DeploymentStatus.deleted))
+            if clash:
+                raise DuplicateName(f"a deployment named {name!r} already exists ({clash})")
+            s.add(row)
+        return row
+
+    def get_deployment(self, deployment_id: str) -> DeploymentRow | None:
+        with self.session() as s:
+            return s.get(DeploymentRow, deployment_id)
+
+    def list_deployments(self, tenant_id: str | None = None, include_deleted: bool = False) -> list[DeploymentRow]:
+        query = select(DeploymentRow).order_by(DeploymentRow.created_at)
+        if tenant_id is not None:
+            query = query.where(DeploymentRow.tenant_id == tenant_id)
+        if not include_deleted:
+            query = query.where(DeploymentRow.status != DeploymentStatus.deleted)
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    def save_spec(self, deployment_id: str, spec: DeploymentSpec, now: float) -> None:
+        with self.session() as s:
+            s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(
+                spec=spec.model_dump(mode="json", exclude={"hf_token"}),
+                hf_token=spec.hf_token.get_secret_value() if spec.hf_token else None,
+                updated_at=now))
+
+    def update_deployment(self, deployment_id: str, **values: Any) -> None:
+        with self.session() as s:
+            s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(**values))
+
+    # --- replicas ---------------------------------------------------------------------------
+    def add_replica(self, row: ReplicaRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def update_replica(self, replica_id: str, **values: Any) -> None:
+        with self.session() as s:
+            s.execute(update(ReplicaRow).where(ReplicaRow.id == replica_id).values(**values))
+
+    def list_replicas(self, deployment_id: str, live_only: bool = False) -> list[ReplicaRow]:
+        query = select(ReplicaRow).where(ReplicaRow.deployment_id == deployment_id).order_by(ReplicaRow.created_at)
+        if live_only:
+            query = query.where(ReplicaRow.status.in_(list(ReplicaStatus.live())))
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    def mark_orphaned_replicas(self, now: float, reason: str) -> int:
+        """At start-up: replicas recorded live belong to a previous control plane and are gone."""
+        with self.session() as s:
+            result = s.execute(update(ReplicaRow).where(
+                ReplicaRow.status.in_(list(ReplicaStatus.live()))
+            ).values(status=ReplicaStatus.stopped, stopped_at=now, reason=reason))
+            return result.rowcount or 0
+
+    # --- events -----------------------------------------------------------------------------
+    def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any]) -> None:
+        with self.session() as s:
+            s.add(EventRow(deployment_id=deployment_id, at=at, kind=kind, message=message, data=data))
+
+    def list_events(self, deployment_id: str, limit: int = 100) -> Sequence[EventRow]:
+        with self.session() as s:
+            rows = s.scalars(select(EventRow).where(EventRow.deployment_id == deployment_id)
+                             .order_by(EventRow.id.desc()).limit(limit))
+            return list(reversed(list(rows)))

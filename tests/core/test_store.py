@@ -1,0 +1,105 @@
+"""The store against SQLite and real PostgreSQL (skipped, saying so, when no server is reachable)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from inferstack.spec import DeploymentSpec, ReplicaStatus
+from inferstack.store import DuplicateName, ReplicaRow, Store, hash_key
+
+POSTGRES_URL = os.environ.get("INFERSTACK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def postgres_schema_url() -> Iterator[str]:
+    admin = create_engine(POSTGRES_URL)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}; store tested on SQLite only")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as connection:
+        connection.execute(text(f"create schema {schema}"))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"drop schema {schema} cascade"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url_source: Iterator[str] = iter([f"sqlite:///{tmp_path / 'state.db'}"])
+    else:
+        url_source = postgres_schema_url()
+    url = next(url_source)
+    store = Store(url)
+    store.create_schema()
+    yield store
+    store.engine.dispose()
+    next(url_source, None)
+
+
+def spec(**fields: object) -> DeploymentSpec:
+    return DeploymentSpec.model_validate({"hf_model_id": "org/model", "hardware_profile": "cpu", **fields})
+
+
+def test_keys_are_stored_hashed_and_resolve_to_their_tenant(store: Store) -> None:
+    tenant, key = store.create_key("acme", now=1.0)
+    again, other_key = store.create_key("acme", now=2.0)
+    assert tenant == again and key != other_key
+    assert store.tenant_for_key_hash(hash_key(key)) == tenant
+    assert store.tenant_for_key_hash(hash_key("isk-guess")) is None
+    with store.engine.connect() as connection:
+        stored = " ".join(str(row) for row in connection.execute(text("select * from api_keys")))
+    assert key not in stored
+
+
+def test_deployments_round_trip_and_keep_the_token_out_of_the_spec(store: Store) -> None:
+    tenant, _ = store.create_key("acme", now=1.0)
+    row = store.create_deployment(tenant, spec(name="chat", hf_token="hf_topsecret", max_replicas=3), now=5.0)
+    loaded = store.get_deployment(row.id)
+    assert loaded is not None and loaded.name == "chat" and loaded.status == "created"
+    assert "hf_topsecret" not in str(loaded.spec)
+    restored = loaded.deployment_spec()
+    assert restored.max_replicas == 3 and restored.hf_token is not None
+    assert restored.hf_token.get_secret_value() == "hf_topsecret"
+    assert [d.id for d in store.list_deployments(tenant)] == [row.id]
+
+
+def test_a_name_is_unique_per_tenant_only(store: Store) -> None:
+    acme, _ = store.create_key("acme", now=1.0)
+    other, _ = store.create_key("other", now=1.0)
+    store.create_deployment(acme, spec(name="chat"), now=1.0)
+    with pytest.raises(DuplicateName):
+        store.create_deployment(acme, spec(name="chat"), now=2.0)
+    store.create_deployment(other, spec(name="chat"), now=2.0)
+
+
+def test_replicas_left_live_by_a_dead_control_plane_are_marked_stopped(store: Store) -> None:
+    tenant, _ = store.create_key("acme", now=1.0)
+    row = store.create_deployment(tenant, spec(), now=1.0)
+    store.add_replica(ReplicaRow(id="rep-1", deployment_id=row.id, status=ReplicaStatus.ready, created_at=1.0))
+    store.add_replica(ReplicaRow(id="rep-2", deployment_id=row.id, status=ReplicaStatus.failed, created_at=1.0))
+    assert store.mark_orphaned_replicas(now=9.0, reason="control plane restarted") == 1
+    assert store.list_replicas(row.id, live_only=True) == []
+    statuses = {r.id: (r.status, r.reason) for r in store.list_replicas(row.id)}
+    assert statuses["rep-1"] == ("stopped", "control plane restarted")
+
+
+def test_events_come_back_oldest_first_with_their_numbers(store: Store) -> None:
+    tenant, _ = store.create_key("acme", now=1.0)
+    row = store.create_deployment(tenant, spec(), now=1.0)
+    for i in range(3):
+        store.add_event(row.id, at=10.0 + i, kind="scaled", message=f"step {i}", data={"rps": 1.5 * i})
+    events = store.list_events(row.id, limit=2)
+    assert [e.message for e in events] == ["step 1", "step 2"]
+    assert events[1].data == {"rps": 3.0}

@@ -1,0 +1,79 @@
+"""The gateway end to end on `sim` replicas: the official openai client over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+import openai
+import psutil
+
+from support import ControlPlane, children_of, wait_for, wait_running
+
+SIM = {"hf_model_id": "inferstack/sim-chat", "engine": "sim", "hardware_profile": "cpu"}
+
+
+def test_two_replicas_share_the_traffic(control_plane: ControlPlane) -> None:
+    key = control_plane.create_key("team")
+    rest = control_plane.client(key)
+    dep = rest.post("/v1/deployments", json={**SIM, "name": "pair", "min_replicas": 2, "max_replicas": 2}).json()
+    running = wait_for(lambda: (d := wait_running(rest, dep["id"]))["ready_replicas"] == 2 and d,
+                       timeout=60, what="two ready replicas")
+    client = openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key)
+    served_by: Counter[str] = Counter()
+    for i in range(40):
+        raw = client.chat.completions.with_raw_response.create(
+            model="pair", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=4)
+        answer = raw.parse()
+        assert answer.id and answer.created and answer.usage.completion_tokens == 4
+        assert answer.model == "pair" and answer.choices[0].message.content
+        served_by[raw.headers["x-inferstack-replica"]] += 1
+    assert set(served_by) == {r["id"] for r in running["replicas"]}
+    assert min(served_by.values()) >= 8, served_by
+
+
+def test_chat_streaming_completions_and_models(control_plane: ControlPlane) -> None:
+    key = control_plane.create_key("team")
+    rest = control_plane.client(key)
+    dep = rest.post("/v1/deployments", json={**SIM, "name": "streamer"}).json()
+    wait_running(rest, dep["id"])
+    client = openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key)
+    chunks = list(client.chat.completions.create(
+        model=dep["id"], messages=[{"role": "user", "content": "stream please"}], max_tokens=6, stream=True,
+        stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) >= 6 and text.strip()
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+    completion = client.completions.create(model="streamer", prompt="Once upon a time", max_tokens=3)
+    assert completion.choices[0].text and completion.usage.completion_tokens == 3
+    assert [m.id for m in client.models.list().data] == [dep["id"]]
+    with openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key) as c:
+        try:
+            c.embeddings.create(model="streamer", input="text")
+            raise AssertionError("a generate deployment answered /v1/embeddings")
+        except openai.BadRequestError as exc:
+            assert "embeddings" in str(exc)
+    with openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key) as c:
+        try:
+            c.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+            raise AssertionError("an unknown model was answered")
+        except openai.NotFoundError as exc:
+            assert "no-such-model" in str(exc)
+
+
+def test_killing_the_control_plane_leaves_no_replica_behind(control_plane: ControlPlane) -> None:
+    key = control_plane.create_key("team")
+    rest = control_plane.client(key)
+    dep = rest.post("/v1/deployments", json={**SIM, "min_replicas": 2, "max_replicas": 2}).json()
+    wait_for(lambda: wait_running(rest, dep["id"])["ready_replicas"] == 2, timeout=60, what="two replicas")
+    assert control_plane.process is not None
+    replicas = children_of(control_plane.process.pid)
+    assert len(replicas) >= 4  # a reaper and an engine per replica
+    os.kill(control_plane.process.pid, signal.SIGKILL)
+    control_plane.process.wait()
+
+    def all_gone() -> bool:
+        return not [p for p in replicas if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+    wait_for(all_gone, timeout=20, what=f"replica processes {replicas} to exit")

@@ -1,0 +1,119 @@
+"""Helpers shared by the suites: a real control plane in a subprocess, and waiting on conditions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+INFERSTACK = str(Path(sys.executable).parent / "inferstack")
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 30, interval: float = 0.05, what: str = "") -> T:
+    """Poll until `condition()` is truthy; fail with `what` if it never is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+@dataclass
+class ControlPlane:
+    """`inferstack serve` running as a subprocess against its own INFERSTACK_HOME."""
+
+    home: Path
+    port: int = field(default_factory=free_port)
+    env_extra: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "INFERSTACK_HOME": str(self.home), "INFERSTACK_URL": self.url,
+                "INFERSTACK_CONTROLLER_TICK_S": "0.1", **self.env_extra}
+
+    def start(self) -> ControlPlane:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.home / "serve.log"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([INFERSTACK, "serve", "--port", str(self.port)], env=self.env,
+                                            stdout=log, stderr=log, start_new_session=True)
+        wait_for(self._healthy, timeout=30, what=f"control plane on {self.url} (log: {self.log_path})")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"control plane exited: {self.log_text()[-3000:]}")
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def create_key(self, tenant: str) -> str:
+        done = subprocess.run([INFERSTACK, "keys", "create", "--tenant", tenant], env=self.env,
+                              capture_output=True, text=True, check=True)
+        return done.stdout.strip().splitlines()[-1]
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+    def cli(self, key: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([INFERSTACK, *args], env={**self.env, "INFERSTACK_API_KEY": key},
+                              capture_output=True, text=True, check=check, timeout=300)
+
+
+def wait_running(client: httpx.Client, deployment_id: str, timeout: float = 60) -> dict[str, Any]:
+    def running() -> dict[str, Any] | None:
+        info = client.get(f"/v1/deployments/{deployment_id}").json()
+        assert info["status"] != "failed", info["status_reason"]
+        return info if info["status"] == "running" else None
+
+    return wait_for(running, timeout=timeout, interval=0.1, what=f"{deployment_id} running")
+
+
+def children_of(pid: int) -> list[int]:
+    """Every descendant process of `pid` (from /proc), to check none outlive the control plane."""
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
