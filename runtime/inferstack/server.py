@@ -38,7 +38,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     fleet = Fleet()
     provider = LocalProvider(settings.replica_log_dir, settings.vllm_python)
     controller = Controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s)
-    gateway = Gateway(fleet, keys, controller, clock)
+    gateway = Gateway(fleet, keys, controller, clock, heartbeat_s=settings.heartbeat_s)
     blobs = blob_store_from_url(settings.files_url, settings.files_dir)
     batches = BatchRunner(store, blobs, gateway, clock)
     return Services(settings=settings, store=store, clock=clock, keys=keys, controller=controller,

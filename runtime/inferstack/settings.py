@@ -22,6 +22,10 @@ class Settings(BaseModel):
     controller_tick_s: float = Field(
         default_factory=lambda: float(os.environ.get("INFERSTACK_CONTROLLER_TICK_S", "1.0")), gt=0
     )
+    heartbeat_s: float = Field(
+        default_factory=lambda: float(os.environ.get("INFERSTACK_HEARTBEAT_S", "5.0")), gt=0,
+        description="How often a held streaming request gets an SSE comment while its deployment wakes.",
+    )
     vllm_python: str | None = Field(
         default_factory=lambda: os.environ.get("INFERSTACK_VLLM_PYTHON"),
         description="The Python interpreter of the environment that has vLLM installed.",

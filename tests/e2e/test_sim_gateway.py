@@ -77,3 +77,27 @@ def test_killing_the_control_plane_leaves_no_replica_behind(control_plane: Contr
         return not [p for p in replicas if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
 
     wait_for(all_gone, timeout=20, what=f"replica processes {replicas} to exit")
+
+
+def test_a_crashed_replica_is_replaced_and_recorded(control_plane: ControlPlane) -> None:
+    key = control_plane.create_key("team")
+    rest = control_plane.client(key)
+    dep = rest.post("/v1/deployments", json={**SIM, "name": "crashy"}).json()
+    first = wait_running(rest, dep["id"])["replicas"][0]
+    assert control_plane.process is not None
+    engines = [p for p in psutil.Process(control_plane.process.pid).children(recursive=True)
+               if "sim_server" in " ".join(p.cmdline()) and "reaper" not in " ".join(p.cmdline())]
+    assert len(engines) == 1
+    engines[0].kill()
+
+    def replaced() -> bool:
+        replicas = rest.get(f"/v1/deployments/{dep['id']}").json()["replicas"]
+        return [r["status"] for r in replicas] == ["ready"] and replicas[0]["id"] != first["id"]
+
+    wait_for(replaced, timeout=30, what="a new ready replica")
+    events = rest.get(f"/v1/deployments/{dep['id']}/events").json()["data"]
+    failed = [e for e in events if e["kind"] == "replica_failed"]
+    assert failed and first["id"] in failed[0]["message"] and "exited with code" in failed[0]["message"]
+    client = openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key)
+    assert client.chat.completions.create(model="crashy", messages=[{"role": "user", "content": "ok?"}],
+                                          max_tokens=2).choices[0].message.content

@@ -1,0 +1,95 @@
+"""Real vLLM replicas, end to end: `inferstack serve` launches the vLLM OpenAI server on this CPU with a
+tiny random-weight Llama the test builds, and the official openai client talks to it over HTTP.
+
+Needs the vLLM CPU environment (`bash .ci/setup-vllm`; `.ci/test` builds it and sets
+INFERSTACK_VLLM_PYTHON). Each replica start takes about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from conftest import vllm_python
+from support import ControlPlane, children_of, wait_for, wait_running
+
+pytestmark = pytest.mark.vllm
+TINY_LLAMA = Path(__file__).resolve().parents[2] / "runtime" / "inferstack" / "engines" / "tiny_llama.py"
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, str, Path]]:
+    python = vllm_python()
+    if python is None:
+        pytest.skip("INFERSTACK_VLLM_PYTHON is not set: run `bash .ci/test`, which builds the vLLM CPU venv")
+    root = tmp_path_factory.mktemp("vllm")
+    model_dir = root / "tiny-llama"
+    subprocess.run([python, str(TINY_LLAMA), str(model_dir)], check=True, capture_output=True, timeout=300)
+    plane = ControlPlane(home=root / "home", env_extra={"INFERSTACK_VLLM_PYTHON": python}).start()
+    try:
+        yield plane, plane.create_key("vllm-team"), model_dir
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def deployment(plane: tuple[ControlPlane, str, Path]) -> dict[str, object]:
+    control, key, model_dir = plane
+    rest = control.client(key)
+    created = rest.post("/v1/deployments", json={
+        "name": "tiny", "hf_model_id": str(model_dir), "engine": "vllm", "hardware_profile": "cpu",
+        "max_model_len": 256, "engine_args": ["--dtype", "bfloat16"], "hf_token": "hf_must_not_leak"})
+    assert created.status_code == 201, created.text
+    return wait_running(rest, created.json()["id"], timeout=400)
+
+
+def test_chat_streaming_and_models_through_the_openai_client(plane: tuple[ControlPlane, str, Path],
+                                                              deployment: dict[str, object]) -> None:
+    control, key, _ = plane
+    client = openai.OpenAI(base_url=control.url + "/v1", api_key=key)
+    answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello there"}],
+                                            max_tokens=8)
+    assert answer.id and answer.created > 0 and answer.model == "tiny"
+    assert answer.choices[0].message.role == "assistant" and answer.choices[0].finish_reason in ("length", "stop")
+    assert answer.usage is not None and answer.usage.prompt_tokens > 0 and 0 < answer.usage.completion_tokens <= 8
+    by_id = client.chat.completions.create(model=str(deployment["id"]), max_tokens=2,
+                                           messages=[{"role": "user", "content": "Hi"}])
+    assert by_id.model == deployment["id"]
+
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Stream"}],
+                                            max_tokens=8, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert len(chunks) >= 3 and chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+    assert [m.id for m in client.models.list().data] == [deployment["id"]]
+    # The replica's own port refuses callers without its per-replica key.
+    replica_url = control.client(key).get("/v1/deployments/tiny").json()["replicas"][0]["url"]
+    assert httpx.get(replica_url + "/v1/models").status_code == 401
+    assert "hf_must_not_leak" not in control.log_text()
+
+
+def test_a_paused_vllm_deployment_wakes_for_a_request_and_serves_it(plane: tuple[ControlPlane, str, Path],
+                                                                   deployment: dict[str, object]) -> None:
+    control, key, _ = plane
+    rest = control.client(key)
+    rest.patch("/v1/deployments/tiny", json={"min_replicas": 0, "idle_timeout_s": 1}).raise_for_status()
+    wait_for(lambda: rest.get("/v1/deployments/tiny").json()["status"] == "paused", timeout=60, what="paused")
+    assert control.process is not None
+    wait_for(lambda: children_of(control.process.pid) == [], timeout=30, what="the vLLM processes to exit")
+    rest.patch("/v1/deployments/tiny", json={"idle_timeout_s": 3600}).raise_for_status()
+
+    client = openai.OpenAI(base_url=control.url + "/v1", api_key=key, timeout=600, max_retries=0)
+    started = time.monotonic()
+    answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Wake up"}],
+                                            max_tokens=4)
+    held_s = time.monotonic() - started
+    assert answer.choices[0].message.content is not None and held_s > 5  # it really waited for a cold start
+    events = [e["kind"] for e in rest.get("/v1/deployments/tiny/events").json()["data"]]
+    assert "resumed" in events and events.count("replica_ready") >= 2
