@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from inferstack.autoscaler.decision import AutoscalerState, Decision, Observation, decide
 from inferstack.clock import Clock
@@ -113,6 +114,7 @@ class Controller:
         await self._reap_exited(deployment, now)
         if deployment.status is DeploymentStatus.failed:
             return _no_decision(deployment)
+        await self._scrape_engines(deployment)
         observation = self._observe(deployment, now)
         decision = decide(deployment.spec, observation, deployment.autoscaler_state, now)
         deployment.autoscaler_state = decision.next_state
@@ -127,8 +129,9 @@ class Controller:
             for replica in choose_victims(list(deployment.replicas.values()), current - decision.desired):
                 self._drain(deployment, replica)
         if decision.desired != current:
+            engines = _engine_queues(deployment)
             await self._event(deployment, "scaled", f"{current} -> {decision.desired} replicas: {decision.reason}",
-                              {**decision.inputs, "rule": decision.rule, "before": current,
+                              {**decision.inputs, **engines, "rule": decision.rule, "before": current,
                                "after": decision.desired})
         await self._set_status(deployment, self._derived_status(deployment, decision.desired))
         if now - self._saved_at.get(deployment.id, 0.0) >= STATE_SAVE_INTERVAL_S or decision.desired != current:
@@ -147,6 +150,23 @@ class Controller:
             queued_requests=deployment.queued,
             price_per_replica_hour=spec.price_per_replica_hour,
         )
+
+    async def _scrape_engines(self, deployment: LiveDeployment) -> None:
+        """Read each ready replica's own queue (vLLM's Prometheus gauges), for the record and `status`."""
+        ready = deployment.ready_replicas()
+        if ready:
+            await asyncio.gather(*(self._scrape(replica) for replica in ready))
+
+    async def _scrape(self, replica: LiveReplica) -> None:
+        assert self._session is not None
+        try:
+            async with self._session.get(replica.url + "/metrics", timeout=aiohttp.ClientTimeout(total=1)) as got:
+                text = await got.text() if got.status == 200 else ""
+        except (aiohttp.ClientError, TimeoutError):
+            return
+        gauges = engine_gauges(text)
+        replica.engine_running = gauges.get("vllm:num_requests_running")
+        replica.engine_waiting = gauges.get("vllm:num_requests_waiting")
 
     @staticmethod
     def _derived_status(deployment: LiveDeployment, desired: int) -> DeploymentStatus:
@@ -375,6 +395,23 @@ def _live_from_row(row: DeploymentRow, now: float) -> LiveDeployment:
         autoscaler_state=AutoscalerState.from_json(row.autoscaler_state or {}),
         replica_seconds=row.replica_seconds, last_replica_seconds_at=now,
     )
+
+
+def engine_gauges(text: str) -> dict[str, int]:
+    """Sum vLLM's request gauges over their label sets from a Prometheus text page."""
+    totals: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+            totals[family.name] = int(sum(sample.value for sample in family.samples))
+    return totals
+
+
+def _engine_queues(deployment: LiveDeployment) -> dict[str, int]:
+    scraped = [r for r in deployment.ready_replicas() if r.engine_running is not None]
+    if not scraped:
+        return {}
+    return {"engine_running": sum(r.engine_running or 0 for r in scraped),
+            "engine_waiting": sum(r.engine_waiting or 0 for r in scraped)}
 
 
 def _no_decision(deployment: LiveDeployment) -> Decision:

@@ -25,6 +25,9 @@ class LiveReplica:
     ready_at: float | None = None
     outstanding: int = 0
     batch_outstanding: int = 0
+    engine_running: int | None = None
+    """The engine's own `vllm:num_requests_running` at the last scrape (None until scraped)."""
+    engine_waiting: int | None = None
 
     @property
     def replica_id(self) -> str:

@@ -31,6 +31,9 @@ def test_two_replicas_share_the_traffic(control_plane: ControlPlane) -> None:
         served_by[raw.headers["x-inferstack-replica"]] += 1
     assert set(served_by) == {r["id"] for r in running["replicas"]}
     assert min(served_by.values()) >= 8, served_by
+    # The controller reads each replica's own queue gauges (vLLM's metric names) for `status`.
+    wait_for(lambda: all(r["engine_running"] is not None for r in rest.get(f"/v1/deployments/{dep['id']}").json()
+                         ["replicas"]), timeout=10, what="engine gauges scraped")
 
 
 def test_chat_streaming_completions_and_models(control_plane: ControlPlane) -> None:

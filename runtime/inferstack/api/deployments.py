@@ -25,6 +25,8 @@ class ReplicaView(BaseModel):
     ready_at: float | None
     stopped_at: float | None = None
     in_flight: int = 0
+    engine_running: int | None = None
+    engine_waiting: int | None = None
     reason: str = ""
 
 
@@ -53,7 +55,8 @@ def view(deployment: LiveDeployment) -> DeploymentView:
     spec = deployment.spec
     replicas = [
         ReplicaView(id=r.replica_id, status=r.status, url=r.url, started_at=r.started_at, ready_at=r.ready_at,
-                    in_flight=r.outstanding + r.batch_outstanding)
+                    in_flight=r.outstanding + r.batch_outstanding, engine_running=r.engine_running,
+                    engine_waiting=r.engine_waiting)
         for r in deployment.replicas.values()
     ]
     return DeploymentView(
@@ -154,12 +157,11 @@ async def replicas(ref: str, request: Request, all: bool = False,
     svc = services(request)
     deployment = find(svc, tenant, ref)
     rows = await asyncio.to_thread(svc.store.list_replicas, deployment.id, not all)
-    live = deployment.replicas
+    live = {r.id: r for r in view(deployment).replicas}
     data = [
-        ReplicaView(id=r.id, status=live[r.id].status if r.id in live else r.status, url=r.url,
-                    started_at=r.created_at, ready_at=r.ready_at, stopped_at=r.stopped_at,
-                    in_flight=(live[r.id].outstanding + live[r.id].batch_outstanding) if r.id in live else 0,
-                    reason=r.reason).model_dump()
+        live[r.id].model_copy(update={"reason": r.reason}).model_dump() if r.id in live else ReplicaView(
+            id=r.id, status=r.status, url=r.url, started_at=r.created_at, ready_at=r.ready_at,
+            stopped_at=r.stopped_at, reason=r.reason).model_dump()
         for r in rows
     ]
     return {"object": "list", "data": data}
