@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,3 @@ def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
         yield plane
     finally:
         plane.stop()
-
-
-def vllm_python() -> str | None:
-    """The vLLM CPU environment's interpreter (built by .ci/setup-vllm), if this machine has one."""
-    path = os.environ.get("INFERSTACK_VLLM_PYTHON")
-    return path if path and Path(path).exists() else None

@@ -117,3 +117,9 @@ def children_of(pid: int) -> list[int]:
         return [p.pid for p in psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+def vllm_python() -> str | None:
+    """The vLLM CPU environment's interpreter (built by .ci/setup-vllm), if this machine has one."""
+    path = os.environ.get("INFERSTACK_VLLM_PYTHON")
+    return path if path and Path(path).exists() else None

@@ -14,12 +14,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inferstack.cli_apply import apply as apply_stack
+from inferstack.cli_files import batch_app, files_app
 from inferstack.hardware import MODELS, PROFILES, smallest_fitting_gpus
 
 app = typer.Typer(help="Dedicated, autoscaled, OpenAI-compatible LLM inference deployments.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 keys_app = typer.Typer(help="API keys (admin: writes to the control plane's store directly).")
 app.add_typer(keys_app, name="keys")
+app.add_typer(files_app, name="files")
+app.add_typer(batch_app, name="batch")
+app.command("apply")(apply_stack)
 console = Console()
 errors = Console(stderr=True)
 

@@ -26,6 +26,12 @@ class Settings(BaseModel):
         default_factory=lambda: float(os.environ.get("INFERSTACK_HEARTBEAT_S", "5.0")), gt=0,
         description="How often a held streaming request gets an SSE comment while its deployment wakes.",
     )
+    bootstrap_api_key: str | None = Field(
+        default_factory=lambda: os.environ.get("INFERSTACK_BOOTSTRAP_API_KEY") or None,
+        description="A key registered at start-up (from a deployment tool's secret) if the store lacks it.",
+        repr=False,
+    )
+    bootstrap_tenant: str = Field(default_factory=lambda: os.environ.get("INFERSTACK_BOOTSTRAP_TENANT", "platform"))
     vllm_python: str | None = Field(
         default_factory=lambda: os.environ.get("INFERSTACK_VLLM_PYTHON"),
         description="The Python interpreter of the environment that has vLLM installed.",

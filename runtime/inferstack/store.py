@@ -23,10 +23,10 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
     create_engine,
     event,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -66,9 +66,14 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+_LIVE = text("status != 'deleted'")
+
+
 class DeploymentRow(Base):
     __tablename__ = "deployments"
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    # A name is unique among a tenant's live deployments: a deleted one frees its name for a re-create.
+    __table_args__ = (Index("uq_deployments_tenant_live_name", "tenant_id", "name", unique=True,
+                            sqlite_where=_LIVE, postgresql_where=_LIVE),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
@@ -158,15 +163,22 @@ class Store:
     def create_key(self, tenant_name: str, now: float) -> tuple[str, str]:
         """Create the tenant if new, and a key for it. Returns (tenant_id, plaintext key)."""
         key = "isk-" + secrets.token_urlsafe(32)
+        return self.ensure_key(tenant_name, key, now), key
+
+    def ensure_key(self, tenant_name: str, key: str, now: float) -> str:
+        """Register a key chosen outside (a deployment tool's secret) if it is new. Returns the tenant id."""
         with self.session() as s:
+            tenant_id = s.scalar(select(ApiKeyRow.tenant_id).where(ApiKeyRow.key_hash == hash_key(key)))
+            if tenant_id is not None:
+                return tenant_id
             tenant = s.scalar(select(TenantRow).where(TenantRow.name == tenant_name))
             if tenant is None:
                 tenant = TenantRow(id=new_id("ten"), name=tenant_name, created_at=now)
                 s.add(tenant)
                 s.flush()
-            s.add(ApiKeyRow(id=new_id("key"), tenant_id=tenant.id, key_hash=hash_key(key),
-                            prefix=key[:8], created_at=now))
-            return tenant.id, key
+            s.add(ApiKeyRow(id=new_id("key"), tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:8],
+                            created_at=now))
+            return tenant.id
 
     def tenant_for_key_hash(self, key_hash: str) -> str | None:
         with self.session() as s:

@@ -18,7 +18,7 @@ def test_vllm_gets_the_flags_from_the_spec() -> None:
     assert argv[:3] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     assert argv[argv.index("--model") + 1] == "Qwen/Qwen2.5-7B-Instruct"
     names = argv.index("--served-model-name")
-    assert argv[names + 1 : names + 3] == ["dep-1", "chat"]
+    assert argv[names + 1 : names + 3] == ["chat", "dep-1"]
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
     assert argv[argv.index("--max-model-len") + 1] == "8192"
     assert argv[argv.index("--port") + 1] == "9001" and argv[-1] == "--enable-prefix-caching"

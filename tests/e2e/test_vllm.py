@@ -16,8 +16,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import vllm_python
-from support import ControlPlane, children_of, wait_for, wait_running
+from support import ControlPlane, children_of, vllm_python, wait_for, wait_running
 
 pytestmark = pytest.mark.vllm
 TINY_LLAMA = Path(__file__).resolve().parents[2] / "runtime" / "inferstack" / "engines" / "tiny_llama.py"
@@ -60,7 +59,7 @@ def test_chat_streaming_and_models_through_the_openai_client(plane: tuple[Contro
     assert answer.usage is not None and answer.usage.prompt_tokens > 0 and 0 < answer.usage.completion_tokens <= 8
     by_id = client.chat.completions.create(model=str(deployment["id"]), max_tokens=2,
                                            messages=[{"role": "user", "content": "Hi"}])
-    assert by_id.model == deployment["id"]
+    assert by_id.model == "tiny"  # vLLM names its first served name: the deployment's name
 
     stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Stream"}],
                                             max_tokens=8, stream=True, stream_options={"include_usage": True})

@@ -24,8 +24,9 @@ class EngineUnavailable(Exception):
 
 
 def served_names(deployment_id: str, name: str) -> list[str]:
-    """A replica answers to the deployment's id and its name, so the gateway never rewrites bodies."""
-    return [deployment_id] if name == deployment_id else [deployment_id, name]
+    """A replica answers to the deployment's name and id, so the gateway never rewrites bodies.
+    The name comes first: vLLM reports the first served name as `model` in its answers."""
+    return [deployment_id] if name == deployment_id else [name, deployment_id]
 
 
 def vllm_flags(spec: DeploymentSpec, names: list[str], port: int, host: str) -> list[str]:

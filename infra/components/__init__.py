@@ -1,0 +1,1 @@
+"""Pulumi components of the inferstack platform: one component per module, typed Args, children parented."""

@@ -1,0 +1,117 @@
+"""Per declared deployment, the Kubernetes Deployment that runs its replicas.
+
+Pulumi owns the pod template (image, model, flags, scheduling, secrets); the controller owns
+`spec.replicas` (scale from zero, autoscaling, pauses), so Pulumi ignores it after creation: without
+`ignore_changes`, every `pulumi up` would reset the count and fight the autoscaler.
+The controller finds these by name, `replicas-<deployment name>`, in the platform's namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.kubernetes import REPLICA_ROLE_LABEL
+from components.replica import TOKEN_ENV, k8s_node_selector, k8s_resources, k8s_tolerations, replica_container
+from deployment_resource import InferenceDeployment
+from inferstack.spec import DeploymentSpec
+from inferstack.stackfile import REPLICA_PORT
+
+CACHE_PATH = "/root/.cache/huggingface"
+
+
+@dataclass(frozen=True)
+class KubernetesReplicasArgs:
+    namespace: pulumi.Input[str]
+    specs: Sequence[DeploymentSpec]
+    deployments: dict[str, InferenceDeployment]
+    """The control plane's resource of each spec, by name: the served names include its id."""
+    vllm_image: str
+    runtime_image: str
+    model_cache_claim: str
+    hf_token_secret_name: str | None
+    gpu_taint_key: str = "nvidia.com/gpu"
+
+
+def replica_deployment_name(deployment_name: str) -> str:
+    return f"replicas-{deployment_name}"
+
+
+class KubernetesReplicas(pulumi.ComponentResource):
+    replica_deployments: dict[str, k8s.apps.v1.Deployment]
+
+    def __init__(self, name: str, args: KubernetesReplicasArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("inferstack:kubernetes:Replicas", name, None, opts)
+        self.replica_deployments = {}
+        for spec in args.specs:
+            assert spec.name
+            self.replica_deployments[spec.name] = self._replicas(name, spec, args)
+        names = {n: d.metadata.name for n, d in self.replica_deployments.items()}
+        self.register_outputs({"replica_deployments": names})
+
+    def _replicas(self, name: str, spec: DeploymentSpec, args: KubernetesReplicasArgs) -> k8s.apps.v1.Deployment:
+        assert spec.name
+        resource = args.deployments[spec.name]
+        labels = {"app.kubernetes.io/name": "inferstack", "inferstack.io/deployment": spec.name, **REPLICA_ROLE_LABEL}
+        container = resource.deployment_id.apply(
+            lambda deployment_id: replica_container(spec, deployment_id, args.vllm_image, args.runtime_image))
+        env: list[k8s.core.v1.EnvVarArgs] = [
+            k8s.core.v1.EnvVarArgs(name="HF_HOME", value=CACHE_PATH),
+        ]
+        env_plain = container.apply(lambda c: [{"name": k, "value": v} for k, v in sorted(c.env.items())])
+        if args.hf_token_secret_name:
+            env.append(k8s.core.v1.EnvVarArgs(name=TOKEN_ENV, value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=args.hf_token_secret_name, key="token"))))
+        probe = k8s.core.v1.ProbeArgs(http_get=k8s.core.v1.HTTPGetActionArgs(path="/health", port=REPLICA_PORT),
+                                      period_seconds=5, failure_threshold=3)
+        return k8s.apps.v1.Deployment(
+            f"{name}-{spec.name}",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=replica_deployment_name(spec.name), namespace=args.namespace, labels=labels,
+                annotations={"inferstack.io/deployment-id": resource.deployment_id,
+                             "inferstack.io/hardware-profile": spec.hardware_profile}),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                # The first count only: afterwards the controller scales this (ignore_changes below).
+                replicas=spec.min_replicas,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        node_selector=k8s_node_selector(spec.hardware_profile) or None,
+                        tolerations=k8s_tolerations(spec.hardware_profile, args.gpu_taint_key) or None,
+                        # In-flight requests finish before a replica goes (the controller drains first).
+                        termination_grace_period_seconds=int(spec.drain_timeout_s) + 30,
+                        containers=[k8s.core.v1.ContainerArgs(
+                            name="engine",
+                            image=container.apply(lambda c: c.image),
+                            command=container.apply(lambda c: c.command),
+                            env=pulumi.Output.all(env_plain, env).apply(lambda parts: [*parts[1], *parts[0]]),
+                            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=REPLICA_PORT)],
+                            resources=k8s_resources(spec),
+                            # Cold start (download, load, compile) takes minutes: up to 30 before a restart.
+                            startup_probe=k8s.core.v1.ProbeArgs(
+                                http_get=k8s.core.v1.HTTPGetActionArgs(path="/health", port=REPLICA_PORT),
+                                period_seconds=10, failure_threshold=180),
+                            readiness_probe=probe,
+                            liveness_probe=probe,
+                            volume_mounts=[
+                                k8s.core.v1.VolumeMountArgs(name="model-cache", mount_path=CACHE_PATH),
+                                k8s.core.v1.VolumeMountArgs(name="shm", mount_path="/dev/shm"),
+                            ],
+                        )],
+                        volumes=[
+                            k8s.core.v1.VolumeArgs(
+                                name="model-cache",
+                                persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
+                                    claim_name=args.model_cache_claim)),
+                            k8s.core.v1.VolumeArgs(name="shm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
+                                medium="Memory", size_limit="16Gi")),
+                        ],
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"], depends_on=[resource]),
+        )

@@ -1,0 +1,139 @@
+"""What a replica runs on a target, derived from the one spec and the hardware catalogue. Pure.
+
+The command line comes from `inferstack.engines.launch.plan_launch`, the same function the local
+provider uses, so a flag means the same thing on every target. The differences per target are only
+where it runs (image, scheduling, instance type) and how secrets reach it (a Secret reference or a
+fetch at boot, never a literal).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from inferstack.engines.launch import plan_launch
+from inferstack.hardware import PROFILES
+from inferstack.spec import DeploymentSpec, Engine
+from inferstack.stackfile import REPLICA_PORT, aws_instance_type
+
+CONTAINER_PYTHON = "python3"
+TOKEN_ENV = "HF_TOKEN"
+SECRET_ENV = {TOKEN_ENV, "VLLM_API_KEY"}
+"""Variables that only ever come from a secret store; never written into a manifest or user data."""
+
+
+@dataclass(frozen=True)
+class ReplicaContainer:
+    image: str
+    command: list[str]
+    env: dict[str, str]
+    """Plain (non-secret) variables; the HF token is added by each target from its secret store."""
+
+
+def replica_container(
+    spec: DeploymentSpec, deployment_id: str, vllm_image: str, runtime_image: str
+) -> ReplicaContainer:
+    """The container of one replica: the official vLLM image with the spec's flags, or for `sim` the
+    runtime image running the built-in simulator. Served under the deployment's id and name."""
+    name = spec.name or deployment_id
+    launch = plan_launch(spec.model_copy(update={"hf_token": None}), deployment_id, name, REPLICA_PORT,
+                         replica_api_key="", vllm_python=CONTAINER_PYTHON, host="0.0.0.0")
+    command = [CONTAINER_PYTHON, *launch.argv[1:]]  # argv[0] is this machine's interpreter for sim
+    env = {k: v for k, v in launch.env.items() if k not in SECRET_ENV}
+    image = runtime_image if spec.engine is Engine.sim else vllm_image
+    return ReplicaContainer(image=image, command=command, env=env)
+
+
+# --- Kubernetes ----------------------------------------------------------------------------------------
+
+
+def k8s_node_selector(profile_name: str) -> dict[str, str]:
+    product = PROFILES[profile_name].k8s_gpu_product
+    return {"nvidia.com/gpu.product": product} if product else {}
+
+
+def k8s_tolerations(profile_name: str, taint_key: str) -> list[dict[str, str]]:
+    if not PROFILES[profile_name].k8s_gpu_product:
+        return []
+    return [{"key": taint_key, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def k8s_resources(spec: DeploymentSpec) -> dict[str, dict[str, str]]:
+    if not PROFILES[spec.hardware_profile].k8s_gpu_product:
+        return {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
+    gpus = str(spec.gpus_per_replica)
+    # vLLM's tensor parallelism shares memory between workers through /dev/shm (mounted separately).
+    return {"requests": {"cpu": str(4 * spec.gpus_per_replica), "memory": f"{32 * spec.gpus_per_replica}Gi",
+                         "nvidia.com/gpu": gpus},
+            "limits": {"nvidia.com/gpu": gpus}}
+
+
+def k8s_scheduling(profiles: list[str], taint_key: str) -> dict[str, Any]:
+    """Per hardware profile: where its pods go. The controller reads this (a ConfigMap) for the
+    deployments it creates through the REST API, so they land on the same nodes as declared ones."""
+    return {name: {"nodeSelector": k8s_node_selector(name), "tolerations": k8s_tolerations(name, taint_key),
+                   "gpuResource": "nvidia.com/gpu" if PROFILES[name].k8s_gpu_product else None}
+            for name in profiles}
+
+
+# --- AWS -----------------------------------------------------------------------------------------------
+
+
+def instance_type(spec: DeploymentSpec) -> str:
+    found = aws_instance_type(spec.hardware_profile, spec.gpus_per_replica)
+    assert found is not None, "stack validation rejects profiles without an instance type"
+    return found
+
+
+def launch_document(spec: DeploymentSpec, deployment_id: str, vllm_image: str, runtime_image: str) -> str:
+    """What an instance of this deployment runs, as JSON in an SSM parameter the boot script reads.
+
+    Model, served names, port and flags, no secret: the token is fetched from Secrets Manager at boot.
+    """
+    container = replica_container(spec, deployment_id, vllm_image, runtime_image)
+    return json.dumps({"deployment": spec.name, "deployment_id": deployment_id, "image": container.image,
+                       "command": container.command, "env": container.env, "port": REPLICA_PORT,
+                       "gpus": spec.gpus_per_replica}, sort_keys=True)
+
+
+USER_DATA = """#!/bin/bash
+# inferstack GPU replica ({profile}): runs the deployment named by this instance's
+# `inferstack:deployment` tag. Model, flags and port come from the SSM parameter
+# {parameter_prefix}/<deployment>; the Hugging Face token from Secrets Manager at boot.
+# No secret is written in this script, in the launch template or in the instance's tags.
+set -euo pipefail
+exec > >(tee -a /var/log/inferstack-replica.log) 2>&1
+IMDS=http://169.254.169.254/latest
+TOKEN=$(curl -sS -X PUT "$IMDS/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
+meta() {{ curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/meta-data/$1"; }}
+REGION=$(meta placement/region)
+DEPLOYMENT=$(meta tags/instance/inferstack:deployment)
+LAUNCH=$(aws ssm get-parameter --region "$REGION" --name {parameter_prefix}/"$DEPLOYMENT" \\
+  --query Parameter.Value --output text)
+IMAGE=$(jq -r .image <<<"$LAUNCH")
+PORT=$(jq -r .port <<<"$LAUNCH")
+mapfile -t COMMAND < <(jq -r '.command[]' <<<"$LAUNCH")
+ENV_ARGS=()
+while IFS= read -r pair; do ENV_ARGS+=(-e "$pair"); done \\
+  < <(jq -r '.env | to_entries[] | "\\(.key)=\\(.value)"' <<<"$LAUNCH")
+# The token goes to a root-only env file, never into argv (visible to every user) or this script.
+install -m 600 /dev/null /run/inferstack.env
+if aws secretsmanager describe-secret --region "$REGION" --secret-id {hf_token_secret} >/dev/null 2>&1; then
+  printf 'HF_TOKEN=%s\\n' "$(aws secretsmanager get-secret-value --region "$REGION" \\
+    --secret-id {hf_token_secret} --query SecretString --output text)" > /run/inferstack.env
+fi
+mkdir -p /opt/inferstack/hf-cache
+docker run -d --name replica --restart unless-stopped --gpus all --ipc host \\
+  -p "$PORT:$PORT" --env-file /run/inferstack.env "${{ENV_ARGS[@]}}" \\
+  -v /opt/inferstack/hf-cache:/root/.cache/huggingface \\
+  --entrypoint "${{COMMAND[0]}}" "$IMAGE" "${{COMMAND[@]:1}}"
+"""
+
+
+def user_data(profile: str, parameter_prefix: str, hf_token_secret: str) -> str:
+    """The boot script of a profile's launch template: generic, so one template serves every
+    deployment on that profile (and those the controller creates through the REST API)."""
+    return USER_DATA.format(profile=profile, parameter_prefix=parameter_prefix,
+                            hf_token_secret=shlex.quote(hf_token_secret))

@@ -1,0 +1,239 @@
+"""A declared deployment as a Pulumi resource: a dynamic provider over the control plane's REST API.
+
+`pulumi preview` shows a deployment's changes field by field, like any other resource's:
+
+    ~ inferstack:Deployment chat   update   [diff: ~max_replicas]
+    +- inferstack:Deployment chat  replace  [diff: ~hf_model_id]
+
+Each spec field is a top-level property, so the diff names it; `hf_model_id`, `name`, `engine`
+and `task` force a replacement (the REST API refuses them in a PATCH), deleted before the new one is
+created because names are unique. Replica counts are not properties: the controller owns them.
+
+Secrets: the API key is captured by the provider object, which Pulumi stores encrypted (the
+serialized provider is always a secret); the HF token is a secret input. Neither is ever returned
+as an output: the outputs carry `hf_token_set` and a short digest of the token so a rotation still
+shows as a diff.
+
+The provider methods only use names importable in the dynamic-provider process (`inferstack.*`,
+the standard library): Pulumi pickles the provider class by value, its helpers by reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    ConfigureRequest,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from inferstack.spec import DeploymentSpec
+from pickling import by_value
+
+RESOURCE_TYPE = "pulumi-python:dynamic/inferstack:Deployment"
+
+
+@by_value
+class DeploymentProvider(ResourceProvider):
+    """create / read / diff / update / delete of one deployment through `/v1/deployments`."""
+
+    def __init__(self, api_key: pulumi.Input[str] | None = None, timeout_s: float = 600.0) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self._configured_key: str | None = None
+
+    # --- plumbing --------------------------------------------------------------------------------------
+
+    def configure(self, req: ConfigureRequest) -> None:
+        # The stack config reaches dynamic providers too: a fallback when no key was captured.
+        self._configured_key = req.config.get("inferstack:apiKey")
+
+    def _key(self) -> str | None:
+        import os
+
+        key = self.api_key
+        if key is not None and not isinstance(key, str):
+            key = key.get()  # a captured Output: after deserialization `get` returns its value
+        return key or self._configured_key or os.environ.get("INFERSTACK_API_KEY")
+
+    def _client(self, url: str, wait: bool = False) -> Any:
+        import time
+
+        from inferstack.apply import ControlPlaneClient
+
+        client = ControlPlaneClient(url, self._key())
+        if wait:
+            # A control plane created in the same `pulumi up` (an ALB's DNS, a pod behind an
+            # Ingress) can take minutes to answer: wait for /health rather than fail the create.
+            deadline = time.monotonic() + self.timeout_s
+            while not client.healthy():
+                if time.monotonic() > deadline:
+                    client.close()
+                    raise RuntimeError(f"the control plane at {url} did not become healthy in {self.timeout_s:g} s")
+                time.sleep(2)
+        return client
+
+    @staticmethod
+    def _spec_of(props: dict[str, Any]) -> DeploymentSpec:
+        from pydantic import SecretStr
+
+        from inferstack.apply import SPEC_FIELDS
+
+        fields: dict[str, Any] = {k: props[k] for k in SPEC_FIELDS if k in props}
+        token = props.get("hf_token")
+        if token:
+            fields["hf_token"] = SecretStr(token)
+        return DeploymentSpec.model_validate(fields)
+
+    @staticmethod
+    def _is_unknown(value: Any) -> bool:
+        from pulumi.runtime import rpc
+
+        return isinstance(value, str) and value == rpc.UNKNOWN
+
+    @staticmethod
+    def _digest(token: str | None) -> str | None:
+        import hashlib
+
+        # 64 bits of a SHA-256 of a high-entropy token: enough to notice a rotation, useless to guess it.
+        return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
+
+    @classmethod
+    def _outputs(cls, url: str, deployment: dict[str, Any], token: str | None) -> dict[str, Any]:
+        from inferstack.apply import SPEC_FIELDS
+
+        spec = deployment.get("spec", {})
+        outs = {k: spec[k] for k in SPEC_FIELDS if k in spec}
+        outs |= {"url": url, "deployment_id": deployment["deployment_id"], "status": deployment.get("status"),
+                 "hf_token_set": bool(spec.get("hf_token_set")), "hf_token_digest": cls._digest(token)}
+        return outs
+
+    @staticmethod
+    def _raise(exc: Any) -> None:
+        details = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in exc.details)
+        raise RuntimeError(f"control plane refused the deployment ({exc.status}): {exc.message}"
+                           + (f" [{details}]" if details else "")) from None
+
+    # --- the resource lifecycle ---------------------------------------------------------------------------
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        from pydantic import ValidationError
+
+        from inferstack.apply import SPEC_FIELDS
+        from inferstack.spec import error_fields
+
+        known = {k: v for k, v in news.items() if k in SPEC_FIELDS and not self._is_unknown(v)}
+        if len(known) < len([k for k in news if k in SPEC_FIELDS]):
+            return CheckResult(news, [])  # unknown during preview: check again at update time
+        try:
+            DeploymentSpec.model_validate(known)
+        except ValidationError as exc:
+            failures = [CheckFailure(e["field"] or "spec", e["message"]) for e in error_fields(exc.errors())]
+            return CheckResult(news, failures)
+        return CheckResult(news, [])
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        from inferstack.apply import ControlPlaneError
+
+        spec = self._spec_of(props)
+        with self._client(props["url"], wait=True) as client:
+            try:
+                deployment = client.create_deployment(spec)
+            except ControlPlaneError as exc:
+                self._raise(exc)
+        return CreateResult(deployment["deployment_id"], self._outputs(props["url"], deployment, props.get("hf_token")))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        with self._client(props["url"]) as client:
+            deployment = client.get_deployment(id_)
+        if deployment is None:
+            return ReadResult(None, {})  # gone: the next `pulumi up` creates it again
+        token_digest = props.get("hf_token_digest")
+        outs = self._outputs(props["url"], deployment, None) | {"hf_token_digest": token_digest}
+        return ReadResult(id_, outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        from inferstack.apply import REPLACE_FIELDS, SPEC_FIELDS, spec_changes
+
+        desired = {k: news[k] for k in SPEC_FIELDS if k in news}
+        if any(self._is_unknown(v) for v in [*desired.values(), news.get("url"), news.get("hf_token")]):
+            return DiffResult(changes=True, replaces=[], stables=["deployment_id"], delete_before_replace=True)
+        changed = set(spec_changes(desired, olds))
+        if self._digest(news.get("hf_token")) != olds.get("hf_token_digest"):
+            changed.add("hf_token")
+        if news.get("url") != olds.get("url"):
+            changed.add("url")  # another control plane: the deployment must be created there
+        replaces = sorted(changed & (REPLACE_FIELDS | {"url"}))
+        return DiffResult(changes=bool(changed), replaces=replaces, stables=["deployment_id"],
+                          delete_before_replace=True)
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        from inferstack.apply import SPEC_FIELDS, ControlPlaneError, spec_changes, update_body
+
+        spec = self._spec_of(news)
+        fields = list(spec_changes({k: news[k] for k in SPEC_FIELDS if k in news}, olds))
+        token = news.get("hf_token")
+        if self._digest(token) != olds.get("hf_token_digest") and token:
+            fields.append("hf_token")
+        with self._client(news["url"]) as client:
+            try:
+                body = update_body(spec, fields)
+                deployment = client.update_deployment(id_, body) if body else client.get_deployment(id_)
+            except ControlPlaneError as exc:
+                self._raise(exc)
+        return UpdateResult(self._outputs(news["url"], deployment, token))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        from inferstack.apply import ControlPlaneError
+
+        with self._client(props["url"]) as client:
+            try:
+                client.delete_deployment(id_)  # already gone counts as deleted
+            except ControlPlaneError as exc:
+                self._raise(exc)
+
+
+@dataclass(frozen=True)
+class InferenceDeploymentArgs:
+    url: pulumi.Input[str]
+    """The control plane's base URL."""
+    spec: DeploymentSpec
+    """The declared spec; its own hf_token is ignored (tokens travel as `hf_token`)."""
+    api_key: pulumi.Input[str] | None = None
+    """A secret; captured by the provider (encrypted in state)."""
+    hf_token: pulumi.Input[str] | None = None
+    """A secret input; never an output."""
+
+
+class InferenceDeployment(Resource, module="inferstack", name="Deployment"):
+    """One declared deployment in a control plane. Outputs: deployment_id, status and the live spec."""
+
+    deployment_id: pulumi.Output[str]
+    status: pulumi.Output[str]
+    url: pulumi.Output[str]
+
+    def __init__(self, name: str, args: InferenceDeploymentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        from inferstack.apply import desired_fields
+
+        props: dict[str, Any] = {
+            **desired_fields(args.spec),
+            "url": args.url,
+            "hf_token": pulumi.Output.secret(args.hf_token) if args.hf_token is not None else None,
+            "deployment_id": None,
+            "status": None,
+            "hf_token_set": None,
+            "hf_token_digest": None,
+        }
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["hf_token"])
+        super().__init__(DeploymentProvider(args.api_key), name, props,
+                         pulumi.ResourceOptions.merge(opts, secret_opts))

@@ -1,0 +1,84 @@
+"""Stack files: the committed ones validate; a wrong one is refused with the field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inferstack.stackfile import StackFileError, aws_instance_type, load_stack_file, parse_config, stack_name_of
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("stack", "target"), [("local", "local"), ("dev", "kubernetes"), ("prod", "aws")])
+def test_committed_stacks_validate(stack: str, target: str) -> None:
+    config = load_stack_file(ROOT / f"stacks/Pulumi.{stack}.yaml")
+    assert config.stack == stack and config.target == target
+    assert config.deployments and all(d.name for d in config.deployments)
+    assert all(d.hf_token is None for d in config.deployments), "tokens never live in a stack file"
+
+
+def errors_of(config: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(StackFileError) as caught:
+        parse_config({"inferstack:target": "local", **config}, "dev")
+    return {e["field"]: e["message"] for e in caught.value.errors}
+
+
+def test_every_wrong_field_is_named_at_once() -> None:
+    errors = errors_of({
+        "inferstack:deployments": [
+            {"name": "a", "hf_model_id": "m", "hardware_profile": "cpu", "min_replicas": 2, "max_replicas": 1},
+            {"name": "a", "hf_model_id": "m", "hardware_profile": "cpu"},
+            {"hf_model_id": "m"},
+            {"name": "b", "hf_model_id": "m", "target_rps": -1},
+        ],
+        "inferstack:platform": {"local": {"port": 0}, "colour": "blue"},
+        "inferstack:deploymnets": [],
+    })
+    assert errors["inferstack:deployments[0](a).min_replicas"] == "min_replicas (2) must not exceed max_replicas (1)"
+    assert "declared twice" in errors["inferstack:deployments[1](a).name"]
+    assert "required" in errors["inferstack:deployments[2].name"]
+    assert "greater than 0" in errors["inferstack:deployments[3](b).target_rps"]
+    assert "inferstack:platform.local.port" in errors and "inferstack:platform.colour" in errors
+    assert "unknown key" in errors["inferstack:deploymnets"]
+
+
+def test_secrets_must_be_secure_values_and_never_inline() -> None:
+    errors = errors_of({"inferstack:hfToken": "hf_plaintext",
+                        "inferstack:deployments": [{"name": "a", "hf_model_id": "m", "hf_token": "hf_x"}]})
+    assert "pulumi config set --secret inferstack:hfToken" in errors["inferstack:hfToken"]
+    assert "never inline a token" in errors["inferstack:deployments[0](a).hf_token"]
+    config = parse_config({"inferstack:target": "local", "inferstack:hfToken": {"secure": "v1:abc"},
+                           "inferstack:apiKey": {"secure": "v1:def"}}, "dev")
+    assert config.secret_keys_present == {"hfToken", "apiKey"}
+
+
+def test_target_is_required_and_public_endpoints_require_api_keys() -> None:
+    with pytest.raises(StackFileError) as caught:
+        parse_config({"inferstack:platform": {"public": True, "require_api_keys": False}}, "dev")
+    message = str(caught.value)
+    assert "inferstack:target: must be one of local, kubernetes, aws" in message
+    with pytest.raises(StackFileError, match="require_api_keys must be true"):
+        parse_config({"inferstack:target": "aws", "inferstack:platform": {"public": True, "require_api_keys": False}},
+                     "prod")
+
+
+def test_aws_needs_an_instance_type_for_the_gpus_per_replica() -> None:
+    assert aws_instance_type("gpu.l4", 1) == "g6.xlarge"
+    assert aws_instance_type("gpu.l4", 2) == "g6.12xlarge"  # L4s come in 1, 4 and 8
+    assert aws_instance_type("gpu.a100", 1) == "p4d.24xlarge"
+    config = parse_config({"inferstack:target": "aws", "inferstack:deployments": [
+        {"name": "a", "hf_model_id": "m", "hardware_profile": "gpu.l4", "gpus_per_replica": 8}]}, "prod")
+    assert config.hardware_profiles() == ["gpu.l4"]
+
+
+def test_stack_name_comes_from_the_file_name(tmp_path: Path) -> None:
+    assert stack_name_of(Path("stacks/Pulumi.prod.yaml")) == "prod"
+    with pytest.raises(StackFileError, match=r"Pulumi\.<stack>\.yaml"):
+        stack_name_of(Path("stacks/prod.yaml"))
+    broken = tmp_path / "Pulumi.x.yaml"
+    broken.write_text("config: [1, 2")
+    with pytest.raises(StackFileError, match="not valid YAML"):
+        load_stack_file(broken)
