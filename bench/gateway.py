@@ -76,7 +76,7 @@ def serve_gateway(replica_url: str, port: int, home: str) -> None:
         await gateway(scope, receive, send)
 
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False)
+                access_log=False, proxy_headers=False, server_header=False, date_header=False)
 
 
 async def one_at_a_time(url: str, key: str, body: bytes, count: int) -> list[float]:

@@ -8,12 +8,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
+from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 INFERSTACK = str(Path(sys.executable).parent / "inferstack")
@@ -123,3 +127,26 @@ def vllm_python() -> str | None:
     """The vLLM CPU environment's interpreter (built by .ci/setup-vllm), if this machine has one."""
     path = os.environ.get("INFERSTACK_VLLM_PYTHON")
     return path if path and Path(path).exists() else None
+
+
+POSTGRES_URL = os.environ.get("INFERSTACK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL server (skipped, saying so, when none is reachable)."""
+    admin = create_engine(POSTGRES_URL)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({type(exc).__name__}): tested on SQLite only")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as connection:
+        connection.execute(text(f"create schema {schema}"))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"drop schema {schema} cascade"))
+        admin.dispose()

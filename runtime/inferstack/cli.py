@@ -4,79 +4,21 @@ key in INFERSTACK_API_KEY); `serve` runs the control plane and `keys create` wri
 from __future__ import annotations
 
 import json
-import os
 import time
-from enum import StrEnum
 from typing import Any
 
-import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from inferstack.cli_apply import apply as apply_stack
 from inferstack.cli_files import batch_app, files_app
+from inferstack.cli_support import Api, Output, OutputOption, emit, err, fail, out
 from inferstack.hardware import MODELS, PROFILES, smallest_fitting_gpus
 
 app = typer.Typer(help="Dedicated, autoscaled, OpenAI-compatible LLM inference deployments.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 keys_app = typer.Typer(help="API keys (admin: writes to the control plane's store directly).")
 app.add_typer(keys_app, name="keys")
-app.add_typer(files_app, name="files")
-app.add_typer(batch_app, name="batch")
-app.command("apply")(apply_stack)
-console = Console()
-errors = Console(stderr=True)
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-
-
-OutputOption = typer.Option(Output.table, "-o", "--output", help="table or json")
-
-
-class Client:
-    """A thin REST client: error bodies become one clear line and exit code 1."""
-
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60) -> None:
-        self.url = (url or os.environ.get("INFERSTACK_URL", "http://127.0.0.1:8000")).rstrip("/")
-        key = api_key or os.environ.get("INFERSTACK_API_KEY", "")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout,
-                                 headers={"Authorization": f"Bearer {key}"} if key else {})
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach the control plane at {self.url}: {exc}")
-        if response.status_code >= 400:
-            fail(error_message(response))
-        return response.json()
-
-
-def error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:300]}"
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return f"{error.get('message')} (HTTP {response.status_code})"
-    return f"HTTP {response.status_code}: {body}"
-
-
-def fail(message: str) -> None:
-    errors.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
-
-
-def emit(data: Any, output: Output, table: Table | None = None) -> None:
-    if output is Output.json or table is None:
-        console.print_json(json.dumps(data))
-    else:
-        console.print(table)
 
 
 # --- the control plane --------------------------------------------------------------------------
@@ -97,7 +39,7 @@ def keys_create(tenant: str = typer.Option(..., "--tenant", help="Tenant of the 
 
     store = open_store(Settings())
     tenant_id, key = store.create_key(tenant, time.time())
-    errors.print(f"Created a key for tenant {tenant} ({tenant_id}). Keep it: it is not shown again.")
+    err.print(f"Created a key for tenant {tenant} ({tenant_id}). Keep it: it is not shown again.")
     print(key)
 
 
@@ -128,18 +70,18 @@ def create(
             "target_rps": target_rps, "target_latency_p95_ms": target_latency,
             "stabilisation_window": stabilisation, "idle_timeout_s": idle_timeout,
             "max_model_len": max_model_len, "engine_args": engine_arg, "hf_token": hf_token}
-    client = Client()
-    deployment = client.request("POST", "/v1/deployments", json={k: v for k, v in body.items() if v is not None})
+    client = Api()
+    deployment = client.call("POST", "/v1/deployments", json={k: v for k, v in body.items() if v is not None})
     if wait:
         deployment = wait_until_running(client, deployment["id"])
     emit(deployment, output, deployment_table([deployment]))
 
 
-def wait_until_running(client: Client, deployment_id: str, timeout_s: float = 1800) -> dict[str, Any]:
+def wait_until_running(client: Api, deployment_id: str, timeout_s: float = 1800) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
-    with console.status(f"Waiting for {deployment_id} to become ready...") as spinner:
+    with out.status(f"Waiting for {deployment_id} to become ready...") as spinner:
         while True:
-            deployment = client.request("GET", f"/v1/deployments/{deployment_id}")
+            deployment = client.call("GET", f"/v1/deployments/{deployment_id}")
             if deployment["status"] == "running":
                 return deployment
             if deployment["status"] in ("failed", "stopped", "deleted"):
@@ -164,7 +106,7 @@ def deployment_table(deployments: list[dict[str, Any]]) -> Table:
 @app.command("list")
 def list_(output: Output = OutputOption) -> None:
     """List your deployments."""
-    data = Client().request("GET", "/v1/deployments")["data"]
+    data = Api().call("GET", "/v1/deployments")["data"]
     emit(data, output, deployment_table(data))
 
 
@@ -173,17 +115,17 @@ def status(deployment: str = typer.Argument(..., help="Deployment id or name."),
            all_: bool = typer.Option(False, "--all", help="Include stopped and failed replicas."),
            output: Output = OutputOption) -> None:
     """A deployment's status, cost and replica health."""
-    client = Client()
-    info = client.request("GET", f"/v1/deployments/{deployment}")
-    replicas = client.request("GET", f"/v1/deployments/{deployment}/replicas", params={"all": all_})["data"]
+    client = Api()
+    info = client.call("GET", f"/v1/deployments/{deployment}")
+    replicas = client.call("GET", f"/v1/deployments/{deployment}/replicas", params={"all": all_})["data"]
     if output is Output.json:
         emit({**info, "replicas": replicas}, output)
         return
-    console.print(deployment_table([info]))
+    out.print(deployment_table([info]))
     if info["status_reason"]:
-        console.print(f"reason: {info['status_reason']}")
+        out.print(f"reason: {info['status_reason']}")
     cost = info["cost"]
-    console.print(f"cost: {cost['replica_seconds']:.0f} replica-seconds x {cost['price_per_replica_hour']:g} "
+    out.print(f"cost: {cost['replica_seconds']:.0f} replica-seconds x {cost['price_per_replica_hour']:g} "
                   f"USD/hour = {cost['usd']:.4f} USD")
     table = Table("REPLICA", "STATUS", "IN FLIGHT", "ENGINE RUNNING/WAITING", "STARTED", "READY AFTER", "REASON")
     for r in replicas:
@@ -191,7 +133,7 @@ def status(deployment: str = typer.Argument(..., help="Deployment id or name."),
         engine = f"{r['engine_running']}/{r['engine_waiting']}" if r.get("engine_running") is not None else "-"
         table.add_row(r["id"], r["status"], str(r["in_flight"]), engine, time.strftime("%H:%M:%S",
                       time.localtime(r["started_at"])), ready_after, r["reason"])
-    console.print(table)
+    out.print(table)
 
 
 @app.command()
@@ -216,12 +158,12 @@ def update(
     body = {k: v for k, v in body.items() if v is not None}
     if immediate_scale_down:
         body["immediate_scale_down"] = True
-    info = Client().request("PATCH", f"/v1/deployments/{deployment}", json=body)
+    info = Api().call("PATCH", f"/v1/deployments/{deployment}", json=body)
     emit(info, output, deployment_table([info]))
 
 
 def _action(deployment: str, action: str, output: Output) -> None:
-    info = Client().request("POST", f"/v1/deployments/{deployment}/{action}")
+    info = Api().call("POST", f"/v1/deployments/{deployment}/{action}")
     emit(info, output, deployment_table([info]))
 
 
@@ -240,14 +182,14 @@ def resume(deployment: str = typer.Argument(...), output: Output = OutputOption)
 @app.command()
 def delete(deployment: str = typer.Argument(...), output: Output = OutputOption) -> None:
     """Delete a deployment and stop its replicas."""
-    emit(Client().request("DELETE", f"/v1/deployments/{deployment}"), output)
+    emit(Api().call("DELETE", f"/v1/deployments/{deployment}"), output)
 
 
 @app.command()
 def events(deployment: str = typer.Argument(...), limit: int = typer.Option(50, "--limit"),
            output: Output = OutputOption) -> None:
     """Why it scaled, paused or failed: the deployment's record, with the numbers behind each change."""
-    data = Client().request("GET", f"/v1/deployments/{deployment}/events", params={"limit": limit})["data"]
+    data = Api().call("GET", f"/v1/deployments/{deployment}/events", params={"limit": limit})["data"]
     table = Table("TIME", "KIND", "WHAT HAPPENED")
     for e in data:
         table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])), e["kind"], e["message"])
@@ -263,13 +205,14 @@ def models(output: Output = OutputOption) -> None:
         fits = {p.name: smallest_fitting_gpus(model, p) for p in gpu_profiles}
         rows.append({"hf_model_id": model.hf_model_id, "params_billion": model.params_billion,
                      "task": model.task, "weights_gb": round(model.weights_gb, 1), "gpus_per_replica": fits})
-    table = Table("MODEL", "PARAMS (B)", "BF16 GB", *(p.name for p in gpu_profiles))
+    table = Table(Column("MODEL", no_wrap=True), "PARAMS (B)", "BF16 GB",
+                  *(p.name.removeprefix("gpu.") for p in gpu_profiles))
     for row in rows:
         table.add_row(row["hf_model_id"], f"{row['params_billion']:g}", f"{row['weights_gb']:g}",
                       *(str(g) if (g := row["gpus_per_replica"][p.name]) else "-" for p in gpu_profiles))
     emit(rows, output, table)
     if output is Output.table:
-        console.print("Cells: GPUs per replica needed (bf16 weights + KV cache headroom); '-' = does not fit.")
+        out.print("Cells: GPUs per replica needed (bf16 weights + KV cache headroom); '-' = does not fit.")
 
 
 @app.command()
@@ -277,13 +220,13 @@ def chat(deployment: str = typer.Option(..., "-d", "--deployment", help="Deploym
          prompt: str = typer.Option(..., "-p", "--prompt"),
          max_tokens: int = typer.Option(256, "--max-tokens")) -> None:
     """Send one chat message and stream the answer."""
-    client = Client(timeout=None)  # type: ignore[arg-type]
+    client = Api()
     body = {"model": deployment, "messages": [{"role": "user", "content": prompt}], "stream": True,
             "max_tokens": max_tokens}
     with client.http.stream("POST", "/v1/chat/completions", json=body) as response:
         if response.status_code >= 400:
             response.read()
-            fail(error_message(response))
+            client.check(response)
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -291,9 +234,9 @@ def chat(deployment: str = typer.Option(..., "-d", "--deployment", help="Deploym
             if "error" in chunk:
                 fail(chunk["error"].get("message", "error"))
             for choice in chunk.get("choices", []):
-                console.print(choice.get("delta", {}).get("content") or "", end="", markup=False,
+                out.print(choice.get("delta", {}).get("content") or "", end="", markup=False,
                               highlight=False)
-    console.print()
+    out.print()
 
 
 @app.command()
@@ -303,3 +246,8 @@ def demo(engine: str = typer.Option("sim", "--engine", help="sim (built-in simul
     from inferstack.demo import run_demo
 
     run_demo(engine, keep)
+
+
+app.add_typer(files_app, name="files")
+app.add_typer(batch_app, name="batch")
+app.command("apply")(apply_stack)

@@ -2,50 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from inferstack.spec import DeploymentSpec, ReplicaStatus
 from inferstack.store import DuplicateName, ReplicaRow, Store, hash_key
-
-POSTGRES_URL = os.environ.get("INFERSTACK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def postgres_schema_url() -> Iterator[str]:
-    admin = create_engine(POSTGRES_URL)
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("select 1"))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}; store tested on SQLite only")
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as connection:
-        connection.execute(text(f"create schema {schema}"))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"drop schema {schema} cascade"))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url_source: Iterator[str] = iter([f"sqlite:///{tmp_path / 'state.db'}"])
-    else:
-        url_source = postgres_schema_url()
-    url = next(url_source)
-    store = Store(url)
-    store.create_schema()
-    yield store
-    store.engine.dispose()
-    next(url_source, None)
 
 
 def spec(**fields: object) -> DeploymentSpec:
@@ -82,6 +43,10 @@ def test_a_name_is_unique_per_tenant_only(store: Store) -> None:
     with pytest.raises(DuplicateName):
         store.create_deployment(acme, spec(name="chat"), now=2.0)
     store.create_deployment(other, spec(name="chat"), now=2.0)
+    first = store.list_deployments(acme)[0]
+    store.update_deployment(first.id, status="deleted")
+    again = store.create_deployment(acme, spec(name="chat"), now=3.0)  # a deleted name is free again
+    assert again.id != first.id
 
 
 def test_replicas_left_live_by_a_dead_control_plane_are_marked_stopped(store: Store) -> None:

@@ -187,6 +187,7 @@ class Gateway:
         finally:
             now = self._clock.now()
             deployment.metrics.completion(now, now - started, None, status < 500)
+            self._record(deployment.id, status, now - started)
 
     # --- the shared steps ----------------------------------------------------------------------
     def _resolve(self, tenant_id: str, model: Any, path: str) -> LiveDeployment:
