@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,44 +42,13 @@ from inferstack.batches.runner import BatchRunner
 from inferstack.batches.tables import BatchRow, FileRow
 from inferstack.clock import SystemClock
 from inferstack.files.blobs import LocalBlobStore, write_stream
-from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
 from inferstack.gateway.proxy import BATCH_SLOTS_PER_REPLICA, Gateway
-from inferstack.providers.base import ReplicaHandle
-from inferstack.providers.local import free_port
-from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 from inferstack.store import Store
 
-REPLICA_KEY = "bench-replica-key"
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import REPLICA_KEY, AlwaysAwake, bench_fleet, start_sim_replicas
+
 CHAT = "/v1/chat/completions"
-
-
-def start_replicas(count: int, ttft_ms: float, max_concurrency: int) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
-    processes, urls = [], []
-    for _ in range(count):
-        port = free_port()
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "inferstack.engines.sim_server", "--host", "127.0.0.1", "--port", str(port),
-             "--served-model-name", "bench", "--api-key", REPLICA_KEY, "--ttft-ms", str(ttft_ms),
-             "--tokens-per-s", "0", "--max-concurrency", str(max_concurrency)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        urls.append(f"http://127.0.0.1:{port}")
-    for url in urls:
-        wait_healthy(url)
-    return processes, urls
-
-
-def wait_healthy(url: str, timeout: float = 30) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"replica {url} did not come up")
 
 
 def body(i: int) -> dict[str, object]:
@@ -134,22 +102,7 @@ class Harness:
         self.store.create_schema()
         self.tenant, _ = self.store.create_key("bench", time.time())
         self.blobs = LocalBlobStore(root / "blobs")
-        fleet = Fleet()
-        spec = DeploymentSpec(hf_model_id="inferstack/sim", engine="sim", hardware_profile="cpu", name="bench",
-                              min_replicas=len(urls), max_replicas=len(urls))
-        deployment = LiveDeployment(id="dep-bench", tenant_id=self.tenant, name="bench", spec=spec,
-                                    status=DeploymentStatus.running, status_reason="", created_at=time.time(),
-                                    awake_since=time.time())
-        for n, url in enumerate(urls):
-            deployment.replicas[f"rep-{n}"] = LiveReplica(handle=ReplicaHandle(f"rep-{n}", url, None, ""),
-                                                          api_key=REPLICA_KEY, status=ReplicaStatus.ready,
-                                                          started_at=time.time())
-        fleet.add(deployment)
-
-        class AlwaysAwake:
-            def wake(self, deployment: LiveDeployment) -> None:
-                raise AssertionError("the bench deployment never sleeps")
-
+        fleet = bench_fleet(self.tenant, urls)
         self.gateway = Gateway(fleet, KeyRing(self.store), AlwaysAwake(), SystemClock())
         self.runner = BatchRunner(self.store, self.blobs, self.gateway, SystemClock())
 
@@ -221,7 +174,7 @@ async def main() -> None:
     parser.add_argument("--capacity-seconds", type=float, default=5.0)
     args = parser.parse_args()
 
-    processes, urls = start_replicas(args.replicas, args.ttft_ms, args.max_concurrency)
+    processes, urls = start_sim_replicas(args.replicas, args.ttft_ms, args.max_concurrency)
     try:
         served = await capacity(urls, args.max_concurrency, args.capacity_seconds)
         with tempfile.TemporaryDirectory() as root:

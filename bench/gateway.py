@@ -24,7 +24,10 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-REPLICA_KEY = "bench-replica-key"
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import REPLICA_KEY, start_sim_replicas, wait_healthy
+from inferstack.providers.local import free_port
+
 BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
 STREAM_BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
                             "stream": True})
@@ -34,33 +37,17 @@ def serve_gateway(replica_url: str, port: int, home: str) -> None:
     """The gateway worker: the production Gateway class over a real store, keys and fleet."""
     import uvicorn
 
+    from harness import AlwaysAwake, bench_fleet
     from inferstack.auth import KeyRing
     from inferstack.clock import SystemClock
-    from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
     from inferstack.gateway.proxy import Gateway
-    from inferstack.providers.base import ReplicaHandle
-    from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
     from inferstack.store import Store
 
     store = Store(f"sqlite:///{home}/bench.db")
     store.create_schema()
     tenant, key = store.create_key("bench", time.time())
     Path(home, "key").write_text(key)
-    fleet = Fleet()
-    spec = DeploymentSpec(hf_model_id="inferstack/sim", engine="sim", hardware_profile="cpu", name="bench")
-    deployment = LiveDeployment(id="dep-bench", tenant_id=tenant, name="bench", spec=spec,
-                                status=DeploymentStatus.running, status_reason="", created_at=time.time(),
-                                awake_since=time.time())
-    deployment.replicas["rep-1"] = LiveReplica(handle=ReplicaHandle("rep-1", replica_url, None, ""),
-                                               api_key=REPLICA_KEY, status=ReplicaStatus.ready,
-                                               started_at=time.time())
-    fleet.add(deployment)
-
-    class NoController:
-        def wake(self, deployment: LiveDeployment) -> None:
-            raise AssertionError("the bench deployment is always awake")
-
-    gateway = Gateway(fleet, KeyRing(store), NoController(), SystemClock())
+    gateway = Gateway(bench_fleet(tenant, [replica_url]), KeyRing(store), AlwaysAwake(), SystemClock())
 
     async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "lifespan":
@@ -120,25 +107,6 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def free_port() -> int:
-    from inferstack.providers.local import free_port as pick
-
-    return pick()
-
-
-def wait_port(url: str, timeout: float = 20) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -151,18 +119,13 @@ def main() -> None:
         return
 
     home = tempfile.mkdtemp(prefix="inferstack-bench-")
-    replica_port, gateway_port = free_port(), free_port()
-    replica_url, gateway_url = f"http://127.0.0.1:{replica_port}", f"http://127.0.0.1:{gateway_port}"
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "inferstack.engines.sim_server", "--host", "127.0.0.1", "--port",
-                          str(replica_port), "--served-model-name", "bench", "--ttft-ms", "0", "--tokens-per-s", "0",
-                          "--max-concurrency", "1024"], env={**os.environ, "VLLM_API_KEY": REPLICA_KEY},
-                         stdout=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, __file__, "--serve-gateway", replica_url, str(gateway_port), home]),
-    ]
+    replicas, (replica_url,) = start_sim_replicas(1, ttft_ms=0, max_concurrency=1024)
+    gateway_port = free_port()
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    processes = [*replicas, subprocess.Popen([sys.executable, __file__, "--serve-gateway", replica_url,
+                                              str(gateway_port), home])]
     try:
-        wait_port(replica_url + "/health")
-        wait_port(gateway_url + "/")
+        wait_healthy(gateway_url + "/")
         gateway_key = Path(home, "key").read_text()
         rows = []
         for label, body in (("plain", BODY), ("stream", STREAM_BODY)):

@@ -120,7 +120,7 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
     proposal = _throughput(spec, obs)
     proposal = _latency_guardrail(spec, obs, proposal)
     if panic_until is not None:
-        proposal = _panic(spec, obs, proposal, panic_until)
+        proposal = _panic(spec, obs, proposal, panic_until, now)
     proposal = _wake(spec, obs, proposal)
     recommended = proposal.replicas
     if state.skip_stabilisation_once:
@@ -131,7 +131,7 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
         proposal = _stabilise(spec, proposal, history, current)
     proposal = _latency_band(spec, obs, proposal)
     if panic_until is not None:
-        proposal = _no_shrink_in_panic(proposal, current, panic_until)
+        proposal = _no_shrink_in_panic(proposal, current, panic_until, now)
     else:
         proposal = _cooldown(spec, state, proposal, current, now)
     proposal = _bounded(spec, obs, proposal)
@@ -227,16 +227,16 @@ def _panic_until(spec: ScalingSpec, obs: Observation, state: AutoscalerState, no
     return None
 
 
-def _panic(spec: ScalingSpec, obs: Observation, proposal: _Proposal, panic_until: float) -> _Proposal:
+def _panic(spec: ScalingSpec, obs: Observation, proposal: _Proposal, panic_until: float, now: float) -> _Proposal:
     """In panic, follow the short window: panic_rps 40, target 10/replica -> 4 replicas."""
     panic_rps = obs.stats.panic_rps
     replicas = _ceil(panic_rps / spec.target_rps)
     if replicas <= proposal.replicas:
-        return proposal.note(f"in panic until t={panic_until:.0f}")
+        return proposal.note(f"in panic for {panic_until - now:.0f} s more")
     return proposal.override(
         replicas, "panic",
         f"panic: rps {panic_rps:.1f} over the last {spec.panic_window_s:g} s, capacity "
-        f"{obs.current_replicas * spec.target_rps:g} rps -> {replicas} replicas until t={panic_until:.0f}",
+        f"{obs.current_replicas * spec.target_rps:g} rps -> {replicas} replicas (panic for {panic_until - now:.0f} s)",
     )
 
 
@@ -312,10 +312,10 @@ def _latency_band(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _
 
 
 # --- 7. no shrink in panic ---------------------------------------------------------------------
-def _no_shrink_in_panic(proposal: _Proposal, current: int, panic_until: float) -> _Proposal:
+def _no_shrink_in_panic(proposal: _Proposal, current: int, panic_until: float, now: float) -> _Proposal:
     if proposal.replicas >= current:
         return proposal
-    reason = f"in panic until t={panic_until:.0f}: never shrink -> hold {current}"
+    reason = f"in panic for {panic_until - now:.0f} s more: never shrink -> hold {current}"
     return proposal.override(current, "panic", reason)
 
 
