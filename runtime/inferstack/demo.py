@@ -78,7 +78,7 @@ def deployment_body(engine: str, home: Path) -> dict[str, object]:
     model_dir = home / "tiny-llama"
     subprocess.run([python, str(TINY_LLAMA), str(model_dir)], check=True, capture_output=True)
     return {"name": "demo-chat", "hf_model_id": str(model_dir), "engine": "vllm", "hardware_profile": "cpu",
-            "max_model_len": 256, "engine_args": ["--dtype", "bfloat16"]}
+            "max_model_len": 256, "engine_args": ["--dtype", "bfloat16", "--enforce-eager"]}
 
 
 def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
