@@ -109,7 +109,7 @@ CASES = [
          state=AutoscalerState(recommendations=((NOW - 10, 4),), skip_stabilisation_once=True),
          reason_has="stabilisation skipped once"),
     # --- bounds ---
-    Case("clamp-max", spec(max_replicas=4), observation(rps=500), 4, "max", reason_has="max_replicas 4 -> 4"),
+    Case("clamp-max", spec(max_replicas=4), observation(rps=500), 4, "max", reason_has="capped at max_replicas (4)"),
     Case("clamp-min", spec(min_replicas=3), observation(rps=5, current=3), 3, "min"),
     Case("price-cap", spec(max_price_per_hour=30), observation(rps=80, price=H100), 2, "price_cap",
          reason_has="price cap 30 USD/h at 12.29 USD/h per replica -> 2"),

@@ -43,7 +43,8 @@ def deployment(plane: tuple[ControlPlane, str, Path]) -> dict[str, object]:
     rest = control.client(key)
     created = rest.post("/v1/deployments", json={
         "name": "tiny", "hf_model_id": str(model_dir), "engine": "vllm", "hardware_profile": "cpu",
-        "max_model_len": 256, "engine_args": ["--dtype", "bfloat16", "--enforce-eager"], "hf_token": "hf_must_not_leak"})
+        "max_model_len": 256, "engine_args": ["--dtype", "bfloat16", "--enforce-eager"],
+        "hf_token": "hf_must_not_leak"})
     assert created.status_code == 201, created.text
     return wait_running(rest, created.json()["id"], timeout=400)
 

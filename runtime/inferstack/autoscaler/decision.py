@@ -370,12 +370,13 @@ def _bounded(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Propo
     if bound is None:
         return proposal
     if bound == "min":
-        limit = f"min_replicas {spec.min_replicas}"
+        limit = f"raised to min_replicas ({spec.min_replicas})"
     elif bound == "max":
-        limit = f"max_replicas {spec.max_replicas}"
+        limit = f"capped at max_replicas ({spec.max_replicas})"
     else:
-        limit = f"price cap {spec.max_price_per_hour:g} USD/h at {obs.price_per_replica_hour:g} USD/h per replica"
-    return proposal.override(desired, bound, f"{limit} -> {desired}")
+        limit = (f"capped by the price cap {spec.max_price_per_hour:g} USD/h at {obs.price_per_replica_hour:g} "
+                 f"USD/h per replica -> {desired}")
+    return proposal.override(desired, bound, limit)
 
 
 # --- helpers -----------------------------------------------------------------------------------
