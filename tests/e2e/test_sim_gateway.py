@@ -104,3 +104,22 @@ def test_a_crashed_replica_is_replaced_and_recorded(control_plane: ControlPlane)
     client = openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key)
     assert client.chat.completions.create(model="crashy", messages=[{"role": "user", "content": "ok?"}],
                                           max_tokens=2).choices[0].message.content
+
+
+def test_a_caller_that_hangs_up_mid_stream_frees_the_replica(control_plane: ControlPlane) -> None:
+    key = control_plane.create_key("team")
+    rest = control_plane.client(key)
+    dep = rest.post("/v1/deployments", json={**SIM, "name": "slowpoke",
+                                             "engine_args": ["--ttft-ms", "10", "--tokens-per-s", "10"]}).json()
+    wait_running(rest, dep["id"])
+    body = {"model": "slowpoke", "messages": [{"role": "user", "content": "tell me a long story"}],
+            "max_tokens": 200, "stream": True}
+    with rest.stream("POST", "/v1/chat/completions", json=body) as response:
+        for _ in zip(range(3), response.iter_lines(), strict=False):
+            pass  # read a few tokens, then hang up (200 tokens at 10/s would take 20 s)
+
+    def engine_idle() -> bool:
+        replica = rest.get(f"/v1/deployments/{dep['id']}").json()["replicas"][0]
+        return replica["engine_running"] == 0 and replica["in_flight"] == 0
+
+    wait_for(engine_idle, timeout=5, what="the replica to drop the abandoned stream")

@@ -100,10 +100,10 @@ class Gateway:
             await _send_error(send, error)
             return
         streaming = bool(request.get("stream"))
-        await self._serve(deployment, scope["path"], body, streaming, send)
+        await self._serve(deployment, scope["path"], body, streaming, send, receive)
 
     async def _serve(self, deployment: LiveDeployment, path: str, body: bytes, streaming: bool,
-                     send: Send) -> None:
+                     send: Send, receive: Receive) -> None:
         started = self._clock.now()
         deployment.metrics.arrival(started)
         ttft: float | None = None
@@ -136,11 +136,7 @@ class Gateway:
                 if not streaming:  # one body message: a whole JSON answer gains nothing from chunks
                     await send({"type": "http.response.body", "body": await response.read()})
                     return
-                async for chunk in response.content.iter_any():
-                    if ttft is None:
-                        ttft = self._clock.now() - started
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
+                ttft = await self._relay_stream(response, send, receive, started)
             finally:
                 response.release()
                 self._finish(deployment, replica, batch=False)
@@ -155,6 +151,26 @@ class Gateway:
             now = self._clock.now()
             deployment.metrics.completion(now, now - started, ttft, status < 500)
             self._record(deployment.id, status, now - started)
+
+    async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send, receive: Receive,
+                            started: float) -> float | None:
+        """Pass a stream through as the bytes arrive; returns the time to first byte. If the caller goes
+        away, close the replica's connection at the next chunk, so the engine aborts the sequence
+        instead of generating for nobody."""
+        gone = asyncio.create_task(_disconnected(receive))
+        ttft: float | None = None
+        try:
+            async for chunk in response.content.iter_any():
+                if gone.done():
+                    response.close()
+                    return ttft
+                if ttft is None:
+                    ttft = self._clock.now() - started
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return ttft
+        finally:
+            gone.cancel()
 
     # --- programmatic entry: batch lines and other internal callers --------------------------
     def resolves(self, tenant_id: str, model: str) -> bool:
@@ -318,6 +334,12 @@ async def _read_body(receive: Receive) -> bytes:
         message = await receive()
         parts.append(message.get("body", b""))
     return b"".join(parts)
+
+
+async def _disconnected(receive: Receive) -> None:
+    # The request body is read by now, so the next message is the disconnect.
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
