@@ -78,6 +78,11 @@ class Iam(pulumi.ComponentResource):
                 {"Sid": "ScaleOwnGroups", "Effect": "Allow", "Resource": "*", "Condition": tagged, "Action": [
                     "autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
                     "autoscaling:SetInstanceProtection", "autoscaling:UpdateAutoScalingGroup"]},
+                # Deployments created through the REST API get their groups from the controller; it
+                # may only create groups carrying this stack's tag (which ScaleOwnGroups then covers).
+                {"Sid": "CreateOwnGroups", "Effect": "Allow", "Resource": "*",
+                 "Action": ["autoscaling:CreateAutoScalingGroup", "autoscaling:CreateOrUpdateTags"],
+                 "Condition": {"StringEquals": {f"aws:RequestTag/{STACK_TAG}": args.stack}}},
                 {"Sid": "LaunchFromOwnTemplates", "Effect": "Allow", "Action": ["ec2:RunInstances"],
                  "Resource": "arn:aws:ec2:*:*:launch-template/*", "Condition": tagged},
                 {"Sid": "LaunchResources", "Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:CreateTags"],

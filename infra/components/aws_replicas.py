@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.replica import instance_type, launch_document
+from components.replica import instance_type
 from deployment_resource import InferenceDeployment
+from inferstack.engines.container import launch_document
 from inferstack.spec import DeploymentSpec
 
 
@@ -58,7 +59,8 @@ class ReplicaGroups(pulumi.ComponentResource):
         document = aws.ssm.Parameter(
             f"{name}-{spec.name}", name=f"{args.parameter_prefix}/{spec.name}", type="String", tier="Standard",
             insecure_value=resource.deployment_id.apply(
-                lambda deployment_id: launch_document(spec, deployment_id, args.vllm_image, args.runtime_image)),
+                lambda deployment_id: launch_document(spec, deployment_id, spec.name or deployment_id, args.vllm_image,
+                                                          args.runtime_image)),
             description=f"inferstack {args.stack}: what replicas of {spec.name} run (no secrets)",
             tags=tags, opts=pulumi.ResourceOptions(parent=self))
         capacities = ["spot", "on-demand"] if spec.allow_spot else ["on-demand"]

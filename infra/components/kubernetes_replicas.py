@@ -15,8 +15,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.kubernetes import REPLICA_ROLE_LABEL
-from components.replica import TOKEN_ENV, k8s_node_selector, k8s_resources, k8s_tolerations, replica_container
+from components.replica import k8s_node_selector, k8s_resources, k8s_tolerations
 from deployment_resource import InferenceDeployment
+from inferstack.engines.container import TOKEN_ENV, replica_container
 from inferstack.spec import DeploymentSpec
 from inferstack.stackfile import REPLICA_PORT
 
@@ -57,7 +58,8 @@ class KubernetesReplicas(pulumi.ComponentResource):
         resource = args.deployments[spec.name]
         labels = {"app.kubernetes.io/name": "inferstack", "inferstack.io/deployment": spec.name, **REPLICA_ROLE_LABEL}
         container = resource.deployment_id.apply(
-            lambda deployment_id: replica_container(spec, deployment_id, args.vllm_image, args.runtime_image))
+            lambda deployment_id: replica_container(spec, deployment_id, spec.name or deployment_id, args.vllm_image,
+                                                    args.runtime_image))
         env: list[k8s.core.v1.EnvVarArgs] = [
             k8s.core.v1.EnvVarArgs(name="HF_HOME", value=CACHE_PATH),
         ]

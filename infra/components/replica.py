@@ -1,50 +1,19 @@
 """What a replica runs on a target, derived from the one spec and the hardware catalogue. Pure.
 
-The command line comes from `inferstack.engines.launch.plan_launch`, the same function the local
-provider uses, so a flag means the same thing on every target. The differences per target are only
-where it runs (image, scheduling, instance type) and how secrets reach it (a Secret reference or a
-fetch at boot, never a literal).
+The container itself (image, command, plain env) and the EC2 launch document come from
+`inferstack.engines.container`, shared with the control plane's AWS provider. What is here is only
+where a replica runs (scheduling, resources, instance type) and the boot script that fetches its
+secrets at boot, never as a literal.
 """
 
 from __future__ import annotations
 
-import json
 import shlex
-from dataclasses import dataclass
 from typing import Any
 
-from inferstack.engines.launch import plan_launch
 from inferstack.hardware import PROFILES
-from inferstack.spec import DeploymentSpec, Engine
-from inferstack.stackfile import REPLICA_PORT, aws_instance_type
-
-CONTAINER_PYTHON = "python3"
-TOKEN_ENV = "HF_TOKEN"
-SECRET_ENV = {TOKEN_ENV, "VLLM_API_KEY"}
-"""Variables that only ever come from a secret store; never written into a manifest or user data."""
-
-
-@dataclass(frozen=True)
-class ReplicaContainer:
-    image: str
-    command: list[str]
-    env: dict[str, str]
-    """Plain (non-secret) variables; the HF token is added by each target from its secret store."""
-
-
-def replica_container(
-    spec: DeploymentSpec, deployment_id: str, vllm_image: str, runtime_image: str
-) -> ReplicaContainer:
-    """The container of one replica: the official vLLM image with the spec's flags, or for `sim` the
-    runtime image running the built-in simulator. Served under the deployment's id and name."""
-    name = spec.name or deployment_id
-    launch = plan_launch(spec.model_copy(update={"hf_token": None}), deployment_id, name, REPLICA_PORT,
-                         replica_api_key="", vllm_python=CONTAINER_PYTHON, host="0.0.0.0")
-    command = [CONTAINER_PYTHON, *launch.argv[1:]]  # argv[0] is this machine's interpreter for sim
-    env = {k: v for k, v in launch.env.items() if k not in SECRET_ENV}
-    image = runtime_image if spec.engine is Engine.sim else vllm_image
-    return ReplicaContainer(image=image, command=command, env=env)
-
+from inferstack.spec import DeploymentSpec
+from inferstack.stackfile import aws_instance_type
 
 # --- Kubernetes ----------------------------------------------------------------------------------------
 
@@ -85,17 +54,6 @@ def instance_type(spec: DeploymentSpec) -> str:
     found = aws_instance_type(spec.hardware_profile, spec.gpus_per_replica)
     assert found is not None, "stack validation rejects profiles without an instance type"
     return found
-
-
-def launch_document(spec: DeploymentSpec, deployment_id: str, vllm_image: str, runtime_image: str) -> str:
-    """What an instance of this deployment runs, as JSON in an SSM parameter the boot script reads.
-
-    Model, served names, port and flags, no secret: the token is fetched from Secrets Manager at boot.
-    """
-    container = replica_container(spec, deployment_id, vllm_image, runtime_image)
-    return json.dumps({"deployment": spec.name, "deployment_id": deployment_id, "image": container.image,
-                       "command": container.command, "env": container.env, "port": REPLICA_PORT,
-                       "gpus": spec.gpus_per_replica}, sort_keys=True)
 
 
 USER_DATA = """#!/bin/bash

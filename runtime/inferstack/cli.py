@@ -28,7 +28,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     """Run the control plane: REST API, OpenAI-compatible gateway, controller and batch runner."""
     from inferstack.server import serve as run
 
-    run(host, port)
+    try:
+        run(host, port)
+    except ValueError as exc:  # a bad INFERSTACK_* setting: say which, without a traceback
+        fail(f"cannot start the control plane: {exc}")
 
 
 @keys_app.command("create")

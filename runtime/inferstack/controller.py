@@ -124,7 +124,10 @@ class Controller:
                 await self._event(deployment, "resumed", f"Waking up: {decision.reason}", decision.inputs)
                 deployment.awake_since = now
             for _ in range(decision.desired - current):
-                await self._start_replica(deployment, now)
+                # In the background: a provider may take minutes (a cloud instance), and the loop
+                # must keep serving every other deployment meanwhile.
+                deployment.pending_starts += 1
+                self._spawn(self._start_replica(deployment, now))
         elif decision.desired < current:
             for replica in choose_victims(list(deployment.replicas.values()), current - decision.desired):
                 self._drain(deployment, replica)
@@ -145,7 +148,7 @@ class Controller:
         last = max(stats.last_activity_at or 0.0, deployment.awake_since)
         return Observation(
             stats=replace(stats, last_activity_at=last),
-            current_replicas=deployment.count(ReplicaStatus.starting, ReplicaStatus.ready),
+            current_replicas=deployment.wanted(),
             ready_replicas=deployment.count(ReplicaStatus.ready),
             queued_requests=deployment.queued,
             price_per_replica_hour=spec.price_per_replica_hour,
@@ -173,7 +176,7 @@ class Controller:
         """Status from facts: any ready replica -> running; none live and none wanted -> paused."""
         if deployment.count(ReplicaStatus.ready):
             return DeploymentStatus.running
-        if desired == 0 and not deployment.count(ReplicaStatus.starting):
+        if desired == 0 and not deployment.count(ReplicaStatus.starting) and not deployment.pending_starts:
             return DeploymentStatus.paused
         return DeploymentStatus.provisioning
 
@@ -185,6 +188,11 @@ class Controller:
             handle = await self._provider.start(deployment.id, deployment.name, replica_id, deployment.spec, api_key)
         except ProviderError as exc:
             await self._fail(deployment, str(exc))
+            return
+        finally:
+            deployment.pending_starts -= 1
+        if deployment.status not in DeploymentStatus.managed():
+            await self._provider.stop(handle)  # stopped or deleted while the replica was on its way
             return
         replica = LiveReplica(handle=handle, api_key=api_key, status=ReplicaStatus.starting, started_at=now)
         deployment.replicas[replica_id] = replica
@@ -365,7 +373,7 @@ class Controller:
         self._saved_at[deployment.id] = self._clock.now()
         await self._db(self._store.update_deployment, deployment.id,
                        autoscaler_state=deployment.autoscaler_state.to_json(),
-                       desired_replicas=deployment.count(ReplicaStatus.starting, ReplicaStatus.ready),
+                       desired_replicas=deployment.wanted(),
                        replica_seconds=deployment.replica_seconds,
                        cost_usd=deployment.replica_seconds / 3600 * deployment.spec.price_per_replica_hour,
                        last_activity_at=max(deployment.metrics.last_activity_at or 0.0, deployment.awake_since))

@@ -52,6 +52,8 @@ class LiveDeployment:
     autoscaler_state: AutoscalerState = field(default_factory=AutoscalerState)
     replicas: dict[str, LiveReplica] = field(default_factory=dict)
     metrics: MetricsWindow = field(default_factory=MetricsWindow)
+    pending_starts: int = 0
+    """Replicas asked of the provider that have no handle yet (a cloud instance takes minutes)."""
     queued: int = 0
     """Requests held by the gateway until a replica is ready."""
     consecutive_start_failures: int = 0
@@ -65,6 +67,10 @@ class LiveDeployment:
 
     def count(self, *statuses: ReplicaStatus) -> int:
         return sum(1 for r in self.replicas.values() if r.status in statuses)
+
+    def wanted(self) -> int:
+        """Replicas that exist or are on their way: starting, ready, or asked of the provider."""
+        return self.count(ReplicaStatus.starting, ReplicaStatus.ready) + self.pending_starts
 
     def notify(self) -> None:
         """Wake every held request so it re-checks; they clear the event before waiting again."""

@@ -19,6 +19,8 @@ from inferstack.controller import Controller
 from inferstack.files.blobs import blob_store_from_url
 from inferstack.fleet import Fleet
 from inferstack.gateway.proxy import Gateway
+from inferstack.providers.aws import AwsProvider, AwsProviderConfig
+from inferstack.providers.base import Provider
 from inferstack.providers.local import LocalProvider
 from inferstack.settings import Settings
 from inferstack.store import Store
@@ -31,6 +33,12 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
+def build_provider(settings: Settings, clock: Clock) -> Provider:
+    if settings.provider == "aws":
+        return AwsProvider(AwsProviderConfig.from_env(), clock)
+    return LocalProvider(settings.replica_log_dir, settings.vllm_python)
+
+
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     store = open_store(settings)
@@ -38,7 +46,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         store.ensure_key(settings.bootstrap_tenant, settings.bootstrap_api_key, clock.now())
     keys = KeyRing(store)
     fleet = Fleet()
-    provider = LocalProvider(settings.replica_log_dir, settings.vllm_python)
+    provider = build_provider(settings, clock)
     controller = Controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s)
     gateway = Gateway(fleet, keys, controller, clock, heartbeat_s=settings.heartbeat_s)
     blobs = blob_store_from_url(settings.files_url, settings.files_dir)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def _home() -> Path:
@@ -13,11 +14,18 @@ def _home() -> Path:
 
 
 class Settings(BaseModel):
+    # The defaults come from the environment: a bad INFERSTACK_* value must fail at start-up, not later.
+    model_config = ConfigDict(validate_default=True)
+
     home: Path = Field(default_factory=_home)
     database_url: str | None = Field(default_factory=lambda: os.environ.get("INFERSTACK_DATABASE_URL"))
     files_url: str | None = Field(
         default_factory=lambda: os.environ.get("INFERSTACK_FILES_URL"),
         description="Where uploads and batch results live: a directory (default) or s3://bucket/prefix.",
+    )
+    provider: Literal["local", "aws"] = Field(
+        default_factory=lambda: os.environ.get("INFERSTACK_PROVIDER", "local"),  # type: ignore[arg-type]
+        description="Where replicas run: local processes, or EC2 instances in Auto Scaling groups.",
     )
     controller_tick_s: float = Field(
         default_factory=lambda: float(os.environ.get("INFERSTACK_CONTROLLER_TICK_S", "1.0")), gt=0

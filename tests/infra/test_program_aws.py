@@ -115,6 +115,9 @@ def test_iam_grants_replicas_and_controller_only_what_they_need(prod: Program) -
     controller = {s["Sid"]: s for s in policies["inferstack-prod-iam-controller"]["Statement"]}
     for sid in ("ScaleOwnGroups", "LaunchFromOwnTemplates", "StopOwnInstances"):
         assert controller[sid]["Condition"] == {"StringEquals": {"aws:ResourceTag/inferstack:stack": "prod"}}, sid
+    # Groups for deployments created through the API: only with this stack's tag on them.
+    assert controller["CreateOwnGroups"]["Condition"] == {
+        "StringEquals": {"aws:RequestTag/inferstack:stack": "prod"}}
     assert controller["PassReplicaRoleOnly"]["Resource"].endswith("inferstack-prod-iam-replica")
     assert all(not a.endswith(":*") and a != "*" for p in policies.values() for s in p["Statement"]
                for a in s["Action"]), "no wildcard actions"
