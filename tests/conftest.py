@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inferstack.store import Store
-from support import ControlPlane, postgres_schema
+from support import ControlPlane, free_port, postgres_schema, wait_for
 
 
 @pytest.fixture
@@ -32,3 +34,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         store.create_schema()
         yield store
         store.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local AWS emulator (moto in server mode), spoken to over HTTP by boto3; shared by the session."""
+    port = free_port()
+    with (tmp_path_factory.mktemp("moto") / "moto.log").open("wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(url, timeout=1).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(up, timeout=30, what="the moto AWS server")
+            yield url
+        finally:
+            server.terminate()
+            server.wait(10)

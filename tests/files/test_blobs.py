@@ -79,7 +79,7 @@ async def test_missing_blobs_are_reported_and_deleting_twice_is_fine(any_store: 
         any_store.size("gone")
 
 
-async def test_a_large_s3_blob_goes_up_in_parts_and_comes_back_whole(s3_store: S3BlobStore, s3_endpoint: str) -> None:
+async def test_a_large_s3_blob_goes_up_in_parts_and_comes_back_whole(s3_store: S3BlobStore, moto_endpoint: str) -> None:
     line = b'{"custom_id": "%08d", "padding": "' + b"x" * 1000 + b'"}\n'
     length = len(line % 0)
     count = (2 * S3_PART_BYTES + 12345) // length + 1
@@ -91,7 +91,7 @@ async def test_a_large_s3_blob_goes_up_in_parts_and_comes_back_whole(s3_store: S
     size = await write_stream(s3_store, "big.jsonl", lines())
     assert size == count * length == s3_store.size("big.jsonl") and size > 2 * S3_PART_BYTES
     key = f"{s3_store.prefix}/big.jsonl"
-    head = boto3.client("s3", endpoint_url=s3_endpoint).head_object(Bucket=s3_store.bucket, Key=key)
+    head = boto3.client("s3", endpoint_url=moto_endpoint).head_object(Bucket=s3_store.bucket, Key=key)
     assert head["ETag"].strip('"').endswith("-3")  # three parts: a multipart upload, not one buffered PUT
     seen = 0
     async for raw in aiter_lines(s3_store, "big.jsonl"):

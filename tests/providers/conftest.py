@@ -1,37 +1,9 @@
-"""A local AWS emulator for the provider suites: moto in server mode, spoken to over HTTP by boto3."""
+"""A blank AWS account per test on the session's moto server (see tests/conftest.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-
 import httpx
 import pytest
-
-from support import free_port, wait_for
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    with (tmp_path_factory.mktemp("moto") / "moto.log").open("wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(url, timeout=1).status_code < 500
-            except httpx.HTTPError:
-                return False
-
-        try:
-            wait_for(up, timeout=30, what="the moto AWS server")
-            yield url
-        finally:
-            server.terminate()
-            server.wait(10)
 
 
 @pytest.fixture
