@@ -113,6 +113,19 @@ def wait_running(client: httpx.Client, deployment_id: str, timeout: float = 60) 
     return wait_for(running, timeout=timeout, interval=0.1, what=f"{deployment_id} running")
 
 
+SIM_SPEC = {"hf_model_id": "inferstack/sim-chat", "engine": "sim", "hardware_profile": "cpu"}
+
+
+def sim_deployment(plane: ControlPlane, key: str, name: str, ttft_ms: int = 1, **fields: Any) -> str:
+    """Create a fast `sim` deployment, wait until it runs, and return its id."""
+    rest = plane.client(key)
+    created = rest.post("/v1/deployments", json={**SIM_SPEC, "name": name, **fields,
+                                                 "engine_args": ["--ttft-ms", str(ttft_ms), "--tokens-per-s", "0"]})
+    assert created.status_code == 201, created.text
+    wait_running(rest, created.json()["id"])
+    return created.json()["id"]
+
+
 def children_of(pid: int) -> list[int]:
     """Every descendant process of `pid` (from /proc), to check none outlive the control plane."""
     import psutil

@@ -9,9 +9,7 @@ import httpx
 import openai
 import pytest
 
-from support import ControlPlane, wait_running
-
-SIM = {"hf_model_id": "inferstack/sim-chat", "engine": "sim", "hardware_profile": "cpu"}
+from support import SIM_SPEC, ControlPlane, wait_running
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def bob(plane: ControlPlane) -> httpx.Client:
 
 
 def test_create_reports_id_and_status_and_comes_up_running(alice: httpx.Client) -> None:
-    created = alice.post("/v1/deployments", json={**SIM, "name": "api-chat", "hf_token": "hf_never_shown"})
+    created = alice.post("/v1/deployments", json={**SIM_SPEC, "name": "api-chat", "hf_token": "hf_never_shown"})
     assert created.status_code == 201, created.text
     body = created.json()
     assert body["deployment_id"].startswith("dep-") and body["status"] in ("created", "provisioning")
@@ -58,7 +56,7 @@ def test_an_invalid_spec_is_a_422_naming_the_field_and_creates_nothing(
     alice: httpx.Client, fields: dict[str, object], field: str
 ) -> None:
     before = [d["id"] for d in alice.get("/v1/deployments").json()["data"]]
-    response = alice.post("/v1/deployments", json={**SIM, **fields})
+    response = alice.post("/v1/deployments", json={**SIM_SPEC, **fields})
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["param"] == field and field in error["message"]
@@ -67,7 +65,7 @@ def test_an_invalid_spec_is_a_422_naming_the_field_and_creates_nothing(
 
 def test_another_tenant_cannot_see_call_or_change_a_deployment(plane: ControlPlane, alice: httpx.Client,
                                                                bob: httpx.Client) -> None:
-    mine = alice.post("/v1/deployments", json={**SIM, "name": "private"}).json()
+    mine = alice.post("/v1/deployments", json={**SIM_SPEC, "name": "private"}).json()
     wait_running(alice, mine["id"])
     assert all(d["id"] != mine["id"] for d in bob.get("/v1/deployments").json()["data"])
     for method, path in [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/stop"), ("GET", "/events")]:
@@ -89,7 +87,7 @@ def test_bad_or_missing_keys_get_openai_shaped_401s(plane: ControlPlane) -> None
 
 
 def test_stop_refuses_requests_with_409_and_resume_brings_it_back(plane: ControlPlane, alice: httpx.Client) -> None:
-    dep = alice.post("/v1/deployments", json={**SIM, "name": "stoppable"}).json()
+    dep = alice.post("/v1/deployments", json={**SIM_SPEC, "name": "stoppable"}).json()
     wait_running(alice, dep["id"])
     stopped = alice.post(f"/v1/deployments/{dep['id']}/stop").json()
     assert stopped["status"] == "stopped" and stopped["replicas"] == []
@@ -103,7 +101,7 @@ def test_stop_refuses_requests_with_409_and_resume_brings_it_back(plane: Control
 
 
 def test_patch_changes_the_spec_and_rejects_bad_values_unchanged(alice: httpx.Client) -> None:
-    dep = alice.post("/v1/deployments", json={**SIM, "name": "patchable"}).json()
+    dep = alice.post("/v1/deployments", json={**SIM_SPEC, "name": "patchable"}).json()
     patched = alice.patch(f"/v1/deployments/{dep['id']}", json={"max_replicas": 3, "target_rps": 2.5})
     assert patched.status_code == 200 and patched.json()["spec"]["max_replicas"] == 3
     bad = alice.patch(f"/v1/deployments/{dep['id']}", json={"min_replicas": 5})
@@ -115,7 +113,7 @@ def test_patch_changes_the_spec_and_rejects_bad_values_unchanged(alice: httpx.Cl
 
 def test_dedicated_platform_routes_map_onto_the_spec(alice: httpx.Client) -> None:
     created = alice.post("/api/v2/external/inference/create", json={
-        **SIM, "target_rps": 4.0, "target_latency_p95_ms": 2000, "stabilisation_window": 120})
+        **SIM_SPEC, "target_rps": 4.0, "target_latency_p95_ms": 2000, "stabilisation_window": 120})
     assert created.status_code == 200, created.text
     deployment_id = created.json()["deployment_id"]
     got = alice.get("/api/v2/external/inference/get", params={"deployment_id": deployment_id}).json()
@@ -158,7 +156,7 @@ def test_the_openapi_document_describes_the_native_routes(plane: ControlPlane) -
 def test_the_control_plane_state_survives_a_restart(tmp_path: Path) -> None:
     plane = ControlPlane(home=tmp_path / "home").start()
     key = plane.create_key("carol")
-    dep = plane.client(key).post("/v1/deployments", json={**SIM, "name": "durable"}).json()
+    dep = plane.client(key).post("/v1/deployments", json={**SIM_SPEC, "name": "durable"}).json()
     wait_running(plane.client(key), dep["id"])
     plane.stop()
     plane = ControlPlane(home=tmp_path / "home").start()

@@ -17,19 +17,9 @@ import pytest
 from openai.types import Batch
 from openai.types.chat import ChatCompletion
 
-from support import ControlPlane, wait_for, wait_running
+from support import ControlPlane, sim_deployment, wait_for
 
-SIM = {"hf_model_id": "inferstack/sim-chat", "engine": "sim", "hardware_profile": "cpu"}
 TERMINAL = {"completed", "failed", "cancelled", "expired"}
-
-
-def sim_deployment(plane: ControlPlane, key: str, name: str, ttft_ms: int = 1) -> str:
-    rest = plane.client(key)
-    created = rest.post("/v1/deployments", json={**SIM, "name": name,
-                                                 "engine_args": ["--ttft-ms", str(ttft_ms), "--tokens-per-s", "0"]})
-    assert created.status_code == 201, created.text
-    wait_running(rest, created.json()["id"])
-    return created.json()["id"]
 
 
 def served_by_replicas(plane: ControlPlane, key: str, deployment_id: str) -> float:
@@ -129,10 +119,7 @@ def test_a_malformed_file_fails_per_line_and_sends_nothing(plane: ControlPlane, 
 def test_a_batch_wakes_a_paused_deployment(plane: ControlPlane, tmp_path: Path) -> None:
     key = plane.create_key("sleepy")
     rest = plane.client(key)
-    created = rest.post("/v1/deployments", json={**SIM, "name": "napper", "idle_timeout_s": 1,
-                                                 "engine_args": ["--ttft-ms", "1", "--tokens-per-s", "0"]})
-    dep = created.json()["id"]
-    wait_running(rest, dep)
+    dep = sim_deployment(plane, key, "napper", idle_timeout_s=1)
     wait_for(lambda: rest.get(f"/v1/deployments/{dep}").json()["status"] == "paused", timeout=30,
              interval=0.1, what="the idle deployment to pause")
     client = openai.OpenAI(base_url=plane.url + "/v1", api_key=key)

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from inferstack.cli_files import batch_app, files_app
-from support import ControlPlane, wait_running
+from support import ControlPlane, sim_deployment
 
 cli = typer.Typer()
 cli.add_typer(files_app, name="files")
@@ -31,11 +31,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 @pytest.fixture(scope="module")
 def env(plane: ControlPlane) -> dict[str, str]:
     key = plane.create_key("cli-user")
-    rest = plane.client(key)
-    created = rest.post("/v1/deployments", json={"hf_model_id": "inferstack/sim-chat", "engine": "sim",
-                                                 "hardware_profile": "cpu", "name": "clibot",
-                                                 "engine_args": ["--ttft-ms", "1", "--tokens-per-s", "0"]})
-    wait_running(rest, created.json()["id"])
+    sim_deployment(plane, key, "clibot")
     return {"INFERSTACK_URL": plane.url, "INFERSTACK_API_KEY": key}
 
 

@@ -9,10 +9,10 @@ import time
 import httpx
 import openai
 
-from support import ControlPlane, children_of, wait_for, wait_running
+from support import SIM_SPEC, ControlPlane, children_of, wait_for, wait_running
 
 SPEC = {
-    "hf_model_id": "inferstack/sim-chat", "engine": "sim", "hardware_profile": "cpu", "name": "elastic",
+    **SIM_SPEC, "name": "elastic",
     "min_replicas": 1, "max_replicas": 3, "target_rps": 2.0, "metrics_window_s": 2, "panic_window_s": 1,
     "stabilisation_window": 3, "idle_timeout_s": 4, "max_queue_wait_s": 60, "drain_timeout_s": 30,
     # ~0.2 s a request: streams are in flight when replicas drain.

@@ -9,15 +9,13 @@ from collections import Counter
 import openai
 import psutil
 
-from support import ControlPlane, children_of, wait_for, wait_running
-
-SIM = {"hf_model_id": "inferstack/sim-chat", "engine": "sim", "hardware_profile": "cpu"}
+from support import SIM_SPEC, ControlPlane, children_of, wait_for, wait_running
 
 
 def test_two_replicas_share_the_traffic(control_plane: ControlPlane) -> None:
     key = control_plane.create_key("team")
     rest = control_plane.client(key)
-    dep = rest.post("/v1/deployments", json={**SIM, "name": "pair", "min_replicas": 2, "max_replicas": 2}).json()
+    dep = rest.post("/v1/deployments", json={**SIM_SPEC, "name": "pair", "min_replicas": 2, "max_replicas": 2}).json()
     running = wait_for(lambda: (d := wait_running(rest, dep["id"]))["ready_replicas"] == 2 and d,
                        timeout=60, what="two ready replicas")
     client = openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key)
@@ -39,7 +37,7 @@ def test_two_replicas_share_the_traffic(control_plane: ControlPlane) -> None:
 def test_chat_streaming_completions_and_models(control_plane: ControlPlane) -> None:
     key = control_plane.create_key("team")
     rest = control_plane.client(key)
-    dep = rest.post("/v1/deployments", json={**SIM, "name": "streamer"}).json()
+    dep = rest.post("/v1/deployments", json={**SIM_SPEC, "name": "streamer"}).json()
     wait_running(rest, dep["id"])
     client = openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key)
     chunks = list(client.chat.completions.create(
@@ -68,7 +66,7 @@ def test_chat_streaming_completions_and_models(control_plane: ControlPlane) -> N
 def test_killing_the_control_plane_leaves_no_replica_behind(control_plane: ControlPlane) -> None:
     key = control_plane.create_key("team")
     rest = control_plane.client(key)
-    dep = rest.post("/v1/deployments", json={**SIM, "min_replicas": 2, "max_replicas": 2}).json()
+    dep = rest.post("/v1/deployments", json={**SIM_SPEC, "min_replicas": 2, "max_replicas": 2}).json()
     wait_for(lambda: wait_running(rest, dep["id"])["ready_replicas"] == 2, timeout=60, what="two replicas")
     assert control_plane.process is not None
     replicas = children_of(control_plane.process.pid)
@@ -85,7 +83,7 @@ def test_killing_the_control_plane_leaves_no_replica_behind(control_plane: Contr
 def test_a_crashed_replica_is_replaced_and_recorded(control_plane: ControlPlane) -> None:
     key = control_plane.create_key("team")
     rest = control_plane.client(key)
-    dep = rest.post("/v1/deployments", json={**SIM, "name": "crashy"}).json()
+    dep = rest.post("/v1/deployments", json={**SIM_SPEC, "name": "crashy"}).json()
     first = wait_running(rest, dep["id"])["replicas"][0]
     assert control_plane.process is not None
     engines = [p for p in psutil.Process(control_plane.process.pid).children(recursive=True)
@@ -109,7 +107,7 @@ def test_a_crashed_replica_is_replaced_and_recorded(control_plane: ControlPlane)
 def test_a_caller_that_hangs_up_mid_stream_frees_the_replica(control_plane: ControlPlane) -> None:
     key = control_plane.create_key("team")
     rest = control_plane.client(key)
-    dep = rest.post("/v1/deployments", json={**SIM, "name": "slowpoke",
+    dep = rest.post("/v1/deployments", json={**SIM_SPEC, "name": "slowpoke",
                                              "engine_args": ["--ttft-ms", "10", "--tokens-per-s", "10"]}).json()
     wait_running(rest, dep["id"])
     body = {"model": "slowpoke", "messages": [{"role": "user", "content": "tell me a long story"}],

@@ -8,10 +8,9 @@ from pathlib import Path
 import httpx
 import openai
 
-from support import ControlPlane, wait_for
+from support import SIM_SPEC, ControlPlane, wait_for
 
-SLOW_START = {"hf_model_id": "inferstack/sim-chat", "engine": "sim", "hardware_profile": "cpu",
-              "min_replicas": 0, "engine_args": ["--startup-delay-s", "2.5"]}
+SLOW_START = {**SIM_SPEC, "min_replicas": 0, "engine_args": ["--startup-delay-s", "2.5"]}
 
 
 def paused(rest: httpx.Client, dep_id: str) -> bool:

@@ -8,7 +8,7 @@ import boto3
 import openai
 import orjson
 
-from support import ControlPlane, wait_for, wait_running
+from support import ControlPlane, sim_deployment, wait_for
 
 
 def test_files_and_batch_results_live_in_the_bucket(tmp_path: Path, s3_env: dict[str, str]) -> None:
@@ -19,11 +19,7 @@ def test_files_and_batch_results_live_in_the_bucket(tmp_path: Path, s3_env: dict
     plane.start()
     try:
         key = plane.create_key("s3-team")
-        rest = plane.client(key)
-        created = rest.post("/v1/deployments", json={"hf_model_id": "inferstack/sim-chat", "engine": "sim",
-                                                     "hardware_profile": "cpu", "name": "s3bot",
-                                                     "engine_args": ["--ttft-ms", "1", "--tokens-per-s", "0"]})
-        wait_running(rest, created.json()["id"])
+        sim_deployment(plane, key, "s3bot")
         client = openai.OpenAI(base_url=plane.url + "/v1", api_key=key)
         path = tmp_path / "in.jsonl"
         path.write_bytes(b"".join(orjson.dumps({
