@@ -115,10 +115,10 @@ class Harness:
         file_id = repo.new_file_id()
         size = await write_stream(self.blobs, f"files/{file_id}", content())
         now = time.time()
-        repo.add_file(self.store, FileRow(id=file_id, tenant_id=self.tenant, filename="bench.jsonl", purpose="batch",
+        repo.add(self.store, FileRow(id=file_id, tenant_id=self.tenant, filename="bench.jsonl", purpose="batch",
                                           bytes=size, lines=lines, blob_key=f"files/{file_id}", created_at=now))
         batch_id = repo.new_batch_id()
-        repo.add_batch(self.store, BatchRow(id=batch_id, tenant_id=self.tenant, endpoint=CHAT, input_file_id=file_id,
+        repo.add(self.store, BatchRow(id=batch_id, tenant_id=self.tenant, endpoint=CHAT, input_file_id=file_id,
                                             completion_window="24h", status="validating", created_at=now,
                                             expires_at=now + 86_400, total=0, completed=0, failed=0))
         return batch_id

@@ -97,10 +97,10 @@ async def make_batch(store: Store, blobs: BlobStore, data: bytes, *, tenant: str
     now = time.time() if now is None else now
     file_id = repo.new_file_id()
     size = await write_stream(blobs, f"files/{file_id}", _chunks(data))
-    repo.add_file(store, FileRow(id=file_id, tenant_id=tenant, filename="in.jsonl", purpose="batch", bytes=size,
+    repo.add(store, FileRow(id=file_id, tenant_id=tenant, filename="in.jsonl", purpose="batch", bytes=size,
                                  lines=data.count(b"\n"), blob_key=f"files/{file_id}", created_at=now))
     batch_id = repo.new_batch_id()
-    repo.add_batch(store, BatchRow(id=batch_id, tenant_id=tenant, endpoint=endpoint, input_file_id=file_id,
+    repo.add(store, BatchRow(id=batch_id, tenant_id=tenant, endpoint=endpoint, input_file_id=file_id,
                                    completion_window="24h", status="validating", user_metadata=None,
                                    created_at=now, expires_at=now + 86_400, total=0, completed=0, failed=0))
     return batch_id

@@ -58,7 +58,7 @@ async def create_batch(request: Request, tenant: Tenant) -> BatchObject:
                    completion_window=body.completion_window, status=BatchStatus.validating.value,
                    user_metadata=body.metadata, created_at=now, expires_at=now + body.window_s,
                    total=0, completed=0, failed=0)
-    await asyncio.to_thread(repo.add_batch, svc.store, row)
+    await asyncio.to_thread(repo.add, svc.store, row)
     svc.batches.kick()
     return BatchObject.from_row(row)
 

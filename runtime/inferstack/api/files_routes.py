@@ -41,7 +41,7 @@ async def upload_file(request: Request, tenant: Tenant) -> FileObject:
     row = FileRow(id=file_id, tenant_id=tenant, filename=upload.filename, purpose=upload.purpose,
                   bytes=upload.bytes, lines=upload.lines, blob_key=key, created_at=svc.clock.now())
     try:
-        await asyncio.to_thread(repo.add_file, svc.store, row)
+        await asyncio.to_thread(repo.add, svc.store, row)
     except BaseException:
         await asyncio.to_thread(svc.blobs.delete, key)  # no blob without a row to find it by
         raise

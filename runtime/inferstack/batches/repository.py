@@ -53,16 +53,22 @@ def _page(session: Session, model: type[Row], tenant_id: str, after: str | None,
 
 
 # --- files ----------------------------------------------------------------------------------------
-def add_file(store: Store, row: FileRow) -> FileRow:
+def add(store: Store, row: Row) -> Row:
+    """Store a new file or batch row."""
     with store.session() as s:
         s.add(row)
     return row
 
 
-def get_file(store: Store, tenant_id: str, file_id: str) -> FileRow | None:
+def _owned(store: Store, model: type[Row], tenant_id: str, row_id: str) -> Row | None:
+    """The row if it exists and is the tenant's: another tenant's is indistinguishable from absent."""
     with store.session() as s:
-        row = s.get(FileRow, file_id)
+        row = s.get(model, row_id)
         return row if row is not None and row.tenant_id == tenant_id else None
+
+
+def get_file(store: Store, tenant_id: str, file_id: str) -> FileRow | None:
+    return _owned(store, FileRow, tenant_id, file_id)
 
 
 def list_files(store: Store, tenant_id: str, *, purpose: str | None, after: str | None, limit: int,
@@ -87,16 +93,8 @@ def delete_file(store: Store, tenant_id: str, file_id: str) -> FileRow | None:
 
 
 # --- batches: the API's side ----------------------------------------------------------------------
-def add_batch(store: Store, row: BatchRow) -> BatchRow:
-    with store.session() as s:
-        s.add(row)
-    return row
-
-
 def get_batch(store: Store, tenant_id: str, batch_id: str) -> BatchRow | None:
-    with store.session() as s:
-        row = s.get(BatchRow, batch_id)
-        return row if row is not None and row.tenant_id == tenant_id else None
+    return _owned(store, BatchRow, tenant_id, batch_id)
 
 
 def list_batches(store: Store, tenant_id: str, *, after: str | None,
