@@ -69,3 +69,11 @@ def test_described_errors_read_as_one_line() -> None:
     with pytest.raises(ValidationError) as caught:
         DeploymentSpec.model_validate({"hf_model_id": "x/y", "min_replicas": 5, "max_replicas": 1})
     assert describe_errors(caught.value.errors()) == "min_replicas: min_replicas (5) must not exceed max_replicas (1)"
+
+
+def test_an_update_can_change_every_spec_field_but_the_identity_ones() -> None:
+    from inferstack.spec import DeploymentUpdate
+
+    # A field added to the spec must be patchable too (or be declared part of the identity here).
+    identity = {"name", "hf_model_id", "task", "engine"}
+    assert set(DeploymentUpdate.model_fields) - {"immediate_scale_down"} == set(DeploymentSpec.model_fields) - identity
