@@ -129,8 +129,10 @@ class Controller:
                 deployment.pending_starts += 1
                 self._spawn(self._start_replica(deployment, now))
         elif decision.desired < current:
-            for replica in choose_victims(list(deployment.replicas.values()), current - decision.desired):
+            current_shape = [r for r in deployment.replicas.values() if not r.outdated]
+            for replica in choose_victims(current_shape, current - decision.desired):
                 self._drain(deployment, replica)
+        self._retire_outdated(deployment, decision.desired)
         if decision.desired != current:
             engines = _engine_queues(deployment)
             await self._event(deployment, "scaled", f"{current} -> {decision.desired} replicas: {decision.reason}",
@@ -140,6 +142,16 @@ class Controller:
         if now - self._saved_at.get(deployment.id, 0.0) >= STATE_SAVE_INTERVAL_S or decision.desired != current:
             await self._save(deployment)
         return decision
+
+    def _retire_outdated(self, deployment: LiveDeployment, desired: int) -> None:
+        """Rolling replacement after a reshaping update: outdated replicas keep serving only while the
+        new shape has fewer ready replicas than desired. Desired 2, one new replica ready -> 1 outdated
+        stays; both ready -> none."""
+        outdated = [r for r in deployment.replicas.values() if r.outdated and r.status is ReplicaStatus.ready]
+        ready_new = sum(1 for r in deployment.ready_replicas() if not r.outdated)
+        excess = len(outdated) - max(0, desired - ready_new)
+        for replica in choose_victims(outdated, max(0, excess)):
+            self._drain(deployment, replica)
 
     def _observe(self, deployment: LiveDeployment, now: float) -> Observation:
         spec = deployment.spec
@@ -237,6 +249,7 @@ class Controller:
                           f"Replica {replica.replica_id} is ready after {now - replica.started_at:.1f} s",
                           {"replica_id": replica.replica_id, "startup_s": round(now - replica.started_at, 3)})
         await self._set_status(deployment, DeploymentStatus.running)
+        self._kick.set()  # an outdated replica may now retire (see _retire_outdated)
 
     def _drain(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
         """Stop routing to the replica now; stop it once its in-flight requests finish (or time out)."""
@@ -311,22 +324,25 @@ class Controller:
         return deployment
 
     async def update(self, deployment: LiveDeployment, change: DeploymentUpdate) -> None:
-        """Apply a spec change. Replicas started under the old shape are replaced one by one."""
+        """Apply a spec change. Replicas started under the old shape are replaced one by one, each
+        serving until its replacement is ready."""
         new_spec = deployment.spec.with_changes(change.changes())  # raises ValidationError, changes nothing
-        reshaped = bool(REPLICA_SHAPING_FIELDS & change.changes().keys())
+        changes = change.changes()
         deployment.spec = new_spec
         await self._db(self._store.save_spec, deployment.id, new_spec, self._clock.now())
         if change.immediate_scale_down:
             deployment.autoscaler_state = replace(deployment.autoscaler_state, skip_stabilisation_once=True)
-        changed = sorted(k for k in change.changes() if k != "hf_token") + (
-            ["hf_token"] if "hf_token" in change.changes() else [])
+        changed = sorted(changes)  # names only: a token's value never reaches the record
         await self._event(deployment, "updated", f"Spec updated: {', '.join(changed) or 'nothing'}"
                           + (" (immediate scale-down)" if change.immediate_scale_down else ""), {"fields": changed})
-        if reshaped:
-            # New replicas come up with the new shape as the old ones drain; the autoscaler refills.
+        if REPLICA_SHAPING_FIELDS & changes.keys():
+            # Rolling: the autoscaler starts replacements of the new shape, and each one that becomes
+            # ready retires an outdated replica, which serves until then (a starting one goes at once).
             for replica in list(deployment.replicas.values()):
-                if replica.status is not ReplicaStatus.draining:
+                if replica.status is ReplicaStatus.starting:
                     self._drain(deployment, replica)
+                elif replica.status is ReplicaStatus.ready:
+                    replica.outdated = True
         self._kick.set()
 
     async def stop_deployment(self, deployment: LiveDeployment) -> None:

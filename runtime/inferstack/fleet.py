@@ -25,6 +25,8 @@ class LiveReplica:
     ready_at: float | None = None
     outstanding: int = 0
     batch_outstanding: int = 0
+    outdated: bool = False
+    """Started under a spec shape that has since changed: serves until a new replica replaces it."""
     engine_running: int | None = None
     """The engine's own `vllm:num_requests_running` at the last scrape (None until scraped)."""
     engine_waiting: int | None = None
@@ -69,8 +71,10 @@ class LiveDeployment:
         return sum(1 for r in self.replicas.values() if r.status in statuses)
 
     def wanted(self) -> int:
-        """Replicas that exist or are on their way: starting, ready, or asked of the provider."""
-        return self.count(ReplicaStatus.starting, ReplicaStatus.ready) + self.pending_starts
+        """Replicas of the current shape that exist or are on their way: starting, ready, or asked of
+        the provider. Outdated ones do not count: the autoscaler starts their replacements."""
+        live = (ReplicaStatus.starting, ReplicaStatus.ready)
+        return sum(1 for r in self.replicas.values() if not r.outdated and r.status in live) + self.pending_starts
 
     def notify(self) -> None:
         """Wake every held request so it re-checks; they clear the event before waiting again."""

@@ -121,3 +121,26 @@ def test_a_caller_that_hangs_up_mid_stream_frees_the_replica(control_plane: Cont
         return replica["engine_running"] == 0 and replica["in_flight"] == 0
 
     wait_for(engine_idle, timeout=5, what="the replica to drop the abandoned stream")
+
+
+def test_a_reshaping_update_replaces_replicas_without_a_gap(control_plane: ControlPlane) -> None:
+    key = control_plane.create_key("team")
+    rest = control_plane.client(key)
+    slow_start = ["--startup-delay-s", "1.5"]
+    dep = rest.post("/v1/deployments", json={**SIM_SPEC, "name": "rolling", "engine_args": slow_start}).json()
+    old = wait_running(rest, dep["id"])["replicas"][0]["id"]
+    patched = rest.patch(f"/v1/deployments/{dep['id']}", json={"engine_args": [*slow_start, "--ttft-ms", "5"]})
+    assert patched.status_code == 200
+    client = openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key, max_retries=0)
+    served_by: list[str] = []
+
+    def replaced() -> bool:
+        # Every request during the replacement is answered at once by a ready replica: no gap, no hold.
+        raw = client.chat.completions.with_raw_response.create(
+            model="rolling", messages=[{"role": "user", "content": "still there?"}], max_tokens=2, timeout=1)
+        served_by.append(raw.headers["x-inferstack-replica"])
+        replicas = rest.get(f"/v1/deployments/{dep['id']}").json()["replicas"]
+        return [r["status"] for r in replicas] == ["ready"] and replicas[0]["id"] != old
+
+    wait_for(replaced, timeout=30, interval=0.1, what="the new replica to replace the old one")
+    assert served_by[0] == old and served_by[-1] != old
