@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, NoReturn
@@ -12,6 +11,8 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from inferstack.settings import ClientSettings
 
 out = Console()
 err = Console(stderr=True)
@@ -34,8 +35,8 @@ class Api:
     """The REST API, with error bodies turned into one clear line and exit code 1."""
 
     def __init__(self) -> None:
-        self.url = os.environ.get("INFERSTACK_URL", "http://127.0.0.1:8000").rstrip("/")
-        key = os.environ.get("INFERSTACK_API_KEY", "")
+        client = ClientSettings()
+        self.url, key = client.url, client.api_key
         # Long reads: an upload's response comes only once the whole file is stored.
         self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(60, read=600),
                                  headers={"Authorization": f"Bearer {key}"} if key else {})

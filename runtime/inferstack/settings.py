@@ -56,3 +56,12 @@ class Settings(BaseModel):
     @property
     def files_dir(self) -> Path:
         return self.home / "files"
+
+
+class ClientSettings(BaseModel):
+    """What a client of the control plane (the CLI, `inferstack apply`, the Pulumi provider) reads."""
+
+    model_config = ConfigDict(validate_default=True)
+
+    url: str = Field(default_factory=lambda: os.environ.get("INFERSTACK_URL", "http://127.0.0.1:8000").rstrip("/"))
+    api_key: str | None = Field(default_factory=lambda: os.environ.get("INFERSTACK_API_KEY") or None, repr=False)

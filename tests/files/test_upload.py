@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inferstack.api.errors import ApiError
 from inferstack.batches.validation import MAX_FILE_BYTES
+from inferstack.errors import ApiError
 from inferstack.files.blobs import LocalBlobStore
 from inferstack.files.upload import LineCounter, receive_upload
 

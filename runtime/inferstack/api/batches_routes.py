@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import ValidationError
 
 from inferstack.api.deps import services, tenant_id
-from inferstack.api.errors import ApiError
 from inferstack.batches import repository as repo
 from inferstack.batches.schemas import BatchList, BatchObject, CreateBatch
 from inferstack.batches.tables import BatchRow
 from inferstack.batches.transitions import BatchStatus, CannotCancel
+from inferstack.errors import ApiError
 
 routes = APIRouter(tags=["batches"])
 Tenant = Annotated[str, Depends(tenant_id)]

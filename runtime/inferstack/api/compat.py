@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from inferstack.api.deployments import create_deployment, find, invalid, update_deployment
 from inferstack.api.deps import services, tenant_id
-from inferstack.api.errors import ApiError
+from inferstack.errors import ApiError
 from inferstack.spec import DeploymentSpec, DeploymentUpdate
 
 router = APIRouter(tags=["compatibility"])

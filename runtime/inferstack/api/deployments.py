@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from inferstack.api.deps import Services, services, tenant_id
-from inferstack.api.errors import ApiError
+from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
 from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
 from inferstack.store import DuplicateName

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from inferstack.api.errors import ApiError
 from inferstack.auth import KeyRing
 from inferstack.clock import Clock
+from inferstack.errors import ApiError
 from inferstack.settings import Settings
 from inferstack.store import Store
 

@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.responses import StreamingResponse
 
 from inferstack.api.deps import services, tenant_id
-from inferstack.api.errors import ApiError
 from inferstack.batches import repository as repo
 from inferstack.batches.tables import FileRow
+from inferstack.errors import ApiError
 from inferstack.files.blobs import BlobNotFound, aiter_chunks
 from inferstack.files.schemas import FileDeleted, FileList, FileObject
 from inferstack.files.upload import receive_upload

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from inferstack.api.errors import ApiError
 from inferstack.batches.validation import MAX_FILE_BYTES, MAX_FILE_LINES
+from inferstack.errors import ApiError
 from inferstack.files.blobs import AsyncBlobWriter, BlobStore
 
 PURPOSES = frozenset({"batch"})

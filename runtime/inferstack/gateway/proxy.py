@@ -22,9 +22,9 @@ import aiohttp
 import orjson
 from prometheus_client import Counter, Histogram
 
-from inferstack.api.errors import ApiError, openai_error_body
 from inferstack.auth import KeyRing
 from inferstack.clock import Clock
+from inferstack.errors import ApiError, openai_error_body
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
 from inferstack.replica_choice import choose_replica
 from inferstack.spec import DeploymentStatus, Task

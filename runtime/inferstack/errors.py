@@ -1,0 +1,54 @@
+"""The error shape every caller sees: OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+
+Lives on the lowest floor so the gateway, the file upload and the API raise and write the same errors
+without importing the web layer. The API turns an `ApiError` into the caller's shape (`api/errors.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable_error",
+}
+
+
+class ApiError(Exception):
+    """Raised anywhere below a route; the app turns it into the caller's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+        self.details = details
+
+
+def openai_error_body(status: int, message: str, code: str | None = None, param: str | None = None,
+                      details: list[dict[str, str]] | None = None) -> bytes:
+    error: dict[str, Any] = {"message": message, "type": ERROR_TYPES.get(status, "api_error"),
+                             "param": param, "code": code}
+    if details:
+        error["details"] = details
+    return orjson.dumps({"error": error})
