@@ -23,7 +23,7 @@ def start_sim_replicas(count: int, ttft_ms: float, max_concurrency: int) -> tupl
     for _ in range(count):
         port = free_port()
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "inferstack.engines.sim_server", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, "-m", "inferstack.engines.sim", "--host", "127.0.0.1", "--port", str(port),
              "--served-model-name", "bench", "--api-key", REPLICA_KEY, "--ttft-ms", str(ttft_ms),
              "--tokens-per-s", "0", "--max-concurrency", str(max_concurrency)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

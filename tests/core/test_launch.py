@@ -44,4 +44,4 @@ def test_vllm_without_an_environment_says_how_to_get_one() -> None:
 
 def test_sim_runs_the_built_in_server() -> None:
     plan = plan_launch(spec(engine="sim", hardware_profile="cpu"), "dep-1", "x", 5, "k", None)
-    assert plan.argv[1:3] == ["-m", "inferstack.engines.sim_server"]
+    assert plan.argv[1:3] == ["-m", "inferstack.engines.sim"]

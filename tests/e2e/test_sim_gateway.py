@@ -87,7 +87,7 @@ def test_a_crashed_replica_is_replaced_and_recorded(control_plane: ControlPlane)
     first = wait_running(rest, dep["id"])["replicas"][0]
     assert control_plane.process is not None
     engines = [p for p in psutil.Process(control_plane.process.pid).children(recursive=True)
-               if "sim_server" in " ".join(p.cmdline()) and "reaper" not in " ".join(p.cmdline())]
+               if "inferstack.engines.sim" in " ".join(p.cmdline()) and "reaper" not in " ".join(p.cmdline())]
     assert len(engines) == 1
     engines[0].kill()
 

@@ -21,7 +21,9 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferstack.engines.sim_server import EMBEDDING_DIM, SimConfig, build_app
+from inferstack.engines.sim.app import build_app
+from inferstack.engines.sim.config import SimConfig
+from inferstack.engines.sim.filler import EMBEDDING_DIM
 
 MODEL = "sim-model"
 REPO = Path(__file__).resolve().parents[2]
@@ -336,7 +338,7 @@ def test_runs_as_a_process_and_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
     command = [
-        sys.executable, "-m", "inferstack.engines.sim_server",
+        sys.executable, "-m", "inferstack.engines.sim",
         "--host", "127.0.0.1", "--port", str(port),
         "--served-model-name", MODEL, "--startup-delay-s", "0.3",
     ]  # fmt: skip

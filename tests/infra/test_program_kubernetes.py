@@ -56,7 +56,7 @@ def test_embedding_and_sim_deployments_get_their_own_engine(dev: Program) -> Non
     assert embed[embed.index("--runner") + 1] == "pooling"
     smoke = replicas["smoke"]["inputs"]["spec"]["template"]["spec"]
     assert smoke["containers"][0]["image"] == DEV.platform.image
-    assert smoke["containers"][0]["command"][:3] == ["python3", "-m", "inferstack.engines.sim_server"]
+    assert smoke["containers"][0]["command"][:3] == ["python3", "-m", "inferstack.engines.sim"]
     assert "nodeSelector" not in smoke and "nvidia.com/gpu" not in json.dumps(smoke["containers"][0]["resources"])
 
 

@@ -54,7 +54,7 @@ def plan_launch(
     if spec.hf_token is not None:
         env["HF_TOKEN"] = spec.hf_token.get_secret_value()
     if spec.engine is Engine.sim:
-        argv = [sys.executable, "-m", "inferstack.engines.sim_server", "--host", host, "--port", str(port),
+        argv = [sys.executable, "-m", "inferstack.engines.sim", "--host", host, "--port", str(port),
                 "--served-model-name", *names, "--task", spec.task.value]
         if spec.max_model_len:
             argv += ["--max-model-len", str(spec.max_model_len)]
