@@ -57,3 +57,13 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         finally:
             server.terminate()
             server.wait(10)
+
+
+@pytest.fixture
+def moto_reset(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A blank AWS account (the server is shared by the session) and test credentials for boto3."""
+    httpx.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint

@@ -14,6 +14,7 @@ import pulumi_aws as aws
 
 from components.aws_network import CONTROL_PLANE_PORT
 from components.aws_state import DATABASE_NAME, DATABASE_USER
+from inferstack.providers.aws_groups import STACK_TAG
 from inferstack.stackfile import AwsSettings, PlatformSettings
 
 
@@ -44,7 +45,7 @@ class ControlPlaneService(pulumi.ComponentResource):
     def __init__(self, name: str, args: ControlPlaneServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inferstack:aws:ControlPlaneService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        tags = {"inferstack:stack": args.stack}
+        tags = {STACK_TAG: args.stack}
         region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
         logs = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/inferstack/{args.stack}/control-plane",
                                        retention_in_days=30, tags=tags, opts=child)

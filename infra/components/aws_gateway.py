@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_network import CONTROL_PLANE_PORT
+from inferstack.providers.aws_groups import STACK_TAG
 from inferstack.stackfile import AwsSettings
 
 HTTP_API_ROUTES = ("ANY /v1/deployments", "ANY /v1/deployments/{proxy+}", "GET /v1/models", "GET /health")
@@ -43,7 +44,7 @@ class Gateway(pulumi.ComponentResource):
         super().__init__("inferstack:aws:Gateway", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
-        tags = {"inferstack:stack": args.stack, "inferstack:api-keys": "required"}
+        tags = {STACK_TAG: args.stack, "inferstack:api-keys": "required"}
         alb = aws.lb.LoadBalancer(
             f"{name}-alb", load_balancer_type="application", internal=not args.public,
             subnets=args.public_subnet_ids if args.public else args.private_subnet_ids,

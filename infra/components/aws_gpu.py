@@ -18,6 +18,7 @@ import pulumi_aws as aws
 
 from components.replica import user_data
 from inferstack.hardware import PROFILES
+from inferstack.providers.aws_groups import PROFILE_TAG, STACK_TAG
 from inferstack.stackfile import AwsSettings, aws_instance_type
 
 
@@ -45,7 +46,7 @@ class GpuLaunchTemplates(pulumi.ComponentResource):
             parent=self)).value
         self.templates = {}
         for profile in args.profiles:
-            tags = {"inferstack:stack": args.stack, "inferstack:profile": profile}
+            tags = {STACK_TAG: args.stack, PROFILE_TAG: profile}
             script = user_data(profile, args.parameter_prefix, args.hf_token_secret_name)
             self.templates[profile] = aws.ec2.LaunchTemplate(
                 f"{name}-{profile.replace('.', '-')}",

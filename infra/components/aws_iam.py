@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-STACK_TAG = "inferstack:stack"
+from inferstack.providers.aws_groups import STACK_TAG, parameter_name
 
 
 def _assume(service: str) -> str:
@@ -50,7 +50,7 @@ class Iam(pulumi.ComponentResource):
         super().__init__("inferstack:aws:Iam", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = {STACK_TAG: args.stack}
-        parameters = f"arn:aws:ssm:*:*:parameter{args.parameter_prefix}/*"
+        parameters = f"arn:aws:ssm:*:*:parameter{parameter_name(args.parameter_prefix, '*')}"
         tagged = {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": args.stack}}
 
         # --- GPU replica instances -------------------------------------------------------------------

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from inferstack.providers.aws_groups import STACK_TAG
 from inferstack.stackfile import REPLICA_PORT, AwsSettings
 
 CONTROL_PLANE_PORT = 8000
@@ -34,7 +35,7 @@ class Network(pulumi.ComponentResource):
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inferstack:aws:Network", name, None, opts)
         s = args.settings
-        tags = {"inferstack:stack": args.stack}
+        tags = {STACK_TAG: args.stack}
         if s.vpc_id:
             # Bring-your-own network: nothing to create but the security groups.
             self.vpc_id = pulumi.Output.from_input(s.vpc_id)

@@ -5,9 +5,10 @@ terminates the drained instance it chose), so Pulumi ignores `desired_capacity` 
 without that, each `pulumi up` would reset the count and fight the autoscaler.
 
 Spot with on-demand fallback: a deployment with `allow_spot` gets two groups on the same launch
-template, `-spot` (spot only, price-capacity-optimized) and `-on-demand` (empty at first). The
-controller grows the spot group first and, when spot capacity does not come within its wait, the
-on-demand one; other deployments get the on-demand group only.
+template, `-spot` (spot only) and `-on-demand` (empty at first). The controller grows the spot group
+first and, when spot capacity does not come within its wait, the on-demand one; other deployments get
+the on-demand group only. Names, tags and settings come from `inferstack.providers.aws_groups`, the
+description the controller's `aws` provider creates its own groups from.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ import pulumi_aws as aws
 from components.replica import instance_type
 from deployment_resource import InferenceDeployment
 from inferstack.engines.container import launch_document
+from inferstack.providers.aws_groups import (
+    DEPLOYMENT_TAG,
+    PARAMETER_TIER,
+    PARAMETER_TYPE,
+    STACK_TAG,
+    ReplicaGroup,
+    launch_template_id,
+    parameter_name,
+    replica_groups,
+)
 from inferstack.spec import DeploymentSpec
 
 
@@ -37,10 +48,6 @@ class ReplicaGroupsArgs:
     runtime_image: str
 
 
-def group_name(stack: str, deployment: str, capacity: str) -> str:
-    return f"inferstack-{stack}-{deployment}-{capacity}"
-
-
 class ReplicaGroups(pulumi.ComponentResource):
     groups: dict[str, list[aws.autoscaling.Group]]
 
@@ -55,43 +62,42 @@ class ReplicaGroups(pulumi.ComponentResource):
     def _deployment(self, name: str, spec: DeploymentSpec, args: ReplicaGroupsArgs) -> list[aws.autoscaling.Group]:
         assert spec.name
         resource = args.deployments[spec.name]
-        tags = {"inferstack:stack": args.stack, "inferstack:deployment": spec.name}
         document = aws.ssm.Parameter(
-            f"{name}-{spec.name}", name=f"{args.parameter_prefix}/{spec.name}", type="String", tier="Standard",
+            f"{name}-{spec.name}", name=parameter_name(args.parameter_prefix, spec.name), type=PARAMETER_TYPE,
+            tier=PARAMETER_TIER,
             insecure_value=resource.deployment_id.apply(
                 lambda deployment_id: launch_document(spec, deployment_id, spec.name or deployment_id, args.vllm_image,
                                                           args.runtime_image)),
             description=f"inferstack {args.stack}: what replicas of {spec.name} run (no secrets)",
-            tags=tags, opts=pulumi.ResourceOptions(parent=self))
-        capacities = ["spot", "on-demand"] if spec.allow_spot else ["on-demand"]
-        groups = []
-        for capacity in capacities:
+            tags={STACK_TAG: args.stack, DEPLOYMENT_TAG: spec.name}, opts=pulumi.ResourceOptions(parent=self))
+        groups = replica_groups(
+            args.stack, spec.name, spec, deployment_id=resource.deployment_id,
+            launch_template_id=launch_template_id(args.launch_template_ids, spec.hardware_profile, args.stack),
+            instance_type=instance_type(spec))
+        return [self._group(f"{name}-{spec.name}-{group.capacity}", group, args, [document, resource])
+                for group in groups]
+
+    def _group(self, name: str, group: ReplicaGroup[pulumi.Input[str]], args: ReplicaGroupsArgs,
+               depends_on: list[pulumi.Resource]) -> aws.autoscaling.Group:
+        return aws.autoscaling.Group(
+            name, name=group.name,
             # The first count only; afterwards the controller's (see ignore_changes).
-            first = spec.min_replicas if capacity == capacities[0] else 0
-            groups.append(aws.autoscaling.Group(
-                f"{name}-{spec.name}-{capacity}",
-                name=group_name(args.stack, spec.name, capacity),
-                min_size=0, max_size=spec.max_replicas, desired_capacity=first,
-                vpc_zone_identifiers=args.private_subnet_ids,
-                mixed_instances_policy=aws.autoscaling.GroupMixedInstancesPolicyArgs(
-                    launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
-                        launch_template_specification=aws.autoscaling.
-                        GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
-                            launch_template_id=args.launch_template_ids[spec.hardware_profile], version="$Latest"),
-                        overrides=[aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(
-                            instance_type=instance_type(spec))]),
-                    instances_distribution=aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
-                        on_demand_base_capacity=0,
-                        on_demand_percentage_above_base_capacity=0 if capacity == "spot" else 100,
-                        spot_allocation_strategy="price-capacity-optimized")),
-                # Cold start (image pull, weights download, load) takes minutes before /health answers.
-                health_check_type="EC2", health_check_grace_period=900,
-                # The controller picks which replica goes (drained first); the group must not pick.
-                protect_from_scale_in=True,
-                capacity_rebalance=capacity == "spot",
-                tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
-                      for k, v in {**tags, "inferstack:capacity": capacity}.items()],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[document, resource],
-                                            ignore_changes=["desired_capacity"]),
-            ))
-        return groups
+            min_size=group.min_size, max_size=group.max_size, desired_capacity=group.declared_desired_capacity,
+            vpc_zone_identifiers=args.private_subnet_ids,
+            mixed_instances_policy=aws.autoscaling.GroupMixedInstancesPolicyArgs(
+                launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
+                    launch_template_specification=aws.autoscaling.
+                    GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
+                        launch_template_id=group.launch_template_id, version=group.launch_template_version),
+                    overrides=[aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(
+                        instance_type=group.instance_type)]),
+                instances_distribution=aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
+                    on_demand_base_capacity=group.on_demand_base_capacity,
+                    on_demand_percentage_above_base_capacity=group.on_demand_percentage_above_base_capacity,
+                    spot_allocation_strategy=group.spot_allocation_strategy)),
+            health_check_type=group.health_check_type, health_check_grace_period=group.health_check_grace_period_s,
+            protect_from_scale_in=group.protect_from_scale_in, capacity_rebalance=group.capacity_rebalance,
+            tags=[aws.autoscaling.GroupTagArgs(key=key, value=value, propagate_at_launch=True)
+                  for key, value in group.tags.items()],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, ignore_changes=["desired_capacity"]),
+        )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from inferstack.providers.aws_groups import STACK_TAG
 from inferstack.stackfile import AwsSettings
 
 DATABASE_NAME = "inferstack"
@@ -45,7 +46,7 @@ class StateStores(pulumi.ComponentResource):
         super().__init__("inferstack:aws:StateStores", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
-        tags = {"inferstack:stack": args.stack}
+        tags = {STACK_TAG: args.stack}
 
         # --- batch files -----------------------------------------------------------------------------
         bucket = aws.s3.Bucket(f"{name}-files", bucket_prefix=f"inferstack-{args.stack}-files-",

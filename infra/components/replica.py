@@ -12,6 +12,7 @@ import shlex
 from typing import Any
 
 from inferstack.hardware import PROFILES
+from inferstack.providers.aws_groups import DEPLOYMENT_TAG, REPLICA_LOG_PATH, parameter_name
 from inferstack.spec import DeploymentSpec
 from inferstack.stackfile import aws_instance_type
 
@@ -58,17 +59,17 @@ def instance_type(spec: DeploymentSpec) -> str:
 
 USER_DATA = """#!/bin/bash
 # inferstack GPU replica ({profile}): runs the deployment named by this instance's
-# `inferstack:deployment` tag. Model, flags and port come from the SSM parameter
-# {parameter_prefix}/<deployment>; the Hugging Face token from Secrets Manager at boot.
+# `{deployment_tag}` tag. Model, flags and port come from the SSM parameter
+# {document}; the Hugging Face token from Secrets Manager at boot.
 # No secret is written in this script, in the launch template or in the instance's tags.
 set -euo pipefail
-exec > >(tee -a /var/log/inferstack-replica.log) 2>&1
+exec > >(tee -a {log_path}) 2>&1
 IMDS=http://169.254.169.254/latest
 TOKEN=$(curl -sS -X PUT "$IMDS/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
 meta() {{ curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/meta-data/$1"; }}
 REGION=$(meta placement/region)
-DEPLOYMENT=$(meta tags/instance/inferstack:deployment)
-LAUNCH=$(aws ssm get-parameter --region "$REGION" --name {parameter_prefix}/"$DEPLOYMENT" \\
+DEPLOYMENT=$(meta tags/instance/{deployment_tag})
+LAUNCH=$(aws ssm get-parameter --region "$REGION" --name {parameter} \\
   --query Parameter.Value --output text)
 IMAGE=$(jq -r .image <<<"$LAUNCH")
 PORT=$(jq -r .port <<<"$LAUNCH")
@@ -93,5 +94,7 @@ docker run -d --name replica --restart unless-stopped --gpus all --ipc host \\
 def user_data(profile: str, parameter_prefix: str, hf_token_secret: str) -> str:
     """The boot script of a profile's launch template: generic, so one template serves every
     deployment on that profile (and those the controller creates through the REST API)."""
-    return USER_DATA.format(profile=profile, parameter_prefix=parameter_prefix,
+    return USER_DATA.format(profile=profile, deployment_tag=DEPLOYMENT_TAG, log_path=REPLICA_LOG_PATH,
+                            document=parameter_name(parameter_prefix, "<deployment>"),
+                            parameter=parameter_name(parameter_prefix, '"$DEPLOYMENT"'),
                             hf_token_secret=shlex.quote(hf_token_secret))

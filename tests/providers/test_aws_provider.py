@@ -16,20 +16,21 @@ import pytest
 from pydantic import SecretStr
 
 from inferstack.clock import SystemClock
-from inferstack.providers.aws import (
+from inferstack.providers.aws import AwsProvider, AwsProviderConfig
+from inferstack.providers.aws_groups import (
     DEPLOYMENT_ID_TAG,
     DEPLOYMENT_TAG,
+    PROFILE_TAG,
     REPLICA_TAG,
     STACK_TAG,
-    AwsProvider,
-    AwsProviderConfig,
     group_name,
+    parameter_prefix,
 )
 from inferstack.providers.base import ProviderError, ReplicaHandle
 from inferstack.spec import DeploymentSpec
 
 STACK = "test"
-PREFIX = f"/inferstack/{STACK}/deployments"
+PREFIX = parameter_prefix(STACK)
 TOKEN = "hf_TOKEN_that_must_never_leave_the_control_plane"
 REPLICA_KEY = "replica-key-that-must-never-be-written"
 USER_DATA = "#!/bin/bash\n# reads its deployment from the inferstack:deployment tag and SSM\n"
@@ -83,7 +84,7 @@ def cloud(moto_reset: str) -> Cloud:
             LaunchTemplateData={"ImageId": ami, "InstanceType": instance_type,
                                 "UserData": base64.b64encode(USER_DATA.encode()).decode(),
                                 "TagSpecifications": [{"ResourceType": "instance", "Tags": [
-                                    {"Key": "inferstack:profile", "Value": profile}]}]},
+                                    {"Key": PROFILE_TAG, "Value": profile}]}]},
         )["LaunchTemplate"]["LaunchTemplateId"]
     config = AwsProviderConfig.from_env({
         "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_reset, "INFERSTACK_STACK": STACK,
