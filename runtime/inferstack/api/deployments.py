@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from inferstack.api.deps import Services, services, tenant_id
+from inferstack.controller.recorder import cost_usd
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
 from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
@@ -66,7 +67,7 @@ def view(deployment: LiveDeployment) -> DeploymentView:
         created_at=deployment.created_at,
         cost=CostView(price_per_replica_hour=spec.price_per_replica_hour,
                       replica_seconds=round(deployment.replica_seconds, 3),
-                      usd=round(deployment.replica_seconds / 3600 * spec.price_per_replica_hour, 6)),
+                      usd=round(cost_usd(deployment), 6)),
     )
 
 
