@@ -1,4 +1,4 @@
-"""Which replica serves a request, and which replicas go when the deployment shrinks. Pure functions."""
+"""Which replica serves a request: a pure choice."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import random
 from collections.abc import Sequence
 
 from inferstack.fleet import LiveReplica
-from inferstack.spec import ReplicaStatus
 
 
 def choose_replica(
@@ -25,13 +24,3 @@ def choose_replica(
     a, b = rng.sample(candidates, 2)
     return a if a.outstanding <= b.outstanding else b
 
-
-def choose_victims(replicas: Sequence[LiveReplica], count: int) -> list[LiveReplica]:
-    """The `count` replicas to remove: not-ready ones first (nobody waits on them), then the least loaded
-    (fewest streams to drain), newest first among equals (the oldest have the warmest caches)."""
-    removable = [r for r in replicas if r.status in (ReplicaStatus.starting, ReplicaStatus.ready)]
-    ranked = sorted(
-        removable,
-        key=lambda r: (r.status is ReplicaStatus.ready, r.outstanding + r.batch_outstanding, -r.started_at),
-    )
-    return ranked[:count]

@@ -15,7 +15,7 @@ from inferstack.api.deps import Services
 from inferstack.auth import KeyRing
 from inferstack.batches.runner import BatchRunner
 from inferstack.clock import Clock, SystemClock
-from inferstack.controller import Controller
+from inferstack.controller.assembly import build_controller
 from inferstack.files.blobs import blob_store_from_url
 from inferstack.fleet import Fleet
 from inferstack.gateway.proxy import Gateway
@@ -47,12 +47,13 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     keys = KeyRing(store)
     fleet = Fleet()
     provider = build_provider(settings, clock)
-    controller = Controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s)
-    gateway = Gateway(fleet, keys, controller, clock, heartbeat_s=settings.heartbeat_s)
+    controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s)
+    gateway = Gateway(fleet, keys, controller.loop, clock, heartbeat_s=settings.heartbeat_s)
     blobs = blob_store_from_url(settings.files_url, settings.files_dir)
     batches = BatchRunner(store, blobs, gateway, clock)
-    return Services(settings=settings, store=store, clock=clock, keys=keys, controller=controller,
-                    gateway=gateway, blobs=blobs, batches=batches)
+    return Services(settings=settings, store=store, clock=clock, keys=keys, fleet=fleet,
+                    controller=controller.loop, actions=controller.actions, gateway=gateway, blobs=blobs,
+                    batches=batches)
 
 
 def create_app(settings: Settings | None = None) -> ControlPlaneApp:

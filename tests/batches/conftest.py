@@ -18,6 +18,7 @@ from inferstack.api.deps import Services
 from inferstack.auth import KeyRing
 from inferstack.clock import SystemClock
 from inferstack.files.blobs import LocalBlobStore
+from inferstack.fleet import Fleet
 from inferstack.settings import Settings
 from inferstack.store import Store
 
@@ -40,7 +41,8 @@ async def api(tmp_path: Path, store: Store, blobs: LocalBlobStore, gateway: Fake
     gateway.models = {tenant_id: gateway.models[name] for name, (tenant_id, _) in tokens.items()}
     runner = make_runner(store, blobs, gateway)
     services = Services(settings=Settings(home=tmp_path), store=store, clock=SystemClock(), keys=keys,
-                        controller=cast(Any, None), gateway=cast(Any, gateway), blobs=blobs, batches=runner)
+                        fleet=Fleet(), controller=cast(Any, None), actions=cast(Any, None),
+                        gateway=cast(Any, gateway), blobs=blobs, batches=runner)
     app = build_fastapi(services)
     await runner.start()
     clients: dict[str, openai.AsyncOpenAI] = {}

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from inferstack.clock import ManualClock
-from inferstack.controller import Controller
+from inferstack.controller.assembly import build_controller
 from inferstack.fleet import Fleet
 from inferstack.providers.base import ReplicaHandle
 from inferstack.spec import DeploymentSpec, DeploymentStatus
@@ -42,18 +42,18 @@ async def test_a_slow_start_neither_blocks_the_loop_nor_outlives_a_stop(tmp_path
     store.create_schema()
     tenant, _ = store.create_key("t", 0.0)
     provider = SlowProvider()
-    controller = Controller(store, Fleet(), provider, ManualClock(), tick_s=3600)
-    await controller.start()
+    controller = build_controller(store, Fleet(), provider, ManualClock(), tick_s=3600)
+    await controller.loop.start()
     try:
         spec = DeploymentSpec(hf_model_id="org/m", engine="sim", hardware_profile="cpu", min_replicas=2,
                               max_replicas=2)
-        deployment = await controller.create(tenant, spec)
-        decision = await asyncio.wait_for(controller.reconcile(deployment), timeout=2)
+        deployment = await controller.actions.create(tenant, spec)
+        decision = await asyncio.wait_for(controller.loop.reconcile(deployment), timeout=2)
         assert decision.desired == 2 and deployment.pending_starts == 2
         # The next pass counts the replicas on their way: it asks for no more.
-        await asyncio.wait_for(controller.reconcile(deployment), timeout=2)
+        await asyncio.wait_for(controller.loop.reconcile(deployment), timeout=2)
         assert deployment.pending_starts == 2 and deployment.status is DeploymentStatus.provisioning
-        await controller.stop_deployment(deployment)
+        await controller.actions.stop(deployment)
         provider.release.set()
         for _ in range(100):
             if deployment.pending_starts == 0:
@@ -62,4 +62,4 @@ async def test_a_slow_start_neither_blocks_the_loop_nor_outlives_a_stop(tmp_path
         assert sorted(provider.stopped) == sorted(provider.started) and len(provider.started) == 2
         assert deployment.replicas == {}
     finally:
-        await controller.stop()
+        await controller.loop.stop()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from inferstack.controller import engine_gauges
+from inferstack.controller.probes import engine_gauges
 
 PAGE = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge

@@ -193,7 +193,7 @@ async def sg_inf_update(ref: str, body: SgInfUpdate, request: Request,
 async def sg_inf_delete(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
     svc = services(request)
     deployment = find(svc, tenant, ref)
-    await svc.controller.delete(deployment)
+    await svc.actions.delete(deployment)
     return {"success": True, "message": f"Deployment {deployment.id} deleted"}
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from inferstack.api.deps import Services, services, tenant_id
+from inferstack.controller.recorder import cost_usd
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
 from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
@@ -66,13 +67,13 @@ def view(deployment: LiveDeployment) -> DeploymentView:
         created_at=deployment.created_at,
         cost=CostView(price_per_replica_hour=spec.price_per_replica_hour,
                       replica_seconds=round(deployment.replica_seconds, 3),
-                      usd=round(deployment.replica_seconds / 3600 * spec.price_per_replica_hour, 6)),
+                      usd=round(cost_usd(deployment), 6)),
     )
 
 
 def find(svc: Services, tenant: str, ref: str) -> LiveDeployment:
     """A deployment of the caller's by id or name; anyone else's is indistinguishable from absent."""
-    deployment = svc.controller.fleet.resolve(tenant, ref)
+    deployment = svc.fleet.resolve(tenant, ref)
     if deployment is None:
         raise ApiError(404, f"Deployment {ref!r} not found.", code="deployment_not_found")
     return deployment
@@ -86,7 +87,7 @@ def invalid(error: ValidationError) -> ApiError:
 
 async def create_deployment(svc: Services, tenant: str, spec: DeploymentSpec) -> LiveDeployment:
     try:
-        return await svc.controller.create(tenant, spec)
+        return await svc.actions.create(tenant, spec)
     except DuplicateName as exc:
         raise ApiError(409, str(exc), code="duplicate_name", param="name") from exc
 
@@ -95,7 +96,7 @@ async def update_deployment(svc: Services, deployment: LiveDeployment, change: D
     if deployment.status is DeploymentStatus.deleted:
         raise ApiError(404, f"Deployment {deployment.id} was deleted.")
     try:
-        await svc.controller.update(deployment, change)
+        await svc.actions.update(deployment, change)
     except ValidationError as exc:
         raise invalid(exc) from exc
 
@@ -107,7 +108,7 @@ async def create(spec: DeploymentSpec, request: Request, tenant: str = Depends(t
 
 @router.get("/v1/deployments")
 async def list_deployments(request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
-    fleet = services(request).controller.fleet
+    fleet = services(request).fleet
     mine = sorted((d for d in fleet.all() if d.tenant_id == tenant), key=lambda d: d.created_at)
     return {"object": "list", "data": [view(d).model_dump() for d in mine]}
 
@@ -130,7 +131,7 @@ async def patch(ref: str, change: DeploymentUpdate, request: Request,
 async def delete(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
     svc = services(request)
     deployment = find(svc, tenant, ref)
-    await svc.controller.delete(deployment)
+    await svc.actions.delete(deployment)
     return {"deployment_id": deployment.id, "object": "deployment", "deleted": True}
 
 
@@ -138,7 +139,7 @@ async def delete(ref: str, request: Request, tenant: str = Depends(tenant_id)) -
 async def stop(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> DeploymentView:
     svc = services(request)
     deployment = find(svc, tenant, ref)
-    await svc.controller.stop_deployment(deployment)
+    await svc.actions.stop(deployment)
     return view(deployment)
 
 
@@ -146,7 +147,7 @@ async def stop(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> 
 async def resume(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> DeploymentView:
     svc = services(request)
     deployment = find(svc, tenant, ref)
-    await svc.controller.resume(deployment)
+    await svc.actions.resume(deployment)
     return view(deployment)
 
 
@@ -180,7 +181,7 @@ async def events(ref: str, request: Request, limit: int = 100,
 @router.get("/v1/models")
 async def models(request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
     """OpenAI's model list: the caller's deployments, by id (the name works as `model` too)."""
-    fleet = services(request).controller.fleet
+    fleet = services(request).fleet
     data = [
         {"id": d.id, "object": "model", "created": int(d.created_at), "owned_by": d.tenant_id,
          "name": d.name, "root": d.spec.hf_model_id, "status": d.status.value, "task": d.spec.task.value}

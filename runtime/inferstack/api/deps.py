@@ -10,12 +10,14 @@ from fastapi import Request
 from inferstack.auth import KeyRing
 from inferstack.clock import Clock
 from inferstack.errors import ApiError
+from inferstack.fleet import Fleet
 from inferstack.settings import Settings
 from inferstack.store import Store
 
 if TYPE_CHECKING:
     from inferstack.batches.runner import BatchRunner
-    from inferstack.controller import Controller
+    from inferstack.controller.actions import DeploymentActions
+    from inferstack.controller.loop import ControllerLoop
     from inferstack.files.blobs import BlobStore
     from inferstack.gateway.proxy import Gateway
 
@@ -26,7 +28,9 @@ class Services:
     store: Store
     clock: Clock
     keys: KeyRing
-    controller: Controller
+    fleet: Fleet
+    controller: ControllerLoop
+    actions: DeploymentActions
     gateway: Gateway
     blobs: BlobStore
     batches: BatchRunner

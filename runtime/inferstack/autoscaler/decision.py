@@ -1,9 +1,9 @@
 """The autoscaler's decision: a pure function `decide(spec, observation, state, now) -> Decision`.
 
-No I/O and no clock: the controller loads an `Observation` (metrics window + replica counts), calls
-`decide`, applies `Decision.desired`, records `Decision.reason`/`inputs` as an event and stores
-`Decision.next_state` (as JSON) for the next tick. The same inputs always give the same decision, so
-the tests are tables that travel in time.
+No I/O and no clock: `observe` (autoscaler/observe.py) builds an `Observation` (metrics window +
+replica counts); the controller calls `decide`, applies `Decision.desired`, records
+`Decision.reason`/`inputs` as an event and stores `Decision.next_state` (as JSON) for the next tick.
+The same inputs always give the same decision, so the tests are tables that travel in time.
 
 The rules, in the order they apply (each is one helper below, with a worked number):
 
@@ -39,9 +39,9 @@ PANIC_THRESHOLD = 2.0
 
 @dataclass(frozen=True)
 class Observation:
-    """Plain data the controller builds each tick.
+    """Plain data `observe` builds each tick.
 
-    Contract on `stats.last_activity_at`: the controller passes max(last real activity, the time the
+    Contract on `stats.last_activity_at`: `observe` passes max(last real activity, the time the
     deployment was created or resumed), so a deployment that has not had its first request yet is
     not paused at once. `decide` trusts it as given; None means "never active" and reads as idle.
     """

@@ -224,7 +224,7 @@ class AwsProvider:
         """Terminate every instance this provider holds: the groups it drove go back to 0.
 
         Why not leave cloud replicas running across a control-plane restart? The controller's
-        contract is that a stopped control plane leaves nothing running (`Controller.stop`), and on
+        contract is that a stopped control plane leaves nothing running (`ControllerLoop.stop`), and on
         start it marks earlier replicas orphaned and starts new ones; instances kept by a closing
         control plane would bill with nobody routing to them whenever no control plane comes back
         (e.g. `pulumi destroy` of API-created groups, which Pulumi does not know). So close() is the

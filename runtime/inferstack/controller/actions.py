@@ -1,0 +1,73 @@
+"""What users ask of a deployment through the API: create, update, stop, resume, delete.
+
+Each action changes the live fleet and the store together (so they never disagree), leaves an event,
+and nudges the loop to act on the change now rather than at the next tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from inferstack.autoscaler.decision import AutoscalerState
+from inferstack.clock import Clock
+from inferstack.controller.recorder import Recorder
+from inferstack.controller.replicas import ReplicaLifecycle
+from inferstack.fleet import Fleet, LiveDeployment
+from inferstack.spec import REPLICA_SHAPING_FIELDS, DeploymentSpec, DeploymentStatus, DeploymentUpdate
+
+
+class DeploymentActions:
+    def __init__(self, fleet: Fleet, recorder: Recorder, replicas: ReplicaLifecycle, clock: Clock,
+                 nudge: Callable[[], None]) -> None:
+        self._fleet = fleet
+        self._recorder = recorder
+        self._replicas = replicas
+        self._clock = clock
+        self._nudge = nudge
+
+    async def create(self, tenant_id: str, spec: DeploymentSpec) -> LiveDeployment:
+        """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
+        deployment = await self._recorder.create(tenant_id, spec, self._clock.now())
+        self._fleet.add(deployment)
+        await self._recorder.event(deployment, "created", f"Created {spec.hf_model_id} on {spec.hardware_profile} "
+                                   f"({spec.min_replicas}..{spec.max_replicas} replicas, engine {spec.engine})", {})
+        self._nudge()
+        return deployment
+
+    async def update(self, deployment: LiveDeployment, change: DeploymentUpdate) -> None:
+        """Apply a spec change. Replicas started under the old shape are replaced one by one, each
+        serving until its replacement is ready."""
+        changes = change.changes()
+        deployment.spec = deployment.spec.with_changes(changes)  # raises ValidationError, changes nothing
+        await self._recorder.save_spec(deployment)
+        if change.immediate_scale_down:
+            deployment.autoscaler_state = replace(deployment.autoscaler_state, skip_stabilisation_once=True)
+        changed = sorted(changes)  # names only: a token's value never reaches the record
+        await self._recorder.event(deployment, "updated", f"Spec updated: {', '.join(changed) or 'nothing'}"
+                                   + (" (immediate scale-down)" if change.immediate_scale_down else ""),
+                                   {"fields": changed})
+        if REPLICA_SHAPING_FIELDS & changes.keys():
+            self._replicas.reshape(deployment)  # the loop starts replacements; each ready one retires an old one
+        self._nudge()
+
+    async def stop(self, deployment: LiveDeployment) -> None:
+        """Stopped by the user: every replica goes, requests get a clear error, nothing wakes it but `resume`."""
+        deployment.status_reason = "stopped by the user"
+        await self._recorder.set_status(deployment, DeploymentStatus.stopped)
+        await self._replicas.stop_all(deployment)
+
+    async def resume(self, deployment: LiveDeployment) -> None:
+        """Back under the loop's care with a fresh start: failures and autoscaler memory forgotten."""
+        deployment.awake_since = self._clock.now()
+        deployment.consecutive_start_failures = 0
+        deployment.status_reason = ""
+        deployment.autoscaler_state = AutoscalerState()
+        await self._recorder.set_status(deployment, DeploymentStatus.provisioning)
+        await self._recorder.event(deployment, "resumed", "Resumed by the user", {})
+        self._nudge()
+
+    async def delete(self, deployment: LiveDeployment) -> None:
+        await self._recorder.set_status(deployment, DeploymentStatus.deleted)
+        self._fleet.remove(deployment.id)
+        await self._replicas.stop_all(deployment)

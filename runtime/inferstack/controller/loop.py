@@ -1,0 +1,127 @@
+"""The controller loop: every tick, for each managed deployment, observe -> decide -> apply -> record.
+
+It only dispatches: observing is `autoscaler.observe`, deciding is `autoscaler.decide` (both pure),
+replicas change through the `ReplicaLifecycle`, engine queues come from the `Probes`, and records go
+through the `Recorder`. It runs every `tick_s` seconds, or at once when nudged (a held request wants
+a wake-up, a replica became ready or went, the user changed something).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from inferstack.autoscaler.decision import Decision, decide
+from inferstack.autoscaler.observe import observe
+from inferstack.clock import Clock
+from inferstack.controller.probes import Probes, engine_queues
+from inferstack.controller.recorder import Recorder
+from inferstack.controller.replicas import ReplicaLifecycle
+from inferstack.fleet import Fleet, LiveDeployment
+from inferstack.spec import DeploymentStatus, ReplicaStatus
+
+log = logging.getLogger("inferstack.controller")
+
+# The autoscaler's memory and the cost so far reach the store at least this often (and on every scale),
+# so a restart loses at most this much of either.
+STATE_SAVE_INTERVAL_S = 15.0
+
+
+class ControllerLoop:
+    def __init__(self, fleet: Fleet, recorder: Recorder, probes: Probes, replicas: ReplicaLifecycle, clock: Clock,
+                 kick: asyncio.Event, *, tick_s: float = 1.0) -> None:
+        """`kick` is set by whoever wants a pass before the next tick (see `wake`)."""
+        self._fleet = fleet
+        self._recorder = recorder
+        self._probes = probes
+        self._replicas = replicas
+        self._clock = clock
+        self._kick = kick
+        self._tick_s = tick_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bring back every deployment from the store, then run the loop in the background."""
+        await self._probes.start()
+        for deployment in await self._recorder.restore(self._clock.now()):
+            self._fleet.add(deployment)
+        self._task = asyncio.create_task(self._run(), name="controller-loop")
+
+    async def stop(self) -> None:
+        """Stop the loop and every replica: a stopped control plane leaves nothing running."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._replicas.close()
+        now = self._clock.now()
+        for deployment in self._fleet.all():
+            self._recorder.account(deployment, now)
+            await self._recorder.save(deployment)
+        await self._probes.close()
+
+    def wake(self, deployment: LiveDeployment) -> None:
+        """A request is waiting for a replica: reconcile now rather than at the next tick."""
+        self._kick.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not stop the controller; the next one retries
+                log.exception("controller tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self._tick_s)
+            self._kick.clear()
+
+    async def tick(self) -> None:
+        for deployment in self._fleet.all():
+            if deployment.status in DeploymentStatus.managed():
+                await self.reconcile(deployment)
+
+    async def reconcile(self, deployment: LiveDeployment) -> Decision:
+        """One deployment, one pass."""
+        now = self._clock.now()
+        self._recorder.account(deployment, now)
+        await self._replicas.reap_exited(deployment)
+        if deployment.status is DeploymentStatus.failed:
+            return _no_decision(deployment)
+        await self._probes.scrape_engines(deployment)
+        observation = observe(deployment, now)
+        decision = decide(deployment.spec, observation, deployment.autoscaler_state, now)
+        deployment.autoscaler_state = decision.next_state
+        await self._apply(deployment, decision, observation.current_replicas, now)
+        return decision
+
+    async def _apply(self, deployment: LiveDeployment, decision: Decision, current: int, now: float) -> None:
+        if decision.desired > current:
+            if current == 0 and deployment.status is DeploymentStatus.paused:
+                await self._recorder.event(deployment, "resumed", f"Waking up: {decision.reason}", decision.inputs)
+                deployment.awake_since = now
+            self._replicas.grow(deployment, decision.desired - current, now)
+        elif decision.desired < current:
+            self._replicas.shrink(deployment, current - decision.desired)
+        self._replicas.retire_outdated(deployment, decision.desired)
+        if decision.desired != current:
+            await self._recorder.event(
+                deployment, "scaled", f"{current} -> {decision.desired} replicas: {decision.reason}",
+                {**decision.inputs, **engine_queues(deployment), "rule": decision.rule, "before": current,
+                 "after": decision.desired})
+        await self._recorder.set_status(deployment, derived_status(deployment, decision.desired))
+        if decision.desired != current or self._recorder.save_due(deployment, now, STATE_SAVE_INTERVAL_S):
+            await self._recorder.save(deployment)
+
+
+def derived_status(deployment: LiveDeployment, desired: int) -> DeploymentStatus:
+    """Status from facts: any ready replica -> running; none live and none wanted -> paused."""
+    if deployment.count(ReplicaStatus.ready):
+        return DeploymentStatus.running
+    if desired == 0 and not deployment.count(ReplicaStatus.starting) and not deployment.pending_starts:
+        return DeploymentStatus.paused
+    return DeploymentStatus.provisioning
+
+
+def _no_decision(deployment: LiveDeployment) -> Decision:
+    return Decision(desired=0, reason=f"deployment failed: {deployment.status_reason}", rule="hold",
+                    next_state=deployment.autoscaler_state, inputs={})

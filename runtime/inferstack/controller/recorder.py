@@ -1,0 +1,111 @@
+"""The controller's record-keeping: events, status transitions, replica rows, saved state and cost.
+
+Every write the controller makes to the store goes through here, off the event loop (the store is
+synchronous SQLAlchemy), so the live fleet and the store change together and every change leaves an
+event with the numbers behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from inferstack.autoscaler.decision import AutoscalerState
+from inferstack.clock import Clock
+from inferstack.fleet import LiveDeployment
+from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
+from inferstack.store import DeploymentRow, ReplicaRow, Store
+
+log = logging.getLogger("inferstack.controller")
+
+T = TypeVar("T")
+
+
+class Recorder:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._saved_at: dict[str, float] = {}
+
+    # --- deployments ---------------------------------------------------------------------------
+    async def restore(self, now: float) -> list[LiveDeployment]:
+        """Deployments as the previous control plane left them; its replicas are gone (marked stopped)."""
+        await _db(self._store.mark_orphaned_replicas, now, "control plane restarted")
+        return [live_from_row(row, now) for row in await _db(self._store.list_deployments)]
+
+    async def create(self, tenant_id: str, spec: DeploymentSpec, now: float) -> LiveDeployment:
+        """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
+        return live_from_row(await _db(self._store.create_deployment, tenant_id, spec, now), now)
+
+    async def save_spec(self, deployment: LiveDeployment) -> None:
+        await _db(self._store.save_spec, deployment.id, deployment.spec, self._clock.now())
+
+    async def set_status(self, deployment: LiveDeployment, status: DeploymentStatus) -> None:
+        if status is deployment.status:
+            return
+        before, deployment.status = deployment.status, status
+        if status is not DeploymentStatus.failed and status is not DeploymentStatus.stopped:
+            deployment.status_reason = ""
+        await _db(self._store.update_deployment, deployment.id, status=status,
+                  status_reason=deployment.status_reason, updated_at=self._clock.now())
+        await self.event(deployment, "status", f"Status {before} -> {status}"
+                         + (f": {deployment.status_reason}" if deployment.status_reason else ""),
+                         {"before": before.value, "after": status.value})
+
+    async def event(self, deployment: LiveDeployment, kind: str, message: str, data: dict[str, Any]) -> None:
+        log.info("%s %s: %s", deployment.id, kind, message)
+        await _db(self._store.add_event, deployment.id, self._clock.now(), kind, message, data)
+
+    # --- replicas ------------------------------------------------------------------------------
+    async def add_replica(self, row: ReplicaRow) -> None:
+        await _db(self._store.add_replica, row)
+
+    async def replica(self, replica_id: str, status: ReplicaStatus, **fields: Any) -> None:
+        await _db(self._store.update_replica, replica_id, status=status, **fields)
+
+    # --- cost and memory -----------------------------------------------------------------------
+    @staticmethod
+    def account(deployment: LiveDeployment, now: float) -> None:
+        """Add the replica-seconds since the last call: what the deployment costs (price x hours).
+        Two live replicas over a 1.5 s tick add 3 replica-seconds."""
+        live = sum(1 for r in deployment.replicas.values() if r.status in ReplicaStatus.live())
+        elapsed = max(0.0, now - (deployment.last_replica_seconds_at or now))
+        deployment.last_replica_seconds_at = now
+        deployment.replica_seconds += live * elapsed
+
+    def save_due(self, deployment: LiveDeployment, now: float, interval_s: float) -> bool:
+        return now - self._saved_at.get(deployment.id, 0.0) >= interval_s
+
+    async def save(self, deployment: LiveDeployment) -> None:
+        """The autoscaler's memory, the replica count and the cost so far, for the next control plane."""
+        self._saved_at[deployment.id] = self._clock.now()
+        await _db(self._store.update_deployment, deployment.id,
+                  autoscaler_state=deployment.autoscaler_state.to_json(),
+                  desired_replicas=deployment.wanted(),
+                  replica_seconds=deployment.replica_seconds,
+                  cost_usd=cost_usd(deployment),
+                  last_activity_at=max(deployment.metrics.last_activity_at or 0.0, deployment.awake_since))
+
+
+def cost_usd(deployment: LiveDeployment) -> float:
+    """3600 replica-seconds on a 2.5 USD/hour profile cost 2.5 USD."""
+    return deployment.replica_seconds / 3600 * deployment.spec.price_per_replica_hour
+
+
+def live_from_row(row: DeploymentRow, now: float) -> LiveDeployment:
+    status = DeploymentStatus(row.status)
+    if status in DeploymentStatus.managed() and status is not DeploymentStatus.paused:
+        status = DeploymentStatus.provisioning  # its replicas went with the previous control plane
+    return LiveDeployment(
+        id=row.id, tenant_id=row.tenant_id, name=row.name, spec=row.deployment_spec(), status=status,
+        status_reason=row.status_reason, created_at=row.created_at,
+        awake_since=max(row.last_activity_at, now if status is DeploymentStatus.provisioning else 0.0),
+        autoscaler_state=AutoscalerState.from_json(row.autoscaler_state or {}),
+        replica_seconds=row.replica_seconds, last_replica_seconds_at=now,
+    )
+
+
+async def _db(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.to_thread(function, *args, **kwargs)

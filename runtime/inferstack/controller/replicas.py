@@ -1,0 +1,203 @@
+"""The replica lifecycle: start, await healthy, drain, reap the exited, stop all, retire the outdated.
+
+Replica status: starting -> ready -> draining -> stopped, or failed. Starts, health checks and drains
+run as background tasks owned here (a cloud instance takes minutes to start and a drain waits for
+streams to end: the loop must keep serving every other deployment meanwhile); `close` ends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from inferstack.autoscaler.victims import choose_victims
+from inferstack.clock import Clock
+from inferstack.controller.probes import HealthProbe
+from inferstack.controller.recorder import Recorder
+from inferstack.fleet import LiveDeployment, LiveReplica
+from inferstack.providers.base import Provider, ProviderError
+from inferstack.spec import DeploymentStatus, ReplicaStatus
+from inferstack.store import ReplicaRow, new_id
+
+# A replica that fails this many starts in a row fails the deployment: a bad model id or engine flag
+# would otherwise restart forever (and bill for it).
+MAX_CONSECUTIVE_START_FAILURES = 3
+DRAIN_POLL_S = 0.05
+
+
+class ReplicaLifecycle:
+    def __init__(self, provider: Provider, recorder: Recorder, probe: HealthProbe, clock: Clock,
+                 nudge: Callable[[], None], *, startup_timeout_s: float = 900.0, health_poll_s: float = 0.25) -> None:
+        """`nudge` asks the loop for a pass now: a replica became ready or went, so status may change."""
+        self._provider = provider
+        self._recorder = recorder
+        self._probe = probe
+        self._clock = clock
+        self._nudge = nudge
+        self._startup_timeout_s = startup_timeout_s
+        self._health_poll_s = health_poll_s
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        """End every start, health check and drain in progress, then stop every replica the provider runs."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._provider.close()
+
+    # --- up ------------------------------------------------------------------------------------
+    def grow(self, deployment: LiveDeployment, count: int, now: float) -> None:
+        for _ in range(count):
+            deployment.pending_starts += 1  # counted as wanted from now on, so the next pass asks for no more
+            self._spawn(self._start(deployment, now))
+
+    async def _start(self, deployment: LiveDeployment, now: float) -> None:
+        replica_id = new_id("rep")
+        api_key = secrets.token_urlsafe(24)
+        try:
+            handle = await self._provider.start(deployment.id, deployment.name, replica_id, deployment.spec, api_key)
+        except ProviderError as exc:
+            await self.fail(deployment, str(exc))
+            return
+        finally:
+            deployment.pending_starts -= 1
+        if deployment.status not in DeploymentStatus.managed():
+            await self._provider.stop(handle)  # stopped or deleted while the replica was on its way
+            return
+        replica = LiveReplica(handle=handle, api_key=api_key, status=ReplicaStatus.starting, started_at=now)
+        deployment.replicas[replica_id] = replica
+        await self._recorder.add_replica(ReplicaRow(
+            id=replica_id, deployment_id=deployment.id, status=ReplicaStatus.starting, url=handle.url,
+            pid=handle.pid, log_path=handle.log_path, created_at=now))
+        self._spawn(self._await_healthy(deployment, replica))
+
+    async def _await_healthy(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
+        deadline = replica.started_at + self._startup_timeout_s
+        while replica.status is ReplicaStatus.starting:
+            if self._provider.exit_code(replica.handle) is not None:
+                return  # the next pass reaps it and counts the failure
+            if await self._probe.healthy(replica):
+                await self._mark_ready(deployment, replica)
+                return
+            if self._clock.now() > deadline:
+                await self._failed(deployment, replica, f"not healthy within {self._startup_timeout_s:g} s")
+                await self._provider.stop(replica.handle)
+                return
+            await self._clock.sleep(self._health_poll_s)
+
+    async def _mark_ready(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
+        now = self._clock.now()
+        replica.status, replica.ready_at = ReplicaStatus.ready, now
+        deployment.consecutive_start_failures = 0
+        deployment.notify()  # release held requests the moment a replica can take them
+        await self._recorder.replica(replica.replica_id, ReplicaStatus.ready, ready_at=now)
+        await self._recorder.event(deployment, "replica_ready",
+                                   f"Replica {replica.replica_id} is ready after {now - replica.started_at:.1f} s",
+                                   {"replica_id": replica.replica_id, "startup_s": round(now - replica.started_at, 3)})
+        await self._recorder.set_status(deployment, DeploymentStatus.running)
+        self._nudge()  # an outdated replica may now retire (see retire_outdated)
+
+    # --- down ----------------------------------------------------------------------------------
+    def shrink(self, deployment: LiveDeployment, count: int) -> None:
+        """Drain `count` replicas of the current shape (outdated ones go by `retire_outdated`)."""
+        current_shape = [r for r in deployment.replicas.values() if not r.outdated]
+        for replica in choose_victims(current_shape, count):
+            self.drain(deployment, replica)
+
+    def reshape(self, deployment: LiveDeployment) -> None:
+        """The spec's replica shape changed: starting replicas go at once; ready ones become outdated and
+        serve until replacements of the new shape are ready."""
+        for replica in list(deployment.replicas.values()):
+            if replica.status is ReplicaStatus.starting:
+                self.drain(deployment, replica)
+            elif replica.status is ReplicaStatus.ready:
+                replica.outdated = True
+
+    def retire_outdated(self, deployment: LiveDeployment, desired: int) -> None:
+        """Rolling replacement after a reshaping update: outdated replicas keep serving only while the
+        new shape has fewer ready replicas than desired. Desired 2, one new replica ready -> 1 outdated
+        stays; both ready -> none."""
+        outdated = [r for r in deployment.replicas.values() if r.outdated and r.status is ReplicaStatus.ready]
+        ready_new = sum(1 for r in deployment.ready_replicas() if not r.outdated)
+        excess = len(outdated) - max(0, desired - ready_new)
+        for replica in choose_victims(outdated, max(0, excess)):
+            self.drain(deployment, replica)
+
+    def drain(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
+        """Stop routing to the replica now; stop it once its in-flight requests finish (or time out)."""
+        replica.status = ReplicaStatus.draining
+        self._spawn(self._finish_drain(deployment, replica))
+
+    async def _finish_drain(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
+        await self._recorder.replica(replica.replica_id, ReplicaStatus.draining)
+        deadline = self._clock.now() + deployment.spec.drain_timeout_s
+        while replica.outstanding + replica.batch_outstanding > 0 and self._clock.now() < deadline:
+            await self._clock.sleep(DRAIN_POLL_S)
+        cut = replica.outstanding + replica.batch_outstanding
+        await self._provider.stop(replica.handle)
+        deployment.replicas.pop(replica.replica_id, None)
+        reason = "drained" if cut == 0 else f"drain timeout: {cut} requests cut off"
+        await self._recorder.replica(replica.replica_id, ReplicaStatus.stopped, stopped_at=self._clock.now(),
+                                     reason=reason)
+        await self._recorder.event(deployment, "replica_stopped", f"Replica {replica.replica_id} stopped ({reason})",
+                                   {"replica_id": replica.replica_id, "cut_off_requests": cut})
+        self._nudge()  # status may now be "paused"
+
+    async def stop_all(self, deployment: LiveDeployment) -> None:
+        """Stop every replica at once. Callers set a status the loop leaves alone first, so no pass refills it."""
+        deployment.notify()  # held requests re-check the status and get a clear error now
+        replicas = list(deployment.replicas.values())
+        deployment.replicas.clear()
+        await asyncio.gather(*(self._provider.stop(r.handle) for r in replicas))
+        now = self._clock.now()
+        for replica in replicas:
+            await self._recorder.replica(replica.replica_id, ReplicaStatus.stopped, stopped_at=now,
+                                         reason="deployment stopped")
+
+    # --- failures ------------------------------------------------------------------------------
+    async def reap_exited(self, deployment: LiveDeployment) -> None:
+        """Replicas whose process exited on its own: a ready one is replaced by the next decision; too many
+        failed starts in a row fail the deployment, with the replica log's last lines as the reason."""
+        for replica in list(deployment.replicas.values()):
+            if replica.status is ReplicaStatus.draining:
+                continue
+            code = self._provider.exit_code(replica.handle)
+            if code is None:
+                continue
+            was_ready = replica.status is ReplicaStatus.ready
+            await self._failed(deployment, replica, f"exited with code {code}{_log_tail(replica)}")
+            if not was_ready:
+                deployment.consecutive_start_failures += 1
+                if deployment.consecutive_start_failures >= MAX_CONSECUTIVE_START_FAILURES:
+                    await self.fail(deployment, f"{MAX_CONSECUTIVE_START_FAILURES} replicas in a row exited "
+                                                f"before becoming ready; last: exited with code {code}"
+                                                f"{_log_tail(replica)}")
+
+    async def fail(self, deployment: LiveDeployment, reason: str) -> None:
+        deployment.status_reason = reason
+        await self._recorder.set_status(deployment, DeploymentStatus.failed)
+        await self.stop_all(deployment)  # held requests get a clear error now instead of waiting out their deadline
+
+    async def _failed(self, deployment: LiveDeployment, replica: LiveReplica, reason: str) -> None:
+        deployment.replicas.pop(replica.replica_id, None)
+        replica.status = ReplicaStatus.failed
+        await self._recorder.replica(replica.replica_id, ReplicaStatus.failed, stopped_at=self._clock.now(),
+                                     reason=reason)
+        await self._recorder.event(deployment, "replica_failed", f"Replica {replica.replica_id} failed: {reason}",
+                                   {"replica_id": replica.replica_id})
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _log_tail(replica: LiveReplica, lines: int = 3) -> str:
+    try:
+        tail = Path(replica.handle.log_path).read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return (": " + " | ".join(line.strip()[:200] for line in tail)) if tail else ""
