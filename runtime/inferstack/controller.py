@@ -25,10 +25,10 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferstack.autoscaler.decision import AutoscalerState, Decision, Observation, decide
+from inferstack.autoscaler.victims import choose_victims
 from inferstack.clock import Clock
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
 from inferstack.providers.base import Provider, ProviderError
-from inferstack.replica_choice import choose_victims
 from inferstack.spec import (
     REPLICA_SHAPING_FIELDS,
     DeploymentSpec,

@@ -3,9 +3,10 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from inferstack.autoscaler.victims import choose_victims
 from inferstack.fleet import LiveReplica
+from inferstack.gateway.routing import choose_replica
 from inferstack.providers.base import ReplicaHandle
-from inferstack.replica_choice import choose_replica, choose_victims
 from inferstack.spec import ReplicaStatus
 
 

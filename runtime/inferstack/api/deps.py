@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from inferstack.batches.runner import BatchRunner
     from inferstack.controller import Controller
     from inferstack.files.blobs import BlobStore
-    from inferstack.gateway.proxy import Gateway
+    from inferstack.gateway.entry import Gateway
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Which replica serves a request, and which replicas go when the deployment shrinks. Pure functions."""
+"""Which ready replica serves a request: the least outstanding of two random choices. A pure choice.
+
+It knows nothing about waiting, queueing or batch slots: admission (`gateway/admission.py`) hands it
+the replicas that may take the request now, and holds the request when there are none.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import random
 from collections.abc import Sequence
 
 from inferstack.fleet import LiveReplica
-from inferstack.spec import ReplicaStatus
 
 
 def choose_replica(
@@ -24,14 +27,3 @@ def choose_replica(
         return candidates[0]
     a, b = rng.sample(candidates, 2)
     return a if a.outstanding <= b.outstanding else b
-
-
-def choose_victims(replicas: Sequence[LiveReplica], count: int) -> list[LiveReplica]:
-    """The `count` replicas to remove: not-ready ones first (nobody waits on them), then the least loaded
-    (fewest streams to drain), newest first among equals (the oldest have the warmest caches)."""
-    removable = [r for r in replicas if r.status in (ReplicaStatus.starting, ReplicaStatus.ready)]
-    ranked = sorted(
-        removable,
-        key=lambda r: (r.status is ReplicaStatus.ready, r.outstanding + r.batch_outstanding, -r.started_at),
-    )
-    return ranked[:count]
