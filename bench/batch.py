@@ -42,7 +42,8 @@ from inferstack.batches.runner import BatchRunner
 from inferstack.batches.tables import BatchRow, FileRow
 from inferstack.clock import SystemClock
 from inferstack.files.blobs import LocalBlobStore, write_stream
-from inferstack.gateway.proxy import BATCH_SLOTS_PER_REPLICA, Gateway
+from inferstack.gateway.admission import BATCH_SLOTS_PER_REPLICA
+from inferstack.gateway.entry import Gateway
 from inferstack.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -40,7 +40,7 @@ def serve_gateway(replica_url: str, port: int, home: str) -> None:
     from harness import AlwaysAwake, bench_fleet
     from inferstack.auth import KeyRing
     from inferstack.clock import SystemClock
-    from inferstack.gateway.proxy import Gateway
+    from inferstack.gateway.entry import Gateway
     from inferstack.store import Store
 
     store = Store(f"sqlite:///{home}/bench.db")

@@ -18,7 +18,7 @@ from inferstack.clock import Clock, SystemClock
 from inferstack.controller.assembly import build_controller
 from inferstack.files.blobs import blob_store_from_url
 from inferstack.fleet import Fleet
-from inferstack.gateway.proxy import Gateway
+from inferstack.gateway.entry import Gateway
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
 from inferstack.providers.base import Provider
 from inferstack.providers.local import LocalProvider

@@ -5,8 +5,8 @@ from collections import Counter
 
 from inferstack.autoscaler.victims import choose_victims
 from inferstack.fleet import LiveReplica
+from inferstack.gateway.routing import choose_replica
 from inferstack.providers.base import ReplicaHandle
-from inferstack.replica_choice import choose_replica
 from inferstack.spec import ReplicaStatus
 
 

@@ -21,7 +21,7 @@ from inferstack.api import batches_routes, compat, deployments, files_routes
 from inferstack.api.deps import Services
 from inferstack.api.errors import compat_error_response, openai_error_response
 from inferstack.errors import ApiError
-from inferstack.gateway.proxy import INFERENCE_PATHS, Receive, Scope, Send
+from inferstack.gateway.entry import INFERENCE_PATHS, Receive, Scope, Send
 from inferstack.spec import describe_errors, error_fields
 
 

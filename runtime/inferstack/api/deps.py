@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from inferstack.controller.actions import DeploymentActions
     from inferstack.controller.loop import ControllerLoop
     from inferstack.files.blobs import BlobStore
-    from inferstack.gateway.proxy import Gateway
+    from inferstack.gateway.entry import Gateway
 
 
 @dataclass

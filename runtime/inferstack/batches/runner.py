@@ -51,7 +51,7 @@ PAGE = 500  # rows read per query while resuming or finishing: ~0.5 MB of result
 
 
 class RequestSender(Protocol):
-    """What the runner needs from the gateway (`inferstack.gateway.proxy.Gateway` is one)."""
+    """What the runner needs from the gateway (`inferstack.gateway.entry.Gateway` is one)."""
 
     async def call(self, tenant_id: str, path: str, body: dict[str, Any], *,
                    priority: str = "batch") -> tuple[int, bytes]:

@@ -1,4 +1,8 @@
-"""Which replica serves a request: a pure choice."""
+"""Which ready replica serves a request: the least outstanding of two random choices. A pure choice.
+
+It knows nothing about waiting, queueing or batch slots: admission (`gateway/admission.py`) hands it
+the replicas that may take the request now, and holds the request when there are none.
+"""
 
 from __future__ import annotations
 
@@ -23,4 +27,3 @@ def choose_replica(
         return candidates[0]
     a, b = rng.sample(candidates, 2)
     return a if a.outstanding <= b.outstanding else b
-

@@ -1,10 +1,11 @@
-"""The gateway: every inference request's path from client to replica and back.
+"""The gateway's entry: every inference request's path from client to replica and back.
 
 Read top to bottom, a request goes: read body -> authenticate (cached key) -> resolve `model` to the
-caller's deployment -> record the arrival -> hold until a replica is ready (waking a paused
-deployment; streaming callers get SSE heartbeats meanwhile) -> choose a replica (two random choices)
--> proxy, streaming bytes through as they arrive, retrying once on another replica if the connection
-fails before any response byte -> record latency and time to first byte.
+caller's deployment -> record the arrival -> admission (`gateway/admission.py`: hold until a replica
+can take it, waking a paused deployment, while streaming callers get SSE heartbeats from here; then a
+replica chosen by `gateway/routing.py`) -> relay, streaming bytes through as they arrive, retrying once
+on another replica if the connection fails before any response byte -> release the replica -> record
+latency and time to first byte.
 
 It is a bare ASGI app, not FastAPI routes, and uses aiohttp's client: on this 2-core machine that
 pair kept the added latency under 0.5 ms at p50 (bench/gateway.py prints the figures).
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -25,8 +25,8 @@ from prometheus_client import Counter, Histogram
 from inferstack.auth import KeyRing
 from inferstack.clock import Clock
 from inferstack.errors import ApiError, openai_error_body
-from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
-from inferstack.replica_choice import choose_replica
+from inferstack.fleet import Fleet, LiveDeployment
+from inferstack.gateway.admission import Admission, Lease, WakeRequester
 from inferstack.spec import DeploymentStatus, Task
 
 Scope = dict[str, Any]
@@ -38,27 +38,8 @@ INFERENCE_PATHS = {
     "/v1/completions": Task.generate,
     "/v1/embeddings": Task.embed,
 }
-# Each replica takes at most this many batch requests at once; interactive requests are never limited,
-# so they are not queued behind a batch at the gateway (vLLM's own scheduler shares the GPU).
-BATCH_SLOTS_PER_REPLICA = 8
-
 REQUESTS = Counter("inferstack_gateway_requests_total", "Requests proxied", ["deployment", "code"])
 LATENCY = Histogram("inferstack_gateway_request_seconds", "End-to-end latency at the gateway", ["deployment"])
-
-
-class WakeRequester:
-    """What the gateway needs from the controller: a nudge to bring a deployment's replicas up now."""
-
-    def wake(self, deployment: LiveDeployment) -> None: ...
-
-
-@dataclass
-class _Held:
-    """A request waiting for capacity; `heartbeat` is called every few seconds while it waits."""
-
-    deployment: LiveDeployment
-    deadline: float
-    heartbeat: Callable[[], Awaitable[None]] | None = None
 
 
 class Gateway:
@@ -66,10 +47,8 @@ class Gateway:
                  heartbeat_s: float = 5.0, rng: random.Random | None = None) -> None:
         self._fleet = fleet
         self._keys = keys
-        self._controller = controller
         self._clock = clock
-        self._heartbeat_s = heartbeat_s
-        self._rng = rng or random.Random()
+        self._admission = Admission(controller, clock, heartbeat_s, rng)
         self._session: aiohttp.ClientSession | None = None
         self._counters: dict[tuple[str, int], Any] = {}
         self._histograms: dict[str, Any] = {}
@@ -120,26 +99,29 @@ class Gateway:
                         "more_body": True})
 
         try:
-            held = _Held(deployment, started + deployment.spec.max_queue_wait_s, heartbeat if streaming else None)
-            replica, response = await self._open(held, path, body, batch=False)
-            status = response.status
+            lease = await self._admission.acquire(deployment, started + deployment.spec.max_queue_wait_s,
+                                                  heartbeat=heartbeat if streaming else None)
             try:
-                if opened and status != 200:
-                    # Heartbeats already promised an event stream: the replica's error becomes an event.
-                    event = b"data: " + await response.read() + b"\n\n"
-                    await send({"type": "http.response.body", "body": event})
-                    return
-                if not opened:
-                    await send({"type": "http.response.start", "status": status,
-                                "headers": _response_headers(response, replica)})
-                    opened = True
-                if not streaming:  # one body message: a whole JSON answer gains nothing from chunks
-                    await send({"type": "http.response.body", "body": await response.read()})
-                    return
-                ttft = await self._relay_stream(response, send, receive, started)
+                response = await self._open(lease, path, body)
+                status = response.status
+                try:
+                    if opened and status != 200:
+                        # Heartbeats already promised an event stream: the replica's error becomes an event.
+                        event = b"data: " + await response.read() + b"\n\n"
+                        await send({"type": "http.response.body", "body": event})
+                        return
+                    if not opened:
+                        await send({"type": "http.response.start", "status": status,
+                                    "headers": _response_headers(response, lease)})
+                        opened = True
+                    if not streaming:  # one body message: a whole JSON answer gains nothing from chunks
+                        await send({"type": "http.response.body", "body": await response.read()})
+                        return
+                    ttft = await self._relay_stream(response, send, receive, started)
+                finally:
+                    response.release()
             finally:
-                response.release()
-                self._finish(deployment, replica, batch=False)
+                lease.release()
         except ApiError as error:
             status = error.status
             if opened:  # a streaming caller already has a 200: the error goes in the stream, as OpenAI does
@@ -187,16 +169,18 @@ class Gateway:
             return error.status, openai_error_body(error.status, error.message, error.code)
         deployment.metrics.arrival(started)
         status = 502
-        batch = priority == "batch"
         try:
-            replica, response = await self._open(
-                _Held(deployment, started + deployment.spec.max_queue_wait_s), path, orjson.dumps(body), batch)
+            lease = await self._admission.acquire(deployment, started + deployment.spec.max_queue_wait_s,
+                                                  batch=priority == "batch")
             try:
-                status = response.status
-                return status, await response.read()
+                response = await self._open(lease, path, orjson.dumps(body))
+                try:
+                    status = response.status
+                    return status, await response.read()
+                finally:
+                    response.release()
             finally:
-                response.release()
-                self._finish(deployment, replica, batch)
+                lease.release()
         except ApiError as error:
             status = error.status
             return error.status, openai_error_body(error.status, error.message, error.code)
@@ -225,75 +209,22 @@ class Gateway:
                                 f"which does not answer {path}.", code="unsupported_endpoint")
         return deployment
 
-    async def _open(self, held: _Held, path: str, body: bytes,
-                    batch: bool) -> tuple[LiveReplica, aiohttp.ClientResponse]:
-        """Hold until a replica can take the request, then send it; retry once on another replica if
-        the connection fails before any response byte (a replica that just died or is stopping)."""
-        failed: str | None = None
+    async def _open(self, lease: Lease, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """Send the request to the leased replica; if the connection fails before any response byte (a
+        replica that just died or is stopping), move the lease to another replica and send it once more."""
+        assert self._session is not None, "Gateway.start() was not called"
         for attempt in range(2):
-            replica = await self._acquire(held, batch, exclude=failed)
+            replica = lease.replica
             try:
-                assert self._session is not None, "Gateway.start() was not called"
-                response = await self._session.post(
+                return await self._session.post(
                     replica.url + path, data=body,
                     headers={"Authorization": f"Bearer {replica.api_key}", "Content-Type": "application/json"})
-                return replica, response
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                self._finish(held.deployment, replica, batch)
-                failed = replica.replica_id
                 if attempt == 1:
                     raise ApiError(502, f"Replica connection failed twice: {type(exc).__name__}",
                                    code="replica_unreachable") from exc
+            await self._admission.reacquire(lease)
         raise AssertionError("unreachable")
-
-    async def _acquire(self, held: _Held, batch: bool, exclude: str | None) -> LiveReplica:
-        deployment = held.deployment
-        queued = False
-        try:
-            while True:
-                replica = self._pick(deployment, batch, exclude)
-                if replica is not None:
-                    if batch:
-                        replica.batch_outstanding += 1
-                    else:
-                        replica.outstanding += 1
-                    return replica
-                if deployment.status in (DeploymentStatus.stopped, DeploymentStatus.failed, DeploymentStatus.deleted):
-                    raise ApiError(409 if deployment.status is DeploymentStatus.stopped else 503,
-                                   f"Deployment {deployment.id} is {deployment.status}.", code="deployment_unavailable")
-                if not queued:
-                    if deployment.queued >= deployment.spec.max_queued_requests:
-                        raise ApiError(503, f"Deployment {deployment.id} has {deployment.queued} requests waiting "
-                                            "for capacity already; retry later.", code="queue_full",
-                                       headers={"Retry-After": "5"})
-                    deployment.queued += 1
-                    queued = True
-                if not deployment.ready_replicas():
-                    self._controller.wake(deployment)
-                await self._wait(held)
-        finally:
-            if queued:
-                deployment.queued -= 1
-
-    async def _wait(self, held: _Held) -> None:
-        remaining = held.deadline - self._clock.now()
-        if remaining <= 0:
-            raise ApiError(503, f"No replica of deployment {held.deployment.id} became ready within "
-                                f"{held.deployment.spec.max_queue_wait_s:g} s.", code="no_capacity",
-                           headers={"Retry-After": "30"})
-        changed = held.deployment.ready_changed
-        try:
-            await asyncio.wait_for(changed.wait(), min(remaining, self._heartbeat_s))
-        except TimeoutError:
-            if held.heartbeat is not None:
-                await held.heartbeat()
-
-    def _pick(self, deployment: LiveDeployment, batch: bool, exclude: str | None) -> LiveReplica | None:
-        ready = deployment.ready_replicas()
-        if batch:
-            ready = [r for r in ready if r.batch_outstanding < BATCH_SLOTS_PER_REPLICA]
-        return choose_replica(ready, self._rng, exclude) or (
-            choose_replica(ready, self._rng) if exclude else None)
 
     def _record(self, deployment_id: str, status: int, seconds: float) -> None:
         # Prometheus' labels() hashes and locks on every call: keep the children per deployment.
@@ -305,13 +236,6 @@ class Gateway:
             histogram = self._histograms[deployment_id] = LATENCY.labels(deployment_id)
         counter.inc()
         histogram.observe(seconds)
-
-    def _finish(self, deployment: LiveDeployment, replica: LiveReplica, batch: bool) -> None:
-        if batch:
-            replica.batch_outstanding -= 1
-            deployment.notify()  # a batch slot is free: a held batch line may go
-        else:
-            replica.outstanding -= 1
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -347,9 +271,9 @@ def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-def _response_headers(response: aiohttp.ClientResponse, replica: LiveReplica) -> list[tuple[bytes, bytes]]:
+def _response_headers(response: aiohttp.ClientResponse, lease: Lease) -> list[tuple[bytes, bytes]]:
     content_type = response.headers.get("Content-Type", "application/json")
-    return [(b"content-type", content_type.encode()), (b"x-inferstack-replica", replica.replica_id.encode())]
+    return [(b"content-type", content_type.encode()), (b"x-inferstack-replica", lease.replica.replica_id.encode())]
 
 
 async def _send_error(send: Send, error: ApiError) -> None:
