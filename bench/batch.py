@@ -39,12 +39,15 @@ import psutil
 from inferstack.auth import KeyRing
 from inferstack.batches import repository as repo
 from inferstack.batches.runner import BatchRunner
-from inferstack.batches.tables import BatchRow, FileRow
+from inferstack.batches.tables import BatchRow
 from inferstack.clock import SystemClock
+from inferstack.db import add
+from inferstack.files import repository as file_repo
 from inferstack.files.blobs import LocalBlobStore, write_stream
+from inferstack.files.tables import FileRow
 from inferstack.gateway.admission import BATCH_SLOTS_PER_REPLICA
 from inferstack.gateway.entry import Gateway
-from inferstack.store import Store
+from inferstack.server import open_database
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import REPLICA_KEY, AlwaysAwake, bench_fleet, start_sim_replicas
@@ -99,8 +102,7 @@ class Harness:
     """The production runner and gateway in this process, over a temporary store and blob directory."""
 
     def __init__(self, root: Path, urls: list[str]) -> None:
-        self.store = Store(f"sqlite:///{root / 'bench.db'}")
-        self.store.create_schema()
+        self.store = open_database(f"sqlite:///{root / 'bench.db'}")
         self.tenant, _ = self.store.create_key("bench", time.time())
         self.blobs = LocalBlobStore(root / "blobs")
         fleet = bench_fleet(self.tenant, urls)
@@ -113,15 +115,15 @@ class Harness:
                 yield b"".join(orjson.dumps({"custom_id": f"req-{i}", "method": "POST", "url": CHAT,
                                              "body": body(i)}) + b"\n" for i in range(start, min(lines, start + 1000)))
 
-        file_id = repo.new_file_id()
+        file_id = file_repo.new_file_id()
         size = await write_stream(self.blobs, f"files/{file_id}", content())
         now = time.time()
-        repo.add(self.store, FileRow(id=file_id, tenant_id=self.tenant, filename="bench.jsonl", purpose="batch",
-                                          bytes=size, lines=lines, blob_key=f"files/{file_id}", created_at=now))
+        add(self.store, FileRow(id=file_id, tenant_id=self.tenant, filename="bench.jsonl", purpose="batch",
+                                bytes=size, lines=lines, blob_key=f"files/{file_id}", created_at=now))
         batch_id = repo.new_batch_id()
-        repo.add(self.store, BatchRow(id=batch_id, tenant_id=self.tenant, endpoint=CHAT, input_file_id=file_id,
-                                            completion_window="24h", status="validating", created_at=now,
-                                            expires_at=now + 86_400, total=0, completed=0, failed=0))
+        add(self.store, BatchRow(id=batch_id, tenant_id=self.tenant, endpoint=CHAT, input_file_id=file_id,
+                                 completion_window="24h", status="validating", created_at=now,
+                                 expires_at=now + 86_400, total=0, completed=0, failed=0))
         return batch_id
 
     async def run(self, batch_id: str) -> dict[str, float]:

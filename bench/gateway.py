@@ -41,10 +41,9 @@ def serve_gateway(replica_url: str, port: int, home: str) -> None:
     from inferstack.auth import KeyRing
     from inferstack.clock import SystemClock
     from inferstack.gateway.entry import Gateway
-    from inferstack.store import Store
+    from inferstack.server import open_database
 
-    store = Store(f"sqlite:///{home}/bench.db")
-    store.create_schema()
+    store = open_database(f"sqlite:///{home}/bench.db")
     tenant, key = store.create_key("bench", time.time())
     Path(home, "key").write_text(key)
     gateway = Gateway(bench_fleet(tenant, [replica_url]), KeyRing(store), AlwaysAwake(), SystemClock())

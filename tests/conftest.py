@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from inferstack.server import open_database
 from inferstack.store import Store
 from support import ControlPlane, free_port, postgres_schema, wait_for
 
@@ -30,8 +31,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     with ExitStack() as stack:
         url = (f"sqlite:///{tmp_path / 'state.db'}" if request.param == "sqlite"
                else stack.enter_context(postgres_schema()))
-        store = Store(url)
-        store.create_schema()
+        store = open_database(url)
         yield store
         store.engine.dispose()
 

@@ -14,23 +14,36 @@ from inferstack.api.app import ControlPlaneApp, build_app
 from inferstack.api.deps import Services
 from inferstack.auth import KeyRing
 from inferstack.batches.runner import BatchRunner
+from inferstack.batches.tables import BatchResultRow, BatchRow
 from inferstack.clock import Clock, SystemClock
 from inferstack.controller.assembly import build_controller
+from inferstack.db import Base
 from inferstack.files.blobs import blob_store_from_url
+from inferstack.files.tables import FileRow
 from inferstack.fleet import Fleet
 from inferstack.gateway.entry import Gateway
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
 from inferstack.providers.base import Provider
 from inferstack.providers.local import LocalProvider
 from inferstack.settings import Settings
-from inferstack.store import Store
+from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, ReplicaRow, Store, TenantRow
+
+# Every table of the schema, named here so that no table module needs to know the others: the store
+# knows nothing of files or batches, and files nothing of batches.
+TABLES: tuple[type[Base], ...] = (TenantRow, ApiKeyRow, DeploymentRow, ReplicaRow, EventRow,
+                                  FileRow, BatchRow, BatchResultRow)
+
+
+def open_database(url: str) -> Store:
+    """The store at `url`, with every table created that does not exist yet."""
+    store = Store(url)
+    store.create_schema(TABLES)
+    return store
 
 
 def open_store(settings: Settings) -> Store:
     settings.home.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.resolved_database_url)
-    store.create_schema()
-    return store
+    return open_database(settings.resolved_database_url)
 
 
 def build_provider(settings: Settings, clock: Clock) -> Provider:

@@ -1,8 +1,10 @@
-"""Persistent state through SQLAlchemy: a SQLite file by default, PostgreSQL by URL.
+"""The control plane's own state, on the database (`inferstack.db`): a SQLite file by default,
+PostgreSQL by URL.
 
-Everything the control plane must remember across a restart lives here as typed columns or JSON:
+What the control plane must remember across a restart lives here as typed columns or JSON:
 tenants and hashed API keys, deployments (spec, status, autoscaler memory), replicas, the scaling
-record (events). The store is synchronous; async callers run it in a thread (`asyncio.to_thread`).
+record (events). Files and batches keep their own tables (`files/`, `batches/`). The store is
+synchronous; async callers run it in a thread (`asyncio.to_thread`).
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import SecretStr
@@ -23,20 +24,14 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    create_engine,
-    event,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
 
+from inferstack.db import Base, Database
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 def new_id(prefix: str) -> str:
@@ -124,40 +119,8 @@ class DuplicateName(Exception):
     pass
 
 
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets the CLI read while the server writes; foreign keys are off by default in SQLite.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
-
-
-class Store:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = make_engine(url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    def create_schema(self) -> None:
-        # Importing the batch tables registers them on Base before create_all.
-        import inferstack.batches.tables  # noqa: F401
-
-        Base.metadata.create_all(self.engine)
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+class Store(Database):
+    """The database, with the reads and writes of tenants, keys, deployments, replicas and events."""
 
     # --- tenants and keys -------------------------------------------------------------------
     def create_key(self, tenant_name: str, now: float) -> tuple[str, str]:

@@ -15,11 +15,14 @@ import openai
 import orjson
 
 from inferstack.api.deps import Services
-from inferstack.batches import repository as repo
+from inferstack.batches.repository import new_batch_id
 from inferstack.batches.runner import BatchRunner, RetryPolicy
-from inferstack.batches.tables import BatchRow, FileRow
+from inferstack.batches.tables import BatchRow
 from inferstack.clock import Clock, SystemClock
+from inferstack.db import add
+from inferstack.files import repository as file_repo
 from inferstack.files.blobs import BlobStore, write_stream
+from inferstack.files.tables import FileRow
 from inferstack.store import Store
 
 CHAT = "/v1/chat/completions"
@@ -95,21 +98,21 @@ async def make_batch(store: Store, blobs: BlobStore, data: bytes, *, tenant: str
                      now: float | None = None) -> str:
     """An input file and a new batch on it, as the API would create them."""
     now = time.time() if now is None else now
-    file_id = repo.new_file_id()
+    file_id = file_repo.new_file_id()
     size = await write_stream(blobs, f"files/{file_id}", _chunks(data))
-    repo.add(store, FileRow(id=file_id, tenant_id=tenant, filename="in.jsonl", purpose="batch", bytes=size,
-                                 lines=data.count(b"\n"), blob_key=f"files/{file_id}", created_at=now))
-    batch_id = repo.new_batch_id()
-    repo.add(store, BatchRow(id=batch_id, tenant_id=tenant, endpoint=endpoint, input_file_id=file_id,
-                                   completion_window="24h", status="validating", user_metadata=None,
-                                   created_at=now, expires_at=now + 86_400, total=0, completed=0, failed=0))
+    add(store, FileRow(id=file_id, tenant_id=tenant, filename="in.jsonl", purpose="batch", bytes=size,
+                       lines=data.count(b"\n"), blob_key=f"files/{file_id}", created_at=now))
+    batch_id = new_batch_id()
+    add(store, BatchRow(id=batch_id, tenant_id=tenant, endpoint=endpoint, input_file_id=file_id,
+                        completion_window="24h", status="validating", user_metadata=None,
+                        created_at=now, expires_at=now + 86_400, total=0, completed=0, failed=0))
     return batch_id
 
 
 def read_file(store: Store, blobs: BlobStore, tenant: str, file_id: str | None) -> list[dict[str, Any]]:
     if file_id is None:
         return []
-    row = repo.get_file(store, tenant, file_id)
+    row = file_repo.get_file(store, tenant, file_id)
     assert row is not None
     return parse_jsonl(b"".join(blobs.iter_chunks(row.blob_key)))
 

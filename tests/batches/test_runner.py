@@ -20,6 +20,7 @@ from batch_support import (
 from inferstack.batches import repository as repo
 from inferstack.batches.tables import BatchRow
 from inferstack.clock import ManualClock
+from inferstack.files import repository as file_repo
 from inferstack.files.blobs import LocalBlobStore
 from inferstack.store import Store
 
@@ -69,7 +70,7 @@ async def test_a_batch_completes_with_every_custom_id_once_as_real_chat_completi
         assert response["body"]["object"] == "chat.completion"
         assert response["body"]["choices"][0]["message"]["content"] == f"echo: {item['custom_id']}"
     assert gateway.peak_in_flight <= 4 and gateway.priorities == {"batch"}
-    output_file = repo.get_file(store, "alice", row.output_file_id or "")
+    output_file = file_repo.get_file(store, "alice", row.output_file_id or "")
     assert output_file is not None and output_file.purpose == "batch_output" and output_file.lines == 60
 
 
@@ -231,7 +232,7 @@ async def test_start_resumes_unfinished_batches_and_runs_new_ones_sharing_the_co
 async def test_an_input_file_whose_content_vanished_fails_the_batch_clearly(
         store: Store, blobs: LocalBlobStore, gateway: FakeGateway) -> None:
     batch_id = await make_batch(store, blobs, jsonl([request_line("a")]))
-    source = repo.get_file(store, "alice", batch(store, batch_id).input_file_id)
+    source = file_repo.get_file(store, "alice", batch(store, batch_id).input_file_id)
     assert source is not None
     blobs.delete(source.blob_key)
     await make_runner(store, blobs, gateway).drive(batch_id)

@@ -9,8 +9,8 @@ from inferstack.clock import ManualClock
 from inferstack.controller.assembly import build_controller
 from inferstack.fleet import Fleet
 from inferstack.providers.base import ReplicaHandle
+from inferstack.server import open_database
 from inferstack.spec import DeploymentSpec, DeploymentStatus
-from inferstack.store import Store
 
 
 class SlowProvider:
@@ -38,8 +38,7 @@ class SlowProvider:
 
 
 async def test_a_slow_start_neither_blocks_the_loop_nor_outlives_a_stop(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.create_schema()
+    store = open_database(f"sqlite:///{tmp_path / 'state.db'}")
     tenant, _ = store.create_key("t", 0.0)
     provider = SlowProvider()
     controller = build_controller(store, Fleet(), provider, ManualClock(), tick_s=3600)

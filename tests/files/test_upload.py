@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from inferstack.batches.validation import MAX_FILE_BYTES
-from inferstack.errors import ApiError
 from inferstack.files.blobs import LocalBlobStore
-from inferstack.files.upload import LineCounter, receive_upload
+from inferstack.files.limits import MAX_FILE_BYTES
+from inferstack.files.upload import LineCounter, UploadRejected, UploadTooLarge, receive_upload
 
 BOUNDARY = b"inferstack-test-boundary"
 CONTENT_TYPE = "multipart/form-data; boundary=" + BOUNDARY.decode()
@@ -51,9 +50,9 @@ async def test_a_200_mb_upload_is_stored_whole_with_flat_memory(tmp_path: Path) 
 
 async def test_one_byte_over_200_mb_is_refused_and_nothing_is_kept(tmp_path: Path) -> None:
     blobs = LocalBlobStore(tmp_path / "blobs")
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(UploadTooLarge) as refused:
         await receive_upload(form(MAX_FILE_BYTES + 1), CONTENT_TYPE, None, blobs, "files/big")
-    assert (refused.value.status, refused.value.code) == (413, "file_too_large")
+    assert refused.value.code == "file_too_large"
     assert "200 MB" in refused.value.message
     assert stored_files(tmp_path / "blobs") == []
 
@@ -63,7 +62,7 @@ async def test_a_declared_oversize_body_is_refused_before_reading_it(tmp_path: P
         raise AssertionError("the body was read")
         yield b""
 
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(UploadTooLarge) as refused:
         await receive_upload(never(), CONTENT_TYPE, 3 * MAX_FILE_BYTES, LocalBlobStore(tmp_path), "files/x")
     assert refused.value.code == "file_too_large"
 
@@ -74,7 +73,7 @@ async def test_a_body_cut_off_midway_stores_nothing(tmp_path: Path) -> None:
         yield await anext(parts)
         yield await anext(parts)
 
-    with pytest.raises(ApiError, match="cut off"):
+    with pytest.raises(UploadRejected, match="cut off"):
         await receive_upload(cut(), CONTENT_TYPE, None, LocalBlobStore(tmp_path / "blobs"), "files/x")
     assert stored_files(tmp_path / "blobs") == []
 

@@ -17,7 +17,9 @@ from inferstack.batches import repository as repo
 from inferstack.batches.schemas import BatchList, BatchObject, CreateBatch
 from inferstack.batches.tables import BatchRow
 from inferstack.batches.transitions import BatchStatus, CannotCancel
+from inferstack.db import UnknownCursor, add
 from inferstack.errors import ApiError
+from inferstack.files.repository import get_file
 
 routes = APIRouter(tags=["batches"])
 Tenant = Annotated[str, Depends(tenant_id)]
@@ -46,7 +48,7 @@ async def create_batch(request: Request, tenant: Tenant) -> BatchObject:
     `validating`), and problems found there fail the batch with per-line errors."""
     svc = services(request)
     body = await _create_body(request)
-    source = await asyncio.to_thread(repo.get_file, svc.store, tenant, body.input_file_id)
+    source = await asyncio.to_thread(get_file, svc.store, tenant, body.input_file_id)
     if source is None:
         raise ApiError(404, f"No such File object: {body.input_file_id}", code="file_not_found",
                        param="input_file_id")
@@ -58,7 +60,7 @@ async def create_batch(request: Request, tenant: Tenant) -> BatchObject:
                    completion_window=body.completion_window, status=BatchStatus.validating.value,
                    user_metadata=body.metadata, created_at=now, expires_at=now + body.window_s,
                    total=0, completed=0, failed=0)
-    await asyncio.to_thread(repo.add, svc.store, row)
+    await asyncio.to_thread(add, svc.store, row)
     svc.batches.kick()
     return BatchObject.from_row(row)
 
@@ -70,7 +72,7 @@ async def list_batches(request: Request, tenant: Tenant, after: str | None = Non
     try:
         rows, has_more = await asyncio.to_thread(repo.list_batches, services(request).store, tenant,
                                                  after=after, limit=limit)
-    except repo.UnknownCursor:
+    except UnknownCursor:
         raise ApiError(400, f"after: no batch {after!r} to continue from.", param="after") from None
     return BatchList.of(rows, has_more)
 

@@ -14,12 +14,14 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.responses import StreamingResponse
 
 from inferstack.api.deps import services, tenant_id
-from inferstack.batches import repository as repo
-from inferstack.batches.tables import FileRow
+from inferstack.batches.repository import active_batch_reading
+from inferstack.db import UnknownCursor, add
 from inferstack.errors import ApiError
+from inferstack.files import repository as repo
 from inferstack.files.blobs import BlobNotFound, aiter_chunks
 from inferstack.files.schemas import FileDeleted, FileList, FileObject
-from inferstack.files.upload import receive_upload
+from inferstack.files.tables import FileRow
+from inferstack.files.upload import UploadRejected, UploadTooLarge, receive_upload
 
 routes = APIRouter(tags=["files"])
 Tenant = Annotated[str, Depends(tenant_id)]
@@ -36,12 +38,16 @@ async def upload_file(request: Request, tenant: Tenant) -> FileObject:
     file_id = repo.new_file_id()
     key = f"files/{file_id}"
     length = request.headers.get("content-length")
-    upload = await receive_upload(request.stream(), request.headers.get("content-type"),
-                                  int(length) if length and length.isdigit() else None, svc.blobs, key)
+    try:
+        upload = await receive_upload(request.stream(), request.headers.get("content-type"),
+                                      int(length) if length and length.isdigit() else None, svc.blobs, key)
+    except UploadRejected as rejected:
+        status = 413 if isinstance(rejected, UploadTooLarge) else 400
+        raise ApiError(status, rejected.message, code=rejected.code, param=rejected.param) from None
     row = FileRow(id=file_id, tenant_id=tenant, filename=upload.filename, purpose=upload.purpose,
                   bytes=upload.bytes, lines=upload.lines, blob_key=key, created_at=svc.clock.now())
     try:
-        await asyncio.to_thread(repo.add, svc.store, row)
+        await asyncio.to_thread(add, svc.store, row)
     except BaseException:
         await asyncio.to_thread(svc.blobs.delete, key)  # no blob without a row to find it by
         raise
@@ -56,7 +62,7 @@ async def list_files(request: Request, tenant: Tenant, purpose: str | None = Non
     try:
         rows, has_more = await asyncio.to_thread(repo.list_files, svc.store, tenant, purpose=purpose, after=after,
                                                  limit=limit, newest_first=order == "desc")
-    except repo.UnknownCursor:
+    except UnknownCursor:
         raise ApiError(400, f"after: no file {after!r} to continue from.", param="after") from None
     return FileList.of(rows, has_more)
 
@@ -77,7 +83,7 @@ async def get_file(request: Request, tenant: Tenant, file_id: str) -> FileObject
 async def delete_file(request: Request, tenant: Tenant, file_id: str) -> FileDeleted:
     svc = services(request)
     try:
-        row = await asyncio.to_thread(repo.delete_file, svc.store, tenant, file_id)
+        row = await asyncio.to_thread(repo.delete_file, svc.store, tenant, file_id, reader=active_batch_reading)
     except repo.FileInUse as in_use:
         raise ApiError(409, f"File {file_id} is the input of batch {in_use}, which is still running; "
                             "cancel the batch or wait for it to finish.", code="file_in_use") from None

@@ -37,12 +37,14 @@ import orjson
 
 from inferstack.batches import repository as repo
 from inferstack.batches.results import error_line, is_success, is_transient, response_line
-from inferstack.batches.tables import BatchRow, FileRow
+from inferstack.batches.tables import BatchRow
 from inferstack.batches.transitions import FINISHES, UNFINISHED_MESSAGES, BatchStatus, Step, next_step
 from inferstack.batches.validation import FileCheck, LineError, is_blank
 from inferstack.clock import Clock
+from inferstack.db import Database
+from inferstack.files import repository as file_repo
 from inferstack.files.blobs import AsyncBlobWriter, BlobNotFound, BlobStore, aiter_lines
-from inferstack.store import Store
+from inferstack.files.tables import FileRow
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +124,10 @@ class _Unsaved:
 
 
 class BatchRunner:
-    def __init__(self, store: Store, blobs: BlobStore, sender: RequestSender, clock: Clock, *,
+    def __init__(self, database: Database, blobs: BlobStore, sender: RequestSender, clock: Clock, *,
                  concurrency: int = 16, poll_s: float = 2.0, check_s: float = 1.0, lease_s: float = 10.0,
                  retry: RetryPolicy | None = None, owner: str | None = None, max_unsaved: int = 1000) -> None:
-        self._store = store
+        self._db = database
         self._blobs = blobs
         self._sender = sender
         self._clock = clock
@@ -152,7 +154,7 @@ class BatchRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._supervisor = None
-        await asyncio.to_thread(repo.release_all, self._store, self.owner)
+        await asyncio.to_thread(repo.release_all, self._db, self.owner)
 
     def kick(self) -> None:
         """Something changed (a batch was created or cancelled): look now rather than at the next poll."""
@@ -177,7 +179,7 @@ class BatchRunner:
 
     async def poll(self) -> None:
         """Start a task for every runnable batch that has none."""
-        ids = await asyncio.to_thread(repo.runnable_batch_ids, self._store, self.owner, self._clock.now())
+        ids = await asyncio.to_thread(repo.runnable_batch_ids, self._db, self.owner, self._clock.now())
         for batch_id in ids:
             if batch_id not in self._tasks:
                 self._tasks[batch_id] = asyncio.create_task(self._guarded(batch_id))
@@ -195,7 +197,7 @@ class BatchRunner:
     async def drive(self, batch_id: str) -> None:
         """Take a batch through its steps until it is finished or another runner holds it."""
         while True:
-            row = await asyncio.to_thread(repo.claim, self._store, batch_id, self.owner,
+            row = await asyncio.to_thread(repo.claim, self._db, batch_id, self.owner,
                                           self._clock.now(), self._lease_s)
             if row is None:
                 return
@@ -210,7 +212,7 @@ class BatchRunner:
                 return
 
     async def _input(self, row: BatchRow) -> FileRow | None:
-        return await asyncio.to_thread(repo.get_file, self._store, row.tenant_id, row.input_file_id)
+        return await asyncio.to_thread(file_repo.get_file, self._db, row.tenant_id, row.input_file_id)
 
     async def _validate(self, row: BatchRow) -> None:
         check = FileCheck(row.endpoint, lambda model: self._sender.resolves(row.tenant_id, model))
@@ -226,10 +228,10 @@ class BatchRunner:
         except BlobNotFound:  # e.g. removed from the bucket behind our back: fail rather than retry forever
             errors = [LineError("invalid_file", None, f"The content of input file {row.input_file_id} is gone.")]
         if errors:
-            await asyncio.to_thread(repo.advance, self._store, row.id, self.owner, BatchStatus.validating,
+            await asyncio.to_thread(repo.advance, self._db, row.id, self.owner, BatchStatus.validating,
                                     BatchStatus.failed, self._clock.now(), errors=[e.as_dict() for e in errors])
         else:
-            await asyncio.to_thread(repo.advance, self._store, row.id, self.owner, BatchStatus.validating,
+            await asyncio.to_thread(repo.advance, self._db, row.id, self.owner, BatchStatus.validating,
                                     BatchStatus.in_progress, self._clock.now(), total=check.requests)
 
     async def _run(self, row: BatchRow) -> None:
@@ -248,7 +250,7 @@ class BatchRunner:
                 run.wake.clear()
                 produced_all = producer.done()  # before taking results: then none can follow
                 taken = run.take()
-                fresh = await asyncio.to_thread(repo.save_results, self._store, row.id, self.owner, taken,
+                fresh = await asyncio.to_thread(repo.save_results, self._db, row.id, self.owner, taken,
                                                 self._clock.now(), self._lease_s)
                 if fresh is None:
                     log.warning("batch %s: lease lost to another runner; leaving it", row.id)
@@ -267,10 +269,10 @@ class BatchRunner:
             await asyncio.gather(ticker, producer, *run.in_flight, return_exceptions=True)
         if stopped:
             # Lines that finished while the others were being stopped are results too: keep them.
-            await asyncio.to_thread(repo.save_results, self._store, row.id, self.owner, run.take(),
+            await asyncio.to_thread(repo.save_results, self._db, row.id, self.owner, run.take(),
                                     self._clock.now(), self._lease_s)
             return
-        await asyncio.to_thread(repo.advance, self._store, row.id, self.owner, BatchStatus.in_progress,
+        await asyncio.to_thread(repo.advance, self._db, row.id, self.owner, BatchStatus.in_progress,
                                 BatchStatus.finalizing, self._clock.now())
 
     async def _tick(self, wake: asyncio.Event) -> None:
@@ -281,7 +283,7 @@ class BatchRunner:
             wake.set()
 
     async def _produce(self, row: BatchRow, source: FileRow, run: _Unsaved) -> None:
-        done = _paged(lambda after, limit: repo.done_lines_after(self._store, row.id, after, limit),
+        done = _paged(lambda after, limit: repo.done_lines_after(self._db, row.id, after, limit),
                       lambda line: line)
         next_done = await anext(done, None)
         line = 0
@@ -319,13 +321,13 @@ class BatchRunner:
         source = await self._input(row)
         if row.in_progress_at is not None and source is not None:  # else no line ever ran
             output, errors, unfinished = await self._write_results(row, source, unfinished_code)
-        await asyncio.to_thread(repo.finish, self._store, row.id, self.owner, current, target,
+        await asyncio.to_thread(repo.finish, self._db, row.id, self.owner, current, target,
                                 self._clock.now(), output, errors, unfinished)
 
     async def _write_results(self, row: BatchRow, source: FileRow,
                              unfinished_code: str | None) -> tuple[FileRow | None, FileRow | None, int]:
         """Merge the input file with the stored results, in line order, into the two result files."""
-        results = _paged(lambda after, limit: repo.results_after(self._store, row.id, after, limit),
+        results = _paged(lambda after, limit: repo.results_after(self._db, row.id, after, limit),
                          lambda result: result[0])
         result = await anext(results, None)
         writers = {True: AsyncBlobWriter(self._blobs, output_key(row.id)),
@@ -355,7 +357,7 @@ class BatchRunner:
                 if counts[ok]:
                     size = await writer.commit()
                     files[ok] = FileRow(
-                        id=repo.new_file_id(), tenant_id=row.tenant_id, purpose="batch_output", bytes=size,
+                        id=file_repo.new_file_id(), tenant_id=row.tenant_id, purpose="batch_output", bytes=size,
                         filename=f"{row.id}_{'output' if ok else 'error'}.jsonl", lines=counts[ok],
                         blob_key=output_key(row.id) if ok else error_key(row.id), created_at=self._clock.now())
                 else:

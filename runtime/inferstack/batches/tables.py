@@ -1,4 +1,5 @@
-"""Tables of the Batch API: files, batches, and the per-line results that are the runner's checkpoint.
+"""Tables of the Batch API: batches, and the per-line results that are the runner's checkpoint.
+(The files a batch reads and writes are `files/tables.py`.)
 
 A line's result is committed in the same transaction that bumps the batch's request counts, so the
 counts users see are exactly the results that survive a crash, and a restarted runner re-sends only
@@ -9,33 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from inferstack.store import Base
+from inferstack.db import Base, TenantOwned
 
 
-class FileRow(Base):
-    __tablename__ = "files"
-    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(40))
-    filename: Mapped[str] = mapped_column(Text)
-    purpose: Mapped[str] = mapped_column(String(20))
-    bytes: Mapped[int] = mapped_column(Integer)
-    lines: Mapped[int] = mapped_column(Integer, default=0)  # non-blank lines, checked at upload
-    blob_key: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[float] = mapped_column(Float)
-
-
-class BatchRow(Base):
+class BatchRow(TenantOwned, Base):
     __tablename__ = "batches"
     __table_args__ = (
         Index("ix_batches_tenant_created", "tenant_id", "created_at"),
         Index("ix_batches_status", "status"),
     )
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(40))
     endpoint: Mapped[str] = mapped_column(String(40))
     input_file_id: Mapped[str] = mapped_column(String(40))
     completion_window: Mapped[str] = mapped_column(String(8))
@@ -48,7 +34,6 @@ class BatchRow(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     completed: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
     in_progress_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finalizing_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -1,8 +1,9 @@
 """Input-file validation: every line checked before any is sent, errors reported per line.
 
 Pure: the only outside knowledge is `resolves(model)`, passed in, which says whether `model` names
-one of the tenant's deployments. Memory stays bounded by the 50,000-line limit: a 16-byte digest and
-a line number per custom_id, one boolean per distinct model, at most MAX_REPORTED_ERRORS errors.
+one of the tenant's deployments. Memory stays bounded by the upload's 50,000-line limit
+(`files/limits.py`): a 16-byte digest and a line number per custom_id, one boolean per distinct
+model, at most MAX_REPORTED_ERRORS errors.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ ENDPOINTS: dict[str, str] = {
     "/v1/completions": "prompt",
     "/v1/embeddings": "input",
 }
-MAX_FILE_BYTES = 200 * 1024 * 1024
-MAX_FILE_LINES = 50_000
 # A file of 50,000 bad lines would make a 10 MB batch object; the first thousand tell the story.
 MAX_REPORTED_ERRORS = 1000
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from inferstack.batches.tables import FileRow
+from inferstack.files.tables import FileRow
 
 
 class FileObject(BaseModel):

@@ -13,14 +13,27 @@ from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from inferstack.batches.validation import MAX_FILE_BYTES, MAX_FILE_LINES
-from inferstack.errors import ApiError
 from inferstack.files.blobs import AsyncBlobWriter, BlobStore
+from inferstack.files.limits import MAX_FILE_BYTES, MAX_FILE_LINES
 
 PURPOSES = frozenset({"batch"})
 MAX_FIELD_BYTES = 4096  # the non-file fields (purpose, expires_after[...]) are a few bytes each
 # Multipart framing around the file: boundaries and part headers, generously.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+class UploadRejected(Exception):
+    """What is wrong with an upload, in words for the caller; `param` names the form field at fault."""
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+class UploadTooLarge(UploadRejected):
+    """The file breaks a size limit (bytes or lines)."""
 
 
 class LineCounter:
@@ -61,14 +74,14 @@ class _Part:
     value: bytearray = field(default_factory=bytearray)
 
 
-def _too_large() -> ApiError:
-    return ApiError(413, f"The file is larger than the limit of {MAX_FILE_BYTES // 2**20} MB.",
-                    code="file_too_large", param="file")
+def _too_large() -> UploadTooLarge:
+    return UploadTooLarge(f"The file is larger than the limit of {MAX_FILE_BYTES // 2**20} MB.",
+                          code="file_too_large", param="file")
 
 
-def _too_many_lines() -> ApiError:
-    return ApiError(413, f"The file has more than the limit of {MAX_FILE_LINES:,} lines.",
-                    code="too_many_lines", param="file")
+def _too_many_lines() -> UploadTooLarge:
+    return UploadTooLarge(f"The file has more than the limit of {MAX_FILE_LINES:,} lines.",
+                          code="too_many_lines", param="file")
 
 
 class _Receiver:
@@ -99,7 +112,7 @@ class _Receiver:
         try:
             self._parser.write(chunk)
         except Exception as error:  # the parser's errors carry no user-facing message of their own
-            raise ApiError(400, f"The multipart body is malformed: {error}") from None
+            raise UploadRejected(f"The multipart body is malformed: {error}") from None
         events, self._events = self._events, []
         for kind, data in events:
             await self._on(kind, data)
@@ -125,7 +138,7 @@ class _Receiver:
             await self._writer.write(data)
         elif kind == "data":
             if len(part.value) + len(data) > MAX_FIELD_BYTES:
-                raise ApiError(400, f"The form field {part.name!r} is too long.", param=part.name)
+                raise UploadRejected(f"The form field {part.name!r} is too long.", param=part.name)
             part.value += data
         elif kind == "part_end" and part.name != "file":
             self.fields[part.name] = part.value.decode("utf-8", "replace")
@@ -142,35 +155,35 @@ class _Receiver:
                     part.filename = raw_filename.decode("utf-8", "replace")
         if part.name == "file":
             if self.filename is not None:
-                raise ApiError(400, "Send exactly one file per upload.", param="file")
+                raise UploadRejected("Send exactly one file per upload.", param="file")
             self.filename = part.filename or "upload.jsonl"
 
     def finish(self) -> Upload:
         """After the last chunk: the whole form, or what is wrong with it."""
         if not self.ended:
-            raise ApiError(400, "The multipart body ended early: the upload was cut off.")
+            raise UploadRejected("The multipart body ended early: the upload was cut off.")
         if self.filename is None:
-            raise ApiError(400, "The upload has no 'file' field.", param="file")
+            raise UploadRejected("The upload has no 'file' field.", param="file")
         if self.counter.finish() > MAX_FILE_LINES:  # the last line may have no newline
             raise _too_many_lines()
         purpose = self.fields.get("purpose")
         if purpose is None:
-            raise ApiError(400, "The upload has no 'purpose' field; use purpose=batch.", param="purpose")
+            raise UploadRejected("The upload has no 'purpose' field; use purpose=batch.", param="purpose")
         if purpose not in PURPOSES:
-            raise ApiError(400, f"purpose {purpose!r} is not supported here; use 'batch'.", param="purpose")
+            raise UploadRejected(f"purpose {purpose!r} is not supported here; use 'batch'.", param="purpose")
         return Upload(filename=self.filename, purpose=purpose, bytes=self.bytes, lines=self.counter.lines)
 
 
 async def receive_upload(chunks: AsyncIterator[bytes], content_type: str | None, content_length: int | None,
                          blobs: BlobStore, key: str) -> Upload:
-    """Store the `file` field of a multipart body under `key`; raise ApiError (storing nothing) if
-    the body is malformed, the purpose is not supported, or the file breaks a limit."""
+    """Store the `file` field of a multipart body under `key`; raise UploadRejected (storing nothing)
+    if the body is malformed or the purpose is not supported, UploadTooLarge if the file breaks a limit."""
     if content_length is not None and content_length > MAX_FILE_BYTES + MULTIPART_OVERHEAD_BYTES:
         raise _too_large()
     media_type, options = parse_options_header(content_type or "")
     boundary = options.get(b"boundary")
     if media_type != b"multipart/form-data" or not boundary:
-        raise ApiError(400, "Upload the file as multipart/form-data with the fields 'file' and 'purpose'.")
+        raise UploadRejected("Upload the file as multipart/form-data with the fields 'file' and 'purpose'.")
     writer = AsyncBlobWriter(blobs, key)
     receiver = _Receiver(boundary, writer)
     try:

@@ -1,0 +1,110 @@
+"""The database underneath every table: the declarative `Base`, the engine (a SQLite file by default,
+PostgreSQL by URL), sessions, schema creation, and the lookups shared by tenant-owned tables.
+
+It knows no table: each table module declares its own on `Base`, and the composition root
+(`server.py`) names the tables that make up the schema. Synchronous; async callers run it in a
+thread (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Float, String, and_, create_engine, event, or_, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TenantOwned:
+    """The columns of a row a tenant owns and lists page by page (files, batches): `owned` and
+    `page` rely on them."""
+
+    # A mixin's columns come after the table's own; the key and owner read best first.
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, sort_order=-2)
+    tenant_id: Mapped[str] = mapped_column(String(40), sort_order=-1)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+Row = TypeVar("Row", bound=Base)
+Owned = TypeVar("Owned", bound=TenantOwned)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets the CLI read while the server writes; foreign keys are off by default in SQLite.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Database:
+    """One database: its engine and its sessions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self, tables: Iterable[type[Base]]) -> None:
+        """Create the given tables (and their indexes) where they do not exist yet."""
+        Base.metadata.create_all(self.engine, tables=[table.__table__ for table in tables])
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+
+def add(database: Database, row: Row) -> Row:
+    """Store a new row."""
+    with database.session() as s:
+        s.add(row)
+    return row
+
+
+def owned(database: Database, model: type[Owned], tenant_id: str, row_id: str) -> Owned | None:
+    """The row if it exists and is the tenant's: another tenant's is indistinguishable from absent."""
+    with database.session() as s:
+        row = s.get(model, row_id)
+        return row if row is not None and row.tenant_id == tenant_id else None
+
+
+class UnknownCursor(Exception):
+    """A page was asked for after a row the tenant does not have."""
+
+
+def page(database: Database, model: type[Owned], tenant_id: str, after: str | None, limit: int,
+         newest_first: bool, *filters: Any) -> tuple[list[Owned], bool]:
+    """One page of a tenant's rows ordered by (created_at, id), starting after the row `after`;
+    and whether more follow."""
+    query = select(model).where(model.tenant_id == tenant_id, *filters)
+    order = (model.created_at.desc(), model.id.desc()) if newest_first else (model.created_at, model.id)
+    with database.session() as s:
+        if after:
+            cursor = s.get(model, after)
+            if cursor is None or cursor.tenant_id != tenant_id:
+                raise UnknownCursor(after)
+            if newest_first:
+                query = query.where(or_(model.created_at < cursor.created_at,
+                                        and_(model.created_at == cursor.created_at, model.id < cursor.id)))
+            else:
+                query = query.where(or_(model.created_at > cursor.created_at,
+                                        and_(model.created_at == cursor.created_at, model.id > cursor.id)))
+        rows = list(s.scalars(query.order_by(*order).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
