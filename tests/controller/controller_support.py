@@ -17,6 +17,7 @@ from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
 from inferstack.providers.base import ReplicaHandle
+from inferstack.server import open_database
 from inferstack.spec import DeploymentSpec
 from inferstack.store import ReplicaRow, Store
 
@@ -106,8 +107,7 @@ class Parts:
 
 async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | None = None) -> Parts:
     """Every part, as `controller.assembly` wires them, but with no background loop: tests call `reconcile`."""
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.create_schema()
+    store = open_database(f"sqlite:///{tmp_path / 'state.db'}")
     tenant, _ = store.create_key("t", 0.0)
     clock, fleet = ManualClock(), Fleet()
     provider = FakeProvider(replica_url, tmp_path)

@@ -12,7 +12,7 @@ from inferstack.auth import KeyRing
 from inferstack.clock import ManualClock
 from inferstack.fleet import Fleet
 from inferstack.gateway.entry import Gateway
-from inferstack.store import Store
+from inferstack.server import open_database
 
 
 @pytest.fixture
@@ -28,8 +28,7 @@ async def replica_server() -> AsyncIterator[FakeReplica]:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.create_schema()
+    store = open_database(f"sqlite:///{tmp_path / 'state.db'}")
     tenant, key = store.create_key("team", 0.0)
     deployment = make_deployment()
     deployment.tenant_id = tenant
