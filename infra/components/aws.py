@@ -17,8 +17,8 @@ from components.aws_gpu import GpuLaunchTemplates, GpuLaunchTemplatesArgs
 from components.aws_iam import Iam, IamArgs
 from components.aws_network import Network, NetworkArgs
 from components.aws_state import StateStores, StateStoresArgs, hf_token_secret_name
+from inferstack.declared.stackfile import AwsSettings, PlatformSettings
 from inferstack.spec import DeploymentSpec
-from inferstack.stackfile import AwsSettings, PlatformSettings
 
 
 def parameter_prefix(stack: str) -> str:

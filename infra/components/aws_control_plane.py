@@ -14,7 +14,7 @@ import pulumi_aws as aws
 
 from components.aws_network import CONTROL_PLANE_PORT
 from components.aws_state import DATABASE_NAME, DATABASE_USER
-from inferstack.stackfile import AwsSettings, PlatformSettings
+from inferstack.declared.stackfile import AwsSettings, PlatformSettings
 
 
 @dataclass(frozen=True)

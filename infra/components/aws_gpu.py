@@ -17,8 +17,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.replica import user_data
-from inferstack.hardware import PROFILES
-from inferstack.stackfile import AwsSettings, aws_instance_type
+from inferstack.declared.stackfile import AwsSettings
+from inferstack.hardware import PROFILES, aws_instance_type
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from inferstack.stackfile import REPLICA_PORT, AwsSettings
+from inferstack.declared.stackfile import AwsSettings
+from inferstack.engines.container import REPLICA_PORT
 
 CONTROL_PLANE_PORT = 8000
 

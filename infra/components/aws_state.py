@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from inferstack.stackfile import AwsSettings
+from inferstack.declared.stackfile import AwsSettings
 
 DATABASE_NAME = "inferstack"
 DATABASE_USER = "inferstack"

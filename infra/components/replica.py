@@ -11,9 +11,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from inferstack.hardware import PROFILES
+from inferstack.hardware import PROFILES, aws_instance_type
 from inferstack.spec import DeploymentSpec
-from inferstack.stackfile import aws_instance_type
 
 # --- Kubernetes ----------------------------------------------------------------------------------------
 
