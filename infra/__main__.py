@@ -13,7 +13,7 @@ import pulumi
 
 import stack_config
 from components.deployments import DeclaredDeployments, DeclaredDeploymentsArgs
-from inferstack.stackfile import NAMESPACE, SECRET_KEYS
+from inferstack.declared.stackfile import NAMESPACE, SECRET_KEYS
 
 config = pulumi.Config(NAMESPACE)
 raw = {f"{NAMESPACE}:target": config.get("target")}

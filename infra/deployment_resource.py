@@ -59,17 +59,15 @@ class DeploymentProvider(ResourceProvider):
         self._configured_key = req.config.get("inferstack:apiKey")
 
     def _key(self) -> str | None:
-        import os
-
         key = self.api_key
         if key is not None and not isinstance(key, str):
             key = key.get()  # a captured Output: after deserialization `get` returns its value
-        return key or self._configured_key or os.environ.get("INFERSTACK_API_KEY")
+        return key or self._configured_key  # else the client reads INFERSTACK_API_KEY
 
     def _client(self, url: str, wait: bool = False) -> Any:
         import time
 
-        from inferstack.apply import ControlPlaneClient
+        from inferstack.client import ControlPlaneClient
 
         client = ControlPlaneClient(url, self._key())
         if wait:
@@ -87,12 +85,12 @@ class DeploymentProvider(ResourceProvider):
     def _spec_of(props: dict[str, Any]) -> DeploymentSpec:
         from pydantic import SecretStr
 
-        from inferstack.apply import SPEC_FIELDS
+        from inferstack.spec import SPEC_FIELDS, TOKEN_FIELD
 
         fields: dict[str, Any] = {k: props[k] for k in SPEC_FIELDS if k in props}
-        token = props.get("hf_token")
+        token = props.get(TOKEN_FIELD)
         if token:
-            fields["hf_token"] = SecretStr(token)
+            fields[TOKEN_FIELD] = SecretStr(token)
         return DeploymentSpec.model_validate(fields)
 
     @staticmethod
@@ -110,7 +108,7 @@ class DeploymentProvider(ResourceProvider):
 
     @classmethod
     def _outputs(cls, url: str, deployment: dict[str, Any], token: str | None) -> dict[str, Any]:
-        from inferstack.apply import SPEC_FIELDS
+        from inferstack.spec import SPEC_FIELDS
 
         spec = deployment.get("spec", {})
         outs = {k: spec[k] for k in SPEC_FIELDS if k in spec}
@@ -120,17 +118,14 @@ class DeploymentProvider(ResourceProvider):
 
     @staticmethod
     def _raise(exc: Any) -> None:
-        details = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in exc.details)
-        raise RuntimeError(f"control plane refused the deployment ({exc.status}): {exc.message}"
-                           + (f" [{details}]" if details else "")) from None
+        raise RuntimeError(f"control plane refused the deployment ({exc.status}): {exc.describe()}") from None
 
     # --- the resource lifecycle ---------------------------------------------------------------------------
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         from pydantic import ValidationError
 
-        from inferstack.apply import SPEC_FIELDS
-        from inferstack.spec import error_fields
+        from inferstack.spec import SPEC_FIELDS, error_fields
 
         known = {k: v for k, v in news.items() if k in SPEC_FIELDS and not self._is_unknown(v)}
         if len(known) < len([k for k in news if k in SPEC_FIELDS]):
@@ -143,19 +138,20 @@ class DeploymentProvider(ResourceProvider):
         return CheckResult(news, [])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        from inferstack.apply import ControlPlaneError
+        from inferstack.client import ControlPlaneError
+        from inferstack.declared.plan import create_body
 
         spec = self._spec_of(props)
         with self._client(props["url"], wait=True) as client:
             try:
-                deployment = client.create_deployment(spec)
+                deployment = client.create_deployment(create_body(spec))
             except ControlPlaneError as exc:
                 self._raise(exc)
         return CreateResult(deployment["deployment_id"], self._outputs(props["url"], deployment, props.get("hf_token")))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         with self._client(props["url"]) as client:
-            deployment = client.get_deployment(id_)
+            deployment = client.find_deployment(id_)
         if deployment is None:
             return ReadResult(None, {})  # gone: the next `pulumi up` creates it again
         token_digest = props.get("hf_token_digest")
@@ -163,7 +159,8 @@ class DeploymentProvider(ResourceProvider):
         return ReadResult(id_, outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        from inferstack.apply import REPLACE_FIELDS, SPEC_FIELDS, spec_changes
+        from inferstack.declared.plan import spec_changes
+        from inferstack.spec import IDENTITY_FIELDS, SPEC_FIELDS
 
         desired = {k: news[k] for k in SPEC_FIELDS if k in news}
         if any(self._is_unknown(v) for v in [*desired.values(), news.get("url"), news.get("hf_token")]):
@@ -173,12 +170,14 @@ class DeploymentProvider(ResourceProvider):
             changed.add("hf_token")
         if news.get("url") != olds.get("url"):
             changed.add("url")  # another control plane: the deployment must be created there
-        replaces = sorted(changed & (REPLACE_FIELDS | {"url"}))
+        replaces = sorted(changed & (IDENTITY_FIELDS | {"url"}))
         return DiffResult(changes=bool(changed), replaces=replaces, stables=["deployment_id"],
                           delete_before_replace=True)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        from inferstack.apply import SPEC_FIELDS, ControlPlaneError, spec_changes, update_body
+        from inferstack.client import ControlPlaneError
+        from inferstack.declared.plan import spec_changes, update_body
+        from inferstack.spec import SPEC_FIELDS
 
         spec = self._spec_of(news)
         fields = list(spec_changes({k: news[k] for k in SPEC_FIELDS if k in news}, olds))
@@ -194,11 +193,11 @@ class DeploymentProvider(ResourceProvider):
         return UpdateResult(self._outputs(news["url"], deployment, token))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        from inferstack.apply import ControlPlaneError
+        from inferstack.client import ControlPlaneError
 
         with self._client(props["url"]) as client:
             try:
-                client.delete_deployment(id_)  # already gone counts as deleted
+                client.delete_deployment(id_, missing_ok=True)  # already gone counts as deleted
             except ControlPlaneError as exc:
                 self._raise(exc)
 
@@ -223,10 +222,8 @@ class InferenceDeployment(Resource, module="inferstack", name="Deployment"):
     url: pulumi.Output[str]
 
     def __init__(self, name: str, args: InferenceDeploymentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        from inferstack.apply import desired_fields
-
         props: dict[str, Any] = {
-            **desired_fields(args.spec),
+            **args.spec.stored(),
             "url": args.url,
             "hf_token": pulumi.Output.secret(args.hf_token) if args.hf_token is not None else None,
             "deployment_id": None,

@@ -1,7 +1,7 @@
 """The stack's config as typed objects: the validated StackConfig plus its secrets as Pulumi secrets.
 
 `infra/__main__.py` reads the raw values (the only place config is read) and hands them here; the
-validation is `inferstack.stackfile.parse_config`, the code `inferstack apply` runs on the same file,
+validation is `inferstack.declared.stackfile.parse_config`, the code `inferstack apply` runs on the same file,
 so an invalid stack fails at `pulumi preview` with the field named, before any resource is touched.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pulumi
 
-from inferstack.stackfile import NAMESPACE, StackConfig, StackFileError, parse_config
+from inferstack.declared.stackfile import NAMESPACE, StackConfig, StackFileError, parse_config
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inferstack.apply import SPEC_FIELDS
-from inferstack.spec import DeploymentSpec
+from inferstack.spec import SPEC_FIELDS, DeploymentSpec
 
 DEPLOYMENT_TYPE = "pulumi-python:dynamic/inferstack:Deployment"
 LOCAL_CONTROL_PLANE_TYPE = "pulumi-python:dynamic/inferstack:LocalControlPlane"

@@ -17,9 +17,9 @@ from components.aws_gpu import GpuLaunchTemplates, GpuLaunchTemplatesArgs
 from components.aws_iam import Iam, IamArgs
 from components.aws_network import Network, NetworkArgs
 from components.aws_state import StateStores, StateStoresArgs, hf_token_secret_name
+from inferstack.declared.stackfile import AwsSettings, PlatformSettings
 from inferstack.providers.aws_groups import parameter_prefix
 from inferstack.spec import DeploymentSpec
-from inferstack.stackfile import AwsSettings, PlatformSettings
 
 
 @dataclass(frozen=True)

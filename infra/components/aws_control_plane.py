@@ -14,8 +14,8 @@ import pulumi_aws as aws
 
 from components.aws_network import CONTROL_PLANE_PORT
 from components.aws_state import DATABASE_NAME, DATABASE_USER
+from inferstack.declared.stackfile import AwsSettings, PlatformSettings
 from inferstack.providers.aws_groups import STACK_TAG
-from inferstack.stackfile import AwsSettings, PlatformSettings
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_network import CONTROL_PLANE_PORT
+from inferstack.declared.stackfile import AwsSettings
 from inferstack.providers.aws_groups import STACK_TAG
-from inferstack.stackfile import AwsSettings
 
 HTTP_API_ROUTES = ("ANY /v1/deployments", "ANY /v1/deployments/{proxy+}", "GET /v1/models", "GET /health")
 """The short management routes the HTTP API may carry; never completions (30 s integration cap)."""

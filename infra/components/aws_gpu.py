@@ -17,9 +17,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components.replica import user_data
-from inferstack.hardware import PROFILES
+from inferstack.declared.stackfile import AwsSettings
+from inferstack.hardware import PROFILES, aws_instance_type
 from inferstack.providers.aws_groups import PROFILE_TAG, STACK_TAG
-from inferstack.stackfile import AwsSettings, aws_instance_type
 
 
 @dataclass(frozen=True)

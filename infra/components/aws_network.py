@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from inferstack.declared.stackfile import AwsSettings
+from inferstack.engines.container import REPLICA_PORT
 from inferstack.providers.aws_groups import STACK_TAG
-from inferstack.stackfile import REPLICA_PORT, AwsSettings
 
 CONTROL_PLANE_PORT = 8000
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from inferstack.declared.stackfile import AwsSettings
 from inferstack.providers.aws_groups import STACK_TAG
-from inferstack.stackfile import AwsSettings
 
 DATABASE_NAME = "inferstack"
 DATABASE_USER = "inferstack"

@@ -14,7 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.replica import k8s_scheduling
-from inferstack.stackfile import KubernetesSettings, PlatformSettings
+from inferstack.declared.stackfile import KubernetesSettings, PlatformSettings
 
 CONTROL_PLANE_PORT = 8000
 LABELS = {"app.kubernetes.io/name": "inferstack", "app.kubernetes.io/component": "control-plane"}

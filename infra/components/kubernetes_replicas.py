@@ -17,9 +17,8 @@ import pulumi_kubernetes as k8s
 from components.kubernetes import REPLICA_ROLE_LABEL
 from components.replica import k8s_node_selector, k8s_resources, k8s_tolerations
 from deployment_resource import InferenceDeployment
-from inferstack.engines.container import TOKEN_ENV, replica_container
+from inferstack.engines.container import REPLICA_PORT, TOKEN_ENV, replica_container
 from inferstack.spec import DeploymentSpec
-from inferstack.stackfile import REPLICA_PORT
 
 CACHE_PATH = "/root/.cache/huggingface"
 

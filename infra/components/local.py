@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pulumi
 
-from inferstack.stackfile import LocalSettings, PlatformSettings
+from inferstack.declared.stackfile import LocalSettings, PlatformSettings
 from local_process import LocalControlPlane, LocalControlPlaneArgs
 
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from inferstack.hardware import PROFILES
+from inferstack.hardware import PROFILES, aws_instance_type
 from inferstack.providers.aws_groups import DEPLOYMENT_TAG, REPLICA_LOG_PATH, parameter_name
 from inferstack.spec import DeploymentSpec
-from inferstack.stackfile import aws_instance_type
 
 # --- Kubernetes ----------------------------------------------------------------------------------------
 

@@ -79,6 +79,18 @@ PROFILES: dict[str, HardwareProfile] = {
 }
 
 
+
+def aws_instance_type(profile_name: str, gpus_per_replica: int) -> str | None:
+    """The smallest EC2 instance type of a profile with at least `gpus_per_replica` GPUs.
+
+    gpu.l4 with 2 GPUs -> g6.12xlarge (4 x L4): EC2 sells L4s in 1, 4 and 8, so a 2-GPU replica takes
+    the 4-GPU machine. gpu.a100 with 1 GPU -> p4d.24xlarge: A100s come only in eights.
+    """
+    sizes = PROFILES[profile_name].aws_instance_types
+    fitting = [gpus for gpus in sizes if gpus >= gpus_per_replica]
+    return sizes[min(fitting)] if fitting else None
+
+
 class CatalogModel(BaseModel):
     """A popular open model whose size we know, so we can say what fits where before anyone pays."""
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, model_validator
 
 from inferstack.hardware import MODELS, PROFILES, HardwareProfile, fit_problem
 
@@ -36,13 +36,9 @@ class DeploymentStatus(StrEnum):
     deleted = "deleted"
 
     @classmethod
-    def serving(cls) -> frozenset[DeploymentStatus]:
-        """Statuses in which the gateway accepts requests (paused ones wake up)."""
-        return frozenset({cls.created, cls.provisioning, cls.running, cls.paused})
-
-    @classmethod
     def managed(cls) -> frozenset[DeploymentStatus]:
-        """Statuses the controller reconciles every tick."""
+        """Statuses the controller reconciles every tick, and in which the gateway accepts requests
+        (paused ones wake up)."""
         return frozenset({cls.created, cls.provisioning, cls.running, cls.paused})
 
 
@@ -57,6 +53,17 @@ class ReplicaStatus(StrEnum):
     def live(cls) -> frozenset[ReplicaStatus]:
         """Replicas that hold (or are about to hold) a GPU and count against capacity and cost."""
         return frozenset({cls.starting, cls.ready, cls.draining})
+
+
+FieldChange = Literal["identity", "replica", "live"]
+"""What changing a spec field means. identity: another deployment (a PATCH refuses it; declared tools
+delete and create). replica: new replicas (running ones are replaced one by one). live: the running
+replicas stay; the controller uses the new value from its next tick."""
+
+
+def _change(kind: FieldChange) -> dict[str, Any]:
+    # Field metadata, also shown in the OpenAPI schema, so a client can tell what an edit costs.
+    return {"change": kind}
 
 
 class ScalingSpec(BaseModel):
@@ -101,18 +108,29 @@ class ScalingSpec(BaseModel):
 
 
 class DeploymentSpec(ScalingSpec):
-    """What the user declares: a model, a hardware profile and how its replicas scale."""
+    """What the user declares: a model, a hardware profile and how its replicas scale.
 
-    name: str | None = Field(None, description="Unique per tenant; usable as `model` in OpenAI calls.")
-    hf_model_id: str = Field(..., min_length=1, max_length=200)
-    task: Task = Task.generate
-    engine: Engine = Engine.vllm
-    engine_args: list[str] = Field(default_factory=list, description="Extra flags for the engine server.")
-    hardware_profile: str = "gpu.a100"
-    gpus_per_replica: int = Field(1, ge=1, le=8, description="vLLM --tensor-parallel-size.")
-    max_model_len: int | None = Field(None, ge=16, le=1_048_576)
+    Each field says what changing it means (`_change`); unmarked fields (all of ScalingSpec) are live.
+    """
+
+    name: str | None = Field(
+        None, description="Unique per tenant; usable as `model` in OpenAI calls.", json_schema_extra=_change("identity")
+    )
+    hf_model_id: str = Field(..., min_length=1, max_length=200, json_schema_extra=_change("identity"))
+    task: Task = Field(Task.generate, json_schema_extra=_change("identity"))
+    engine: Engine = Field(Engine.vllm, json_schema_extra=_change("identity"))
+    engine_args: list[str] = Field(
+        default_factory=list, description="Extra flags for the engine server.", json_schema_extra=_change("replica")
+    )
+    hardware_profile: str = Field("gpu.a100", json_schema_extra=_change("replica"))
+    gpus_per_replica: int = Field(
+        1, ge=1, le=8, description="vLLM --tensor-parallel-size.", json_schema_extra=_change("replica")
+    )
+    max_model_len: int | None = Field(None, ge=16, le=1_048_576, json_schema_extra=_change("replica"))
     allow_spot: bool = False
-    hf_token: SecretStr | None = Field(None, description="Write-only: used to pull gated weights.")
+    hf_token: SecretStr | None = Field(
+        None, description="Write-only: used to pull gated weights.", json_schema_extra=_change("replica")
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> DeploymentSpec:
@@ -159,54 +177,59 @@ class DeploymentSpec(ScalingSpec):
     def price_per_replica_hour(self) -> float:
         return PROFILES[self.hardware_profile].price_per_replica_hour(self.gpus_per_replica)
 
+    def stored(self) -> dict[str, Any]:
+        """The spec as JSON values, every field but the write-only token (defaults included): what the
+        store keeps, `inferstack apply` and the Pulumi provider compare, and REST shows."""
+        return self.model_dump(mode="json", exclude={TOKEN_FIELD})
+
     def public(self) -> dict[str, Any]:
-        """The spec as shown to users: everything but the write-only token."""
-        shown = self.model_dump(mode="json", exclude={"hf_token"})
-        shown["hf_token_set"] = self.hf_token is not None
-        return shown
+        """The spec as shown to users: the stored fields and whether a token is set."""
+        return self.stored() | {"hf_token_set": self.hf_token is not None}
 
     def with_changes(self, changes: dict[str, Any]) -> DeploymentSpec:
         """A new, re-validated spec; the token is kept unless `changes` sets it."""
         merged = self.model_dump(mode="python")
-        merged["hf_token"] = self.hf_token
+        merged[TOKEN_FIELD] = self.hf_token
         merged.update(changes)
         return DeploymentSpec.model_validate(merged)
 
 
-class DeploymentUpdate(BaseModel):
-    """A PATCH: any spec field but the model and the name, plus a one-off immediate scale-down."""
+TOKEN_FIELD = "hf_token"
+"""The write-only field: stored apart, never shown, sent only when it is set or changes."""
+SPEC_FIELDS = tuple(name for name in DeploymentSpec.model_fields if name != TOKEN_FIELD)
+"""Every spec field but the token, in declaration order: the keys of `stored()`."""
 
+
+def _fields_that_change(kind: FieldChange) -> frozenset[str]:
+    return frozenset(
+        name for name, info in DeploymentSpec.model_fields.items()
+        if (info.json_schema_extra or {}).get("change", "live") == kind  # type: ignore[union-attr]
+    )
+
+
+IDENTITY_FIELDS = _fields_that_change("identity")
+REPLICA_SHAPING_FIELDS = _fields_that_change("replica")
+LIVE_FIELDS = _fields_that_change("live")
+
+
+class _SpecPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    hardware_profile: str | None = None
-    gpus_per_replica: int | None = None
-    engine_args: list[str] | None = None
-    max_model_len: int | None = None
-    allow_spot: bool | None = None
-    hf_token: SecretStr | None = None
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    target_rps: float | None = None
-    target_latency_p95_ms: float | None = None
-    scale_down_below_latency_ms: float | None = None
-    stabilisation_window: float | None = None
-    scale_up_cooldown_s: float | None = None
-    metrics_window_s: float | None = None
-    panic_window_s: float | None = None
-    idle_timeout_s: float | None = None
-    max_queue_wait_s: float | None = None
-    max_queued_requests: int | None = None
-    max_price_per_hour: float | None = None
-    drain_timeout_s: float | None = None
     immediate_scale_down: bool = Field(False, description="Skip the stabilisation window once.")
 
     def changes(self) -> dict[str, Any]:
+        """The fields the caller gave (an explicit null included), without the one-off flag."""
         return self.model_dump(exclude_unset=True, exclude={"immediate_scale_down"})
 
 
-# Fields whose change needs new replicas (the running ones keep the old engine until replaced).
-REPLICA_SHAPING_FIELDS = frozenset(
-    {"hardware_profile", "gpus_per_replica", "engine_args", "max_model_len", "hf_token"}
+# Built from the spec's own fields so a new field is patchable the day it is added. The values are
+# checked when merged into the spec (`with_changes`), so an error names the same limit as on create.
+DeploymentUpdate = create_model(
+    "DeploymentUpdate",
+    __base__=_SpecPatch,
+    __doc__="A PATCH: any spec field but the identity ones, plus a one-off immediate scale-down.",
+    **{name: (info.annotation | None, None) for name, info in DeploymentSpec.model_fields.items()
+       if name not in IDENTITY_FIELDS},  # type: ignore[call-overload]
 )
 
 

@@ -155,7 +155,7 @@ class Store(Database):
         name = spec.name or deployment_id
         row = DeploymentRow(
             id=deployment_id, tenant_id=tenant_id, name=name,
-            spec=spec.model_dump(mode="json", exclude={"hf_token"}),
+            spec=spec.stored(),
             hf_token=spec.hf_token.get_secret_value() if spec.hf_token else None,
             status=DeploymentStatus.created, status_reason="", autoscaler_state={},
             desired_replicas=0, created_at=now, updated_at=now, last_activity_at=now,
@@ -185,7 +185,7 @@ class Store(Database):
     def save_spec(self, deployment_id: str, spec: DeploymentSpec, now: float) -> None:
         with self.session() as s:
             s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(
-                spec=spec.model_dump(mode="json", exclude={"hf_token"}),
+                spec=spec.stored(),
                 hf_token=spec.hf_token.get_secret_value() if spec.hf_token else None,
                 updated_at=now))
 

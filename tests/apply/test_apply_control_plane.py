@@ -13,7 +13,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from inferstack.cli_apply import apply
+from inferstack.cli.apply import apply
 from support import ControlPlane
 
 app = typer.Typer()

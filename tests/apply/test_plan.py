@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from inferstack.apply import Action, plan, spec_changes, update_body
+from inferstack.declared.plan import Action, plan, spec_changes, update_body
 from inferstack.spec import DeploymentSpec
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from inferstack.stackfile import StackFileError, aws_instance_type, load_stack_file, parse_config, stack_name_of
+from inferstack.declared.stackfile import StackFileError, load_stack_file, parse_config, stack_name_of
+from inferstack.hardware import aws_instance_type
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from inferstack.cli_files import batch_app, files_app
+from inferstack.cli.files import batch_app, files_app
 from support import ControlPlane, sim_deployment
 
 cli = typer.Typer()

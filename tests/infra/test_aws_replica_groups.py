@@ -14,9 +14,10 @@ import pytest
 from program_harness import ROOT, Program
 
 from inferstack.clock import SystemClock
+from inferstack.declared.stackfile import load_stack_file
+from inferstack.hardware import aws_instance_type
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
 from inferstack.providers.aws_groups import DEPLOYMENT_TAG, PROFILE_TAG, parameter_name, replica_groups
-from inferstack.stackfile import aws_instance_type, load_stack_file
 
 PROD = load_stack_file(ROOT / "stacks/Pulumi.prod.yaml")
 Tags = dict[str, tuple[str, bool]]

@@ -13,7 +13,6 @@ import pytest
 from pulumi.dynamic import Config, ConfigureRequest
 
 from deployment_resource import DeploymentProvider
-from inferstack.apply import desired_fields
 from inferstack.spec import DeploymentSpec
 from support import ControlPlane
 
@@ -24,7 +23,7 @@ def props(url: str, token: str | None = TOKEN, **fields: Any) -> dict[str, Any]:
     spec = DeploymentSpec(**{"name": "chat", "hf_model_id": "meta-llama/Llama-3.2-1B-Instruct", "engine": "sim",
                              "hardware_profile": "cpu", "min_replicas": 0, "max_replicas": 2, **fields})
     # As Pulumi hands them over: null properties are dropped.
-    return {k: v for k, v in {**desired_fields(spec), "url": url, "hf_token": token}.items() if v is not None}
+    return {k: v for k, v in {**spec.stored(), "url": url, "hf_token": token}.items() if v is not None}
 
 
 @pytest.fixture

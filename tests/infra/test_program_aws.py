@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from program_harness import ROOT, Program
 
-from inferstack.hardware import PROFILES
-from inferstack.stackfile import aws_instance_type, load_stack_file
+from inferstack.declared.stackfile import load_stack_file
+from inferstack.hardware import PROFILES, aws_instance_type
 
 PROD = load_stack_file(ROOT / "stacks/Pulumi.prod.yaml")
 SPECS = {d.name: d for d in PROD.deployments}

@@ -9,8 +9,8 @@ import pytest
 from program_harness import ROOT, Program
 
 from deployment_resource import RESOURCE_TYPE
-from inferstack.apply import SPEC_FIELDS
-from inferstack.stackfile import load_stack_file
+from inferstack.declared.stackfile import load_stack_file
+from inferstack.spec import SPEC_FIELDS
 
 STACKS = {"local": "stacks/Pulumi.local.yaml", "dev": "stacks/Pulumi.dev.yaml", "prod": "stacks/Pulumi.prod.yaml"}
 

@@ -6,8 +6,8 @@ import json
 
 from program_harness import ROOT, Program
 
+from inferstack.declared.stackfile import load_stack_file
 from inferstack.hardware import PROFILES
-from inferstack.stackfile import load_stack_file
 
 DEV = load_stack_file(ROOT / "stacks/Pulumi.dev.yaml")
 SPECS = {d.name: d for d in DEV.deployments}

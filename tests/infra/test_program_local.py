@@ -5,7 +5,7 @@ from __future__ import annotations
 from program_harness import ROOT, Program
 
 from deployment_resource import RESOURCE_TYPE
-from inferstack.stackfile import load_stack_file
+from inferstack.declared.stackfile import load_stack_file
 from local_process import RESOURCE_TYPE as LOCAL_PROCESS
 
 LOCAL = load_stack_file(ROOT / "stacks/Pulumi.local.yaml")

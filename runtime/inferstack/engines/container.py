@@ -12,8 +12,13 @@ from dataclasses import dataclass
 
 from inferstack.engines.launch import plan_launch
 from inferstack.spec import DeploymentSpec, Engine
-from inferstack.stackfile import REPLICA_PORT
 
+REPLICA_PORT = 8000
+"""The port every replica (vLLM or sim) listens on inside its pod or instance."""
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+"""The official vLLM image replicas run unless the platform settings name another."""
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/inferstack/inferstack:0.1.0"
+"""The runtime (controller) image; `sim` replicas run the simulator from it."""
 CONTAINER_PYTHON = "python3"
 TOKEN_ENV = "HF_TOKEN"
 SECRET_ENV = frozenset({TOKEN_ENV, "VLLM_API_KEY"})

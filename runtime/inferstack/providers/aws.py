@@ -40,7 +40,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inferstack.clock import Clock
-from inferstack.engines.container import launch_document
+from inferstack.declared.stackfile import PlatformSettings
+from inferstack.engines.container import REPLICA_PORT, launch_document
+from inferstack.hardware import aws_instance_type
 from inferstack.providers.aws_claim_rules import EXITED_EC2, GONE, Claim, launch_digest
 from inferstack.providers.aws_claims import InstanceClaims
 from inferstack.providers.aws_cloud import AwsCloud
@@ -53,7 +55,6 @@ from inferstack.providers.aws_groups import (
 )
 from inferstack.providers.base import ProviderError, ReplicaHandle
 from inferstack.spec import DeploymentSpec
-from inferstack.stackfile import REPLICA_PORT, PlatformSettings, aws_instance_type
 
 log = logging.getLogger("inferstack.providers.aws")
 

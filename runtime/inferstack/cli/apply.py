@@ -1,7 +1,7 @@
 """`inferstack apply stacks/Pulumi.<stack>.yaml`: converge a stack file's deployments, no Pulumi needed.
 
 The plan is printed first; nothing changes without `--yes`. Mounted by the CLI as
-`app.command("apply")(inferstack.cli_apply.apply)`.
+`app.command("apply")(inferstack.cli.apply.apply)`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from inferstack.apply import Action, ControlPlaneClient, ControlPlaneError, Outcome, Plan
-from inferstack.apply import apply as apply_plan
-from inferstack.apply import plan as make_plan
+from inferstack.client import ControlPlaneClient, ControlPlaneError
+from inferstack.declared.apply import Outcome
+from inferstack.declared.apply import apply as apply_plan
+from inferstack.declared.plan import Action, Plan
+from inferstack.declared.plan import plan as make_plan
+from inferstack.declared.stackfile import StackConfig, StackFileError, load_stack_file
 from inferstack.spec import DeploymentSpec
-from inferstack.stackfile import StackConfig, StackFileError, load_stack_file
 
 _STYLE = {Action.create: "green", Action.update: "yellow", Action.replace: "magenta", Action.delete: "red"}
 _SIGN = {Action.create: "+", Action.update: "~", Action.replace: "+-", Action.delete: "-"}
@@ -29,10 +31,10 @@ def apply(
     stack_file: Annotated[Path, typer.Argument(help="A stack file, e.g. stacks/Pulumi.local.yaml.",
                                                exists=True, dir_okay=False, readable=True)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply the plan (else only show it).")] = False,
-    url: Annotated[str, typer.Option("--url", envvar="INFERSTACK_URL", help="Control plane base URL.")] = (
-        "http://127.0.0.1:8000"),
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="INFERSTACK_API_KEY",
-                                                help="API key of the tenant that owns the stack.")] = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", help="Control plane base URL. [default: INFERSTACK_URL or http://127.0.0.1:8000]")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", help="API key of the tenant that owns the stack. [default: INFERSTACK_API_KEY]")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     prune: Annotated[bool, typer.Option("--prune/--no-prune",
                                         help="Delete live deployments the file does not declare.")] = True,
@@ -57,8 +59,8 @@ def apply(
 
     if output == "json":
         applied = None if outcomes is None else [o.to_dict() for o in outcomes]
-        print(json.dumps({"stack": stack.stack, "url": url, "plan": the_plan.to_dict(), "applied": applied},
-                         indent=2))
+        print(json.dumps({"stack": stack.stack, "url": client.base_url, "plan": the_plan.to_dict(),
+                          "applied": applied}, indent=2))
     else:
         _print_plan(console, stack, the_plan)
         if outcomes is not None:

@@ -23,15 +23,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from inferstack.hardware import PROFILES
-from inferstack.spec import DeploymentSpec, Target, error_fields
+from inferstack.engines.container import DEFAULT_RUNTIME_IMAGE, DEFAULT_VLLM_IMAGE
+from inferstack.hardware import PROFILES, aws_instance_type
+from inferstack.spec import TOKEN_FIELD, DeploymentSpec, Target, error_fields
 
 NAMESPACE = "inferstack"
 SECRET_KEYS = ("apiKey", "hfToken")
 """Config keys that must be Pulumi secrets (`pulumi config set --secret`), never plain text."""
-
-REPLICA_PORT = 8000
-"""The port every replica (vLLM or sim) listens on inside its pod or instance."""
 
 
 class StackFileError(ValueError):
@@ -117,8 +115,8 @@ class AwsSettings(_Settings):
 
 
 class PlatformSettings(_Settings):
-    image: str = Field("ghcr.io/inferstack/inferstack:0.1.0", description="The runtime (controller) image.")
-    vllm_image: str = Field("vllm/vllm-openai:v0.11.0", description="The official vLLM image for replicas.")
+    image: str = Field(DEFAULT_RUNTIME_IMAGE, description="The runtime (controller) image.")
+    vllm_image: str = Field(DEFAULT_VLLM_IMAGE, description="The official vLLM image for replicas.")
     tenant: str = Field("platform", description="Tenant that owns the declared deployments.")
     public: bool = Field(False, description="Expose the endpoint outside the cluster / VPC.")
     require_api_keys: bool = Field(True, description="Callers must present a bearer key (always, if public).")
@@ -239,8 +237,8 @@ def _parse_deployments(raw: Any, errors: list[dict[str, str]]) -> list[Deploymen
             errors.append({"field": where, "message": "must be a mapping of deployment fields"})
             continue
         label = f"{where}" if not isinstance(item.get("name"), str) else f"{where}({item['name']})"
-        if "hf_token" in item:
-            errors.append({"field": f"{label}.hf_token", "message": (
+        if TOKEN_FIELD in item:
+            errors.append({"field": f"{label}.{TOKEN_FIELD}", "message": (
                 f"never inline a token: set the secret key {NAMESPACE}:hfToken "
                 f"(`pulumi config set --secret {NAMESPACE}:hfToken`)")})
             continue
@@ -274,17 +272,6 @@ def _target_problems(target: str, deployments: list[DeploymentSpec]) -> list[dic
     return problems
 
 
-def aws_instance_type(profile_name: str, gpus_per_replica: int) -> str | None:
-    """The smallest EC2 instance type of a profile with at least `gpus_per_replica` GPUs.
-
-    gpu.l4 with 2 GPUs -> g6.12xlarge (4 x L4): EC2 sells L4s in 1, 4 and 8, so a 2-GPU replica takes
-    the 4-GPU machine. gpu.a100 with 1 GPU -> p4d.24xlarge: A100s come only in eights.
-    """
-    sizes = PROFILES[profile_name].aws_instance_types
-    fitting = [gpus for gpus in sizes if gpus >= gpus_per_replica]
-    return sizes[min(fitting)] if fitting else None
-
-
 def _prefixed(error: ValidationError, prefix: str) -> list[dict[str, str]]:
     out = []
     for e in error_fields(error.errors()):
@@ -298,7 +285,3 @@ def _prefixed(error: ValidationError, prefix: str) -> list[dict[str, str]]:
         out.append({"field": f"{prefix}{field}" if field else prefix.rstrip("."), "message": message})
     return out
 
-
-def public_spec(spec: DeploymentSpec) -> dict[str, Any]:
-    """The declared spec as the control plane stores it: every field but the write-only token."""
-    return spec.model_dump(mode="json", exclude={"hf_token"})

@@ -1,6 +1,6 @@
 """`inferstack files ...` and `inferstack batch ...`: the Files and Batch APIs from the command line.
 
-They talk to the control plane's REST API (INFERSTACK_URL, key in INFERSTACK_API_KEY) with httpx.
+They talk to the control plane's REST API (INFERSTACK_URL, key in INFERSTACK_API_KEY) with its client.
 Uploads and downloads stream with progress bars; a running batch shows a bar of its request counts.
 Progress goes to stderr so that `-o json` output on stdout stays machine-readable.
 """
@@ -28,7 +28,8 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
-from inferstack.cli_support import Api, Output, OutputOption, emit, err, fail, out
+from inferstack.cli.output import Output, OutputOption, control_plane, emit, err, fail, out
+from inferstack.client import ControlPlaneClient
 
 files_app = typer.Typer(help="Files: upload JSONL inputs for batches, list and delete them.", no_args_is_help=True)
 batch_app = typer.Typer(help="Batches: run a JSONL file of requests against a deployment (OpenAI Batch API).",
@@ -68,14 +69,11 @@ class _Reading:
         return self._file.fileno()
 
 
-def _download(api: Api, file_id: str, target: Path, label: str) -> int:
+def _download(client: ControlPlaneClient, file_id: str, target: Path, label: str) -> int:
     """Stream a file's content to `target` with a progress bar; returns the bytes written."""
     size = 0
     try:
-        with api.http.stream("GET", f"/v1/files/{file_id}/content") as response:
-            if response.status_code >= 400:
-                response.read()
-                api.check(response)
+        with client.file_content(file_id) as response:
             total = int(response.headers.get("content-length", 0)) or None
             with _transfer_progress() as progress, target.open("wb") as sink:
                 task = progress.add_task(label, total=total)
@@ -131,23 +129,22 @@ def _batch_detail(batch: dict[str, Any]) -> Table:
     return table
 
 
-def _upload(api: Api, path: Path, purpose: str) -> dict[str, Any]:
+def _upload(client: ControlPlaneClient, path: Path, purpose: str) -> dict[str, Any]:
     if not path.is_file():
         fail(f"{path} is not a file")
     with path.open("rb") as file, _transfer_progress() as progress:
         task = progress.add_task(f"Uploading {path.name}", total=path.stat().st_size)
-        return api.call("POST", "/v1/files", data={"purpose": purpose},
-                        files={"file": (path.name, _Reading(file, progress, task), "application/jsonl")})
+        return client.upload_file(path.name, _Reading(file, progress, task), purpose)
 
 
-def _follow(api: Api, batch_id: str, interval_s: float = 1.0) -> dict[str, Any]:
+def _follow(client: ControlPlaneClient, batch_id: str, interval_s: float = 1.0) -> dict[str, Any]:
     """Poll a batch until it finishes, with a bar of its request counts."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(batch_id, total=None, failed="")
         while True:
-            batch = api.call("GET", f"/v1/batches/{batch_id}")
+            batch = client.get_batch(batch_id)
             counts = batch["request_counts"]
             failed = f"{counts['failed']} failed" if counts["failed"] else ""
             progress.update(task, description=f"{batch_id} {batch['status']}", total=counts["total"] or None,
@@ -163,8 +160,8 @@ def files_upload(path: Path = typer.Argument(..., help="The JSONL file (at most 
                  purpose: str = typer.Option("batch", "--purpose", help="What the file is for: batch."),
                  output: Output = OutputOption) -> None:
     """Upload a file, streaming it with a progress bar."""
-    with Api() as api:
-        uploaded = _upload(api, path, purpose)
+    with control_plane() as client:
+        uploaded = _upload(client, path, purpose)
     emit(uploaded, output, _files_table([uploaded]))
 
 
@@ -173,17 +170,16 @@ def files_list(purpose: str | None = typer.Option(None, "--purpose", help="Only 
                limit: int = typer.Option(100, "--limit", min=1, max=10_000),
                output: Output = OutputOption) -> None:
     """Your files, newest first."""
-    params: dict[str, Any] = {"limit": limit} | ({"purpose": purpose} if purpose else {})
-    with Api() as api:
-        page = api.call("GET", "/v1/files", params=params)
+    with control_plane() as client:
+        page = client.list_files(limit=limit, purpose=purpose)
     emit(page, output, _files_table(page["data"]))
 
 
 @files_app.command("delete")
 def files_delete(file_id: str = typer.Argument(...), output: Output = OutputOption) -> None:
     """Delete a file and its content."""
-    with Api() as api:
-        deleted = api.call("DELETE", f"/v1/files/{file_id}")
+    with control_plane() as client:
+        deleted = client.delete_file(file_id)
     if output is Output.json:
         out.print_json(json.dumps(deleted))
     else:
@@ -206,15 +202,15 @@ def batch_create(
     pairs = [item.partition("=") for item in metadata]
     if any(not sep or not key for key, sep, _ in pairs):
         fail("--metadata takes key=value")
-    with Api() as api:
+    with control_plane() as client:
         if file is not None:
-            input_file_id = _upload(api, file, "batch")["id"]
+            input_file_id = _upload(client, file, "batch")["id"]
             err.print(f"Uploaded {file.name} as {input_file_id}.")
-        batch = api.call("POST", "/v1/batches", json={
+        batch = client.create_batch({
             "input_file_id": input_file_id, "endpoint": endpoint, "completion_window": "24h",
             "metadata": {key: value for key, _, value in pairs} or None})
         if wait:
-            batch = _follow(api, batch["id"])
+            batch = _follow(client, batch["id"])
     emit(batch, output, _batch_detail(batch))
 
 
@@ -223,8 +219,8 @@ def batch_status(batch_id: str = typer.Argument(...),
                  watch: bool = typer.Option(False, "--watch", "-w", help="Follow it until it finishes."),
                  output: Output = OutputOption) -> None:
     """A batch's status, request counts, result files and errors."""
-    with Api() as api:
-        batch = _follow(api, batch_id) if watch else api.call("GET", f"/v1/batches/{batch_id}")
+    with control_plane() as client:
+        batch = _follow(client, batch_id) if watch else client.get_batch(batch_id)
     emit(batch, output, _batch_detail(batch))
 
 
@@ -233,9 +229,8 @@ def batch_list(limit: int = typer.Option(20, "--limit", min=1, max=100),
                after: str | None = typer.Option(None, "--after", help="Continue after this batch id."),
                output: Output = OutputOption) -> None:
     """Your batches, newest first (page with --after LAST_ID)."""
-    params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
-    with Api() as api:
-        page = api.call("GET", "/v1/batches", params=params)
+    with control_plane() as client:
+        page = client.list_batches(limit=limit, after=after)
     table = _batches_table(page["data"])
     if page["has_more"]:
         table.caption = f"More: inferstack batch list --after {page['last_id']}"
@@ -247,10 +242,10 @@ def batch_cancel(batch_id: str = typer.Argument(...),
                  wait: bool = typer.Option(False, "--wait", "-w", help="Wait until it is cancelled."),
                  output: Output = OutputOption) -> None:
     """Stop a batch: no more requests are sent; the results so far are kept."""
-    with Api() as api:
-        batch = api.call("POST", f"/v1/batches/{batch_id}/cancel")
+    with control_plane() as client:
+        batch = client.cancel_batch(batch_id)
         if wait:
-            batch = _follow(api, batch_id)
+            batch = _follow(client, batch_id)
     emit(batch, output, _batch_detail(batch))
 
 
@@ -261,8 +256,8 @@ def batch_download(batch_id: str = typer.Argument(...),
     """Download a finished batch's output and error files (<batch>_output.jsonl, <batch>_error.jsonl)."""
     directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, dict[str, Any]] = {}
-    with Api() as api:
-        batch = api.call("GET", f"/v1/batches/{batch_id}")
+    with control_plane() as client:
+        batch = client.get_batch(batch_id)
         if batch["status"] not in TERMINAL:
             fail(f"batch {batch_id} is {batch['status']}: its results are written when it finishes "
                  f"(follow it with `inferstack batch status {batch_id} --watch`)")
@@ -270,7 +265,7 @@ def batch_download(batch_id: str = typer.Argument(...),
             file_id = batch[f"{kind}_file_id"]
             if file_id:
                 target = directory / f"{batch_id}_{kind}.jsonl"
-                size = _download(api, file_id, target, f"Downloading {kind}")
+                size = _download(client, file_id, target, f"Downloading {kind}")
                 written[kind] = {"file_id": file_id, "path": str(target), "bytes": size}
     if output is Output.json:
         out.print_json(json.dumps({"batch_id": batch_id, "status": batch["status"], "files": written}))

@@ -19,10 +19,11 @@ import openai
 from rich.console import Console
 from rich.panel import Panel
 
+from inferstack.client import ControlPlaneClient, ControlPlaneError
 from inferstack.providers.local import free_port
 
 console = Console()
-TINY_LLAMA = Path(__file__).parent / "engines" / "tiny_llama.py"
+TINY_LLAMA = Path(__file__).parents[1] / "engines" / "tiny_llama.py"
 
 
 def run_demo(engine: str, keep: bool) -> None:
@@ -39,21 +40,21 @@ def run_demo(engine: str, keep: bool) -> None:
         key = subprocess.run([sys.executable, "-m", "inferstack", "keys", "create", "--tenant", "demo"], env=env,
                              capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         console.print("[green]✓[/green] control plane up; API key created for tenant 'demo'")
-        rest = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-        created = rest.post("/v1/deployments", json=deployment_body(engine, home))
-        if created.status_code != 201:
-            raise SystemExit(f"create failed: {created.text}")
-        deployment = created.json()
+        client = ControlPlaneClient(url, key)
+        try:
+            deployment = client.create_deployment(deployment_body(engine, home))
+        except ControlPlaneError as exc:
+            raise SystemExit(f"create failed: {exc.describe()}") from None
         console.print(f"[green]✓[/green] deployment {deployment['id']} ({deployment['name']}) created")
         started = time.monotonic()
         with console.status("waiting for a healthy replica (vLLM takes about a minute on 2 CPU cores)..."):
-            while (info := rest.get(f"/v1/deployments/{deployment['id']}").json())["status"] != "running":
+            while (info := client.get_deployment(deployment["id"]))["status"] != "running":
                 if info["status"] == "failed":
                     raise SystemExit(f"deployment failed: {info['status_reason']}")
                 time.sleep(0.5)
         console.print(f"[green]✓[/green] replica ready after {time.monotonic() - started:.1f} s")
         talk(url, key, deployment["name"])
-        show_record(rest, deployment["id"])
+        show_record(client, deployment["id"])
         if keep:
             console.print(f"Control plane left running at {url}; INFERSTACK_API_KEY={key}. Ctrl-C to stop.")
             server.wait()
@@ -83,15 +84,13 @@ def deployment_body(engine: str, home: Path) -> dict[str, object]:
 
 def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit("the control plane exited; see serve.log in the demo's state directory")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
+    with ControlPlaneClient(url, timeout=httpx.Timeout(1.0)) as client:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SystemExit("the control plane exited; see serve.log in the demo's state directory")
+            if client.healthy():
                 return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+            time.sleep(0.2)
     raise SystemExit("the control plane did not come up within 60 s")
 
 
@@ -111,10 +110,10 @@ def talk(url: str, key: str, model: str) -> None:
     console.print()
 
 
-def show_record(rest: httpx.Client, deployment_id: str) -> None:
-    info = rest.get(f"/v1/deployments/{deployment_id}").json()
+def show_record(client: ControlPlaneClient, deployment_id: str) -> None:
+    info = client.get_deployment(deployment_id)
     console.print(f"status {info['status']}, {info['ready_replicas']} ready replica(s), "
                   f"cost so far {info['cost']['usd']:.6f} USD")
-    for event in rest.get(f"/v1/deployments/{deployment_id}/events").json()["data"]:
+    for event in client.list_events(deployment_id, limit=100):
         console.print(f"  [dim]{time.strftime('%H:%M:%S', time.localtime(event['at']))}[/dim] "
                       f"{event['kind']}: {event['message']}")

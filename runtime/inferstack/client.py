@@ -1,0 +1,190 @@
+"""The control plane's REST client: the one the CLI, `inferstack apply` and the Pulumi provider use.
+
+Synchronous (httpx). Every path is built here and every error body is read by `error_from`, so a
+refusal reads the same from any tool. The URL and key come from `ClientSettings` (INFERSTACK_URL,
+INFERSTACK_API_KEY) unless given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any, Literal, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from inferstack.settings import ClientSettings
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0)
+
+
+class ControlPlaneError(Exception):
+    """A refused or failed call, with the control plane's own message (and the fields it names).
+    `status` is 0 when the control plane could not be reached."""
+
+    def __init__(self, status: int, message: str, details: list[dict[str, str]] | None = None) -> None:
+        self.status = status
+        self.message = message
+        self.details = details or []
+        super().__init__(f"{status}: {message}")
+
+    def describe(self) -> str:
+        """One line: the message, then the named fields it does not already mention."""
+        extra = [f"{d.get('field')}: {d.get('message')}" for d in self.details
+                 if str(d.get("message")) not in self.message]
+        return self.message + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def error_from(response: httpx.Response) -> ControlPlaneError:
+    """The error of a response with status >= 400, from the OpenAI-shaped body (or its text)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    message = error.get("message") or response.text[:300] or response.reason_phrase
+    return ControlPlaneError(response.status_code, message, error.get("details"))
+
+
+class Readable(Protocol):
+    """What an upload streams from: an open binary file, or a wrapper that reports progress."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _path(collection: str, *parts: str) -> str:
+    return "/".join([f"/v1/{collection}", *(quote(part, safe="") for part in parts)])
+
+
+class ControlPlaneClient:
+    """The native REST API (`/v1/deployments`, `/v1/files`, `/v1/batches`, chat) of one control plane."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, *,
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT, transport: httpx.BaseTransport | None = None) -> None:
+        if url is None or api_key is None:
+            settings = ClientSettings()
+            url, api_key = url or settings.url, api_key or settings.api_key
+        self.base_url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> ControlPlaneClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def healthy(self) -> bool:
+        try:
+            return self._http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # --- deployments -------------------------------------------------------------------------------------
+
+    def list_deployments(self) -> list[dict[str, Any]]:
+        return self._call("GET", _path("deployments"))["data"]
+
+    def get_deployment(self, ref: str) -> dict[str, Any]:
+        return self._call("GET", _path("deployments", ref))
+
+    def find_deployment(self, ref: str) -> dict[str, Any] | None:
+        """The deployment, or None when there is none by that id or name."""
+        try:
+            return self.get_deployment(ref)
+        except ControlPlaneError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_deployment(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("POST", _path("deployments"), json=body)
+
+    def update_deployment(self, ref: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", _path("deployments", ref), json=body)
+
+    def delete_deployment(self, ref: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
+        """Delete; with `missing_ok`, None when it was already gone (deleting is idempotent)."""
+        try:
+            return self._call("DELETE", _path("deployments", ref))
+        except ControlPlaneError as exc:
+            if missing_ok and exc.status == 404:
+                return None
+            raise
+
+    def deployment_action(self, ref: str, action: Literal["stop", "resume"]) -> dict[str, Any]:
+        return self._call("POST", _path("deployments", ref, action))
+
+    def list_replicas(self, ref: str, *, include_stopped: bool = False) -> list[dict[str, Any]]:
+        return self._call("GET", _path("deployments", ref, "replicas"), params={"all": include_stopped})["data"]
+
+    def list_events(self, ref: str, *, limit: int) -> list[dict[str, Any]]:
+        return self._call("GET", _path("deployments", ref, "events"), params={"limit": limit})["data"]
+
+    def stream_chat(self, body: Mapping[str, Any]) -> Iterator[str]:
+        """The lines of a streamed chat completion (`data: ...` server-sent events)."""
+        with self._stream("POST", _path("chat", "completions"), json=body) as response:
+            yield from response.iter_lines()
+
+    # --- files and batches ---------------------------------------------------------------------------
+
+    def upload_file(self, filename: str, content: Readable, purpose: str) -> dict[str, Any]:
+        return self._call("POST", _path("files"), data={"purpose": purpose},
+                          files={"file": (filename, content, "application/jsonl")})
+
+    def list_files(self, *, limit: int, purpose: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit} | ({"purpose": purpose} if purpose else {})
+        return self._call("GET", _path("files"), params=params)
+
+    def delete_file(self, file_id: str) -> dict[str, Any]:
+        return self._call("DELETE", _path("files", file_id))
+
+    @contextmanager
+    def file_content(self, file_id: str) -> Iterator[httpx.Response]:
+        """A file's content as a streamed response (read it with `iter_bytes`)."""
+        with self._stream("GET", _path("files", file_id, "content")) as response:
+            yield response
+
+    def create_batch(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("POST", _path("batches"), json=body)
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._call("GET", _path("batches", batch_id))
+
+    def list_batches(self, *, limit: int, after: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
+        return self._call("GET", _path("batches"), params=params)
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._call("POST", _path("batches", batch_id, "cancel"))
+
+    # --- plumbing ----------------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            raise error_from(response)
+        return response.json()
+
+    @contextmanager
+    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        with ExitStack() as stack:
+            try:
+                response = stack.enter_context(self._http.stream(method, path, **kwargs))
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc) from None
+            if response.status_code >= 400:
+                response.read()
+                raise error_from(response)
+            yield response  # a failure while reading is the caller's: it knows what it was reading
+
+    def _unreachable(self, exc: httpx.HTTPError) -> ControlPlaneError:
+        return ControlPlaneError(0, f"cannot reach the control plane at {self.base_url}: {exc}")
