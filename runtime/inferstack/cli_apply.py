@@ -18,6 +18,7 @@ from rich.table import Table
 from inferstack.apply import Action, ControlPlaneClient, ControlPlaneError, Outcome, Plan
 from inferstack.apply import apply as apply_plan
 from inferstack.apply import plan as make_plan
+from inferstack.settings import Env
 from inferstack.spec import DeploymentSpec
 from inferstack.stackfile import StackConfig, StackFileError, load_stack_file
 
@@ -29,14 +30,14 @@ def apply(
     stack_file: Annotated[Path, typer.Argument(help="A stack file, e.g. stacks/Pulumi.local.yaml.",
                                                exists=True, dir_okay=False, readable=True)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply the plan (else only show it).")] = False,
-    url: Annotated[str, typer.Option("--url", envvar="INFERSTACK_URL", help="Control plane base URL.")] = (
+    url: Annotated[str, typer.Option("--url", envvar=Env.URL, help="Control plane base URL.")] = (
         "http://127.0.0.1:8000"),
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="INFERSTACK_API_KEY",
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar=Env.API_KEY,
                                                 help="API key of the tenant that owns the stack.")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     prune: Annotated[bool, typer.Option("--prune/--no-prune",
                                         help="Delete live deployments the file does not declare.")] = True,
-    hf_token: Annotated[str | None, typer.Option("--hf-token", envvar="INFERSTACK_HF_TOKEN",
+    hf_token: Annotated[str | None, typer.Option("--hf-token", envvar=Env.HF_TOKEN,
                                                  help="Hugging Face token for the deployments.")] = None,
 ) -> None:
     """Show what it takes to make the control plane match a stack file's deployments; apply it with --yes."""
@@ -67,7 +68,7 @@ def apply(
             console.print("[dim]Nothing changed. Run again with --yes to apply.[/dim]")
         if stack.secret_keys_present & {"hfToken"} and hf_token is None:
             console.print("[yellow]The stack declares inferstack:hfToken; pass --hf-token or "
-                          "INFERSTACK_HF_TOKEN to send it.[/yellow]")
+                          f"{Env.HF_TOKEN} to send it.[/yellow]")
     if outcomes is not None and not all(o.ok for o in outcomes):
         raise typer.Exit(1)
 

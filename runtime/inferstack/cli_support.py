@@ -35,7 +35,7 @@ class Api:
     """The REST API, with error bodies turned into one clear line and exit code 1."""
 
     def __init__(self) -> None:
-        client = ClientSettings()
+        client = ClientSettings.from_env()
         self.url, key = client.url, client.api_key
         # Long reads: an upload's response comes only once the whole file is stored.
         self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(60, read=600),
