@@ -95,8 +95,8 @@ def _digest(document: str) -> str:
 
 
 class AwsProviderConfig(BaseModel):
-    """What the control plane needs to know about its stack's AWS resources (set by `infra`'s task
-    definition, see `infra/components/aws_control_plane.py`). Credentials are not here: boto3 finds
+    """What the control plane needs to know about its stack's AWS resources, built from `Settings`
+    (whose variables `infra/components/aws_control_plane.py` writes). Credentials are not here: boto3 finds
     them (the ECS task role in production, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in tests)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
