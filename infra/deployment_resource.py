@@ -59,10 +59,12 @@ class DeploymentProvider(ResourceProvider):
         self._configured_key = req.config.get("inferstack:apiKey")
 
     def _key(self) -> str | None:
+        from inferstack.settings import ClientSettings
+
         key = self.api_key
         if key is not None and not isinstance(key, str):
             key = key.get()  # a captured Output: after deserialization `get` returns its value
-        return key or self._configured_key  # else the client reads INFERSTACK_API_KEY
+        return key or self._configured_key or ClientSettings.from_env().api_key
 
     def _client(self, url: str, wait: bool = False) -> Any:
         import time

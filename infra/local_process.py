@@ -37,6 +37,18 @@ class LocalProcessProvider(ResourceProvider):
             key = key.get()
         return key
 
+    def environment(self, props: dict[str, Any]) -> dict[str, str]:
+        """The control plane's own variables, on top of the environment `pulumi up` runs in."""
+        from pathlib import Path
+
+        from inferstack.settings import Env
+
+        env = {Env.HOME: str(Path(props["home"]).expanduser()), Env.BOOTSTRAP_TENANT: props["tenant"]}
+        key = self._key()
+        if key:
+            env[Env.BOOTSTRAP_API_KEY] = key
+        return env
+
     @staticmethod
     def _healthy(url: str) -> bool:
         import httpx
@@ -72,10 +84,7 @@ class LocalProcessProvider(ResourceProvider):
         home = Path(props["home"]).expanduser()
         home.mkdir(parents=True, exist_ok=True)
         log_path = home / "serve.log"
-        env = {**os.environ, "INFERSTACK_HOME": str(home), "INFERSTACK_BOOTSTRAP_TENANT": props["tenant"]}
-        key = self._key()
-        if key:
-            env["INFERSTACK_BOOTSTRAP_API_KEY"] = key
+        env = {**os.environ, **self.environment(props)}
         argv = [*props["command"], "--host", props["host"], "--port", str(int(props["port"]))]
         if shutil.which(argv[0]) is None:
             # `inferstack` from the program's virtualenv when that is not on PATH (Pulumi run outside it).

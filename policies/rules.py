@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from inferstack.settings import Env
 from inferstack.spec import SPEC_FIELDS, DeploymentSpec
 
 DEPLOYMENT_TYPE = "pulumi-python:dynamic/inferstack:Deployment"
@@ -191,19 +192,21 @@ def monthly_budget(resources: Sequence[Resource], stack: str, config: PolicyConf
 
 
 def public_endpoint_requires_api_keys(resources: Sequence[Resource], stack: str, config: PolicyConfig) -> list[str]:
-    """Nothing is reachable from outside unless the control plane behind it demands API keys."""
+    """Nothing is reachable from outside unless the control plane behind it has an API key from a secret.
+    The control plane always demands keys; without a bootstrap key nobody could hold one, and a key in a
+    plain value would be readable by anyone who can read the resource."""
     public = [r for r in resources if _is_public_entry(r)]
     if not public:
         return []
     planes = [r for r in resources if _is_control_plane(r)]
-    unguarded = [r for r in planes if not _requires_api_keys(r)]
+    unguarded = [r for r in planes if not _key_from_secret(r)]
     if planes and not unguarded:
         return []
     entries = ", ".join(_label(r) for r in public)
     if not planes:
         return [f"public endpoint(s) {entries} but no control plane that requires API keys"]
-    return [f"public endpoint(s) {entries} in front of {_label(r)}, which does not require API keys "
-            "(set INFERSTACK_REQUIRE_API_KEYS=true and a bootstrap API key from a secret)" for r in unguarded]
+    return [f"public endpoint(s) {entries} in front of {_label(r)}, which has no bootstrap API key from a secret "
+            f"(set {Env.BOOTSTRAP_API_KEY} from a Secret or Secrets Manager)" for r in unguarded]
 
 
 RESOURCE_RULES = {
@@ -298,20 +301,15 @@ def _is_control_plane(resource: Resource) -> bool:
     return False
 
 
-def _requires_api_keys(resource: Resource) -> bool:
+def _key_from_secret(resource: Resource) -> bool:
+    """The control plane gets its bootstrap key from a secret (the local one: inside its secret provider)."""
     if resource.type == LOCAL_CONTROL_PLANE_TYPE:
         return bool(resource.props.get("api_key_digest"))
     if resource.type == "aws:ecs/taskDefinition:TaskDefinition":
-        for container in _ecs_containers(resource):
-            env = {e.get("name"): e.get("value") for e in container.get("environment") or []}
-            secrets = {s.get("name") for s in container.get("secrets") or []}
-            if env.get("INFERSTACK_REQUIRE_API_KEYS") == "true" and "INFERSTACK_BOOTSTRAP_API_KEY" in secrets:
-                return True
-        return False
+        return any(Env.BOOTSTRAP_API_KEY in {s.get("name") for s in container.get("secrets") or []}
+                   for container in _ecs_containers(resource))
     for container in _containers(resource):
         env = {e.get("name"): e for e in container.get("env") or []}
-        required = (env.get("INFERSTACK_REQUIRE_API_KEYS") or {}).get("value") == "true"
-        key = ((env.get("INFERSTACK_BOOTSTRAP_API_KEY") or {}).get("valueFrom") or {}).get("secretKeyRef")
-        if required and key:
+        if ((env.get(Env.BOOTSTRAP_API_KEY) or {}).get("valueFrom") or {}).get("secretKeyRef"):
             return True
     return False

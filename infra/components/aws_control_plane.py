@@ -16,6 +16,7 @@ from components.aws_network import CONTROL_PLANE_PORT
 from components.aws_state import DATABASE_NAME, DATABASE_USER
 from inferstack.declared.stackfile import AwsSettings, PlatformSettings
 from inferstack.providers.aws_groups import STACK_TAG
+from inferstack.settings import Env
 
 
 @dataclass(frozen=True)
@@ -53,24 +54,23 @@ class ControlPlaneService(pulumi.ComponentResource):
             name="containerInsights", value="enabled")], tags=tags, opts=child)
 
         def container_definitions(values: list[object]) -> str:
-            (region_name, log_group, bucket, db_host, db_secret, key_secret, templates, subnets, sg) = values
+            (region_name, log_group, bucket, db_host, db_secret, key_secret, templates, subnets) = values
+            # Named by the runtime's `Env`: tests/infra/test_environment_contract.py loads this into `Settings`.
             environment = {
-                "INFERSTACK_PROVIDER": "aws",
-                "INFERSTACK_STACK": args.stack,
-                "INFERSTACK_HOME": "/var/lib/inferstack",
+                Env.PROVIDER: "aws",
+                Env.STACK: args.stack,
+                Env.HOME: "/var/lib/inferstack",
                 # The password is not in the URL: libpq reads PGPASSWORD, injected from RDS's secret.
-                "INFERSTACK_DATABASE_URL": f"postgresql+psycopg://{DATABASE_USER}@{db_host}:5432/{DATABASE_NAME}"
-                                           "?sslmode=require",
-                "INFERSTACK_FILES_URL": f"s3://{bucket}/files",
-                "INFERSTACK_AWS_LAUNCH_TEMPLATES": json.dumps(templates, sort_keys=True),
-                "INFERSTACK_AWS_PARAMETER_PREFIX": args.parameter_prefix,
-                "INFERSTACK_AWS_SUBNETS": ",".join(subnets),  # type: ignore[arg-type]
-                "INFERSTACK_AWS_REPLICA_SECURITY_GROUP": str(sg),
-                "INFERSTACK_VLLM_IMAGE": args.platform.vllm_image,
-                "INFERSTACK_RUNTIME_IMAGE": args.platform.image,
-                "INFERSTACK_REQUIRE_API_KEYS": str(args.platform.require_api_keys).lower(),
-                "INFERSTACK_BOOTSTRAP_TENANT": args.platform.tenant,
-                "AWS_REGION": str(region_name),
+                Env.DATABASE_URL: f"postgresql+psycopg://{DATABASE_USER}@{db_host}:5432/{DATABASE_NAME}"
+                                  "?sslmode=require",
+                Env.FILES_URL: f"s3://{bucket}/files",
+                Env.AWS_LAUNCH_TEMPLATES: json.dumps(templates, sort_keys=True),
+                Env.AWS_PARAMETER_PREFIX: args.parameter_prefix,
+                Env.AWS_SUBNETS: ",".join(subnets),  # type: ignore[arg-type]
+                Env.VLLM_IMAGE: args.platform.vllm_image,
+                Env.RUNTIME_IMAGE: args.platform.image,
+                Env.BOOTSTRAP_TENANT: args.platform.tenant,
+                Env.AWS_REGION: str(region_name),
             }
             return json.dumps([{
                 "name": "control-plane",
@@ -80,7 +80,7 @@ class ControlPlaneService(pulumi.ComponentResource):
                 "portMappings": [{"containerPort": CONTROL_PLANE_PORT, "protocol": "tcp"}],
                 "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
                 "secrets": [
-                    {"name": "INFERSTACK_BOOTSTRAP_API_KEY", "valueFrom": key_secret},
+                    {"name": Env.BOOTSTRAP_API_KEY, "valueFrom": key_secret},
                     {"name": "PGPASSWORD", "valueFrom": f"{db_secret}:password::"},
                 ],
                 "healthCheck": {"command": ["CMD-SHELL", f"curl -fsS http://127.0.0.1:{CONTROL_PLANE_PORT}/health"],
@@ -93,8 +93,8 @@ class ControlPlaneService(pulumi.ComponentResource):
 
         definitions = pulumi.Output.all(
             region, logs.name, args.bucket_name, args.database_address, args.database_password_secret_arn,
-            args.api_key_secret_arn, pulumi.Output.all(**args.launch_template_ids), args.private_subnet_ids,
-            args.control_plane_sg_id).apply(container_definitions)
+            args.api_key_secret_arn, pulumi.Output.all(**args.launch_template_ids),
+            args.private_subnet_ids).apply(container_definitions)
         task = aws.ecs.TaskDefinition(
             f"{name}-task", family=f"inferstack-{args.stack}-control-plane", requires_compatibilities=["FARGATE"],
             network_mode="awsvpc", cpu=str(args.settings.control_plane_cpu),

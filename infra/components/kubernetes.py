@@ -15,8 +15,11 @@ import pulumi_kubernetes as k8s
 
 from components.replica import k8s_scheduling
 from inferstack.declared.stackfile import KubernetesSettings, PlatformSettings
+from inferstack.settings import Env
 
 CONTROL_PLANE_PORT = 8000
+STATE_PATH = "/var/lib/inferstack"
+PROFILES_PATH = "/etc/inferstack"
 LABELS = {"app.kubernetes.io/name": "inferstack", "app.kubernetes.io/component": "control-plane"}
 REPLICA_ROLE_LABEL = {"inferstack.io/role": "replica"}
 
@@ -101,34 +104,36 @@ class KubernetesPlatform(pulumi.ComponentResource):
                                          opts=in_ns)
 
         # --- the control plane -----------------------------------------------------------------------
-        env = [
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_HOME", value="/var/lib/inferstack"),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_PROVIDER", value="kubernetes"),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_STACK", value=args.stack),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_K8S_NAMESPACE", value_from=k8s.core.v1.EnvVarSourceArgs(
+        # The control plane's environment, named by the runtime's `Env` (tests/infra/test_environment_contract.py).
+        plain = {
+            Env.HOME: STATE_PATH,
+            Env.PROVIDER: "kubernetes",
+            Env.K8S_PROFILES: f"{PROFILES_PATH}/profiles.json",
+            Env.K8S_MODEL_CACHE_CLAIM: self.model_cache_claim,
+            Env.VLLM_IMAGE: args.platform.vllm_image,
+            Env.RUNTIME_IMAGE: args.platform.image,
+            Env.BOOTSTRAP_TENANT: args.platform.tenant,
+        }
+        if self.hf_token_secret_name:
+            plain[Env.K8S_HF_TOKEN_SECRET] = self.hf_token_secret_name
+        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in plain.items()]
+        env += [
+            k8s.core.v1.EnvVarArgs(name=Env.K8S_NAMESPACE, value_from=k8s.core.v1.EnvVarSourceArgs(
                 field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="metadata.namespace"))),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_K8S_PROFILES", value="/etc/inferstack/profiles.json"),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_K8S_MODEL_CACHE_CLAIM", value=self.model_cache_claim),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_K8S_HF_TOKEN_SECRET", value=self.hf_token_secret_name or ""),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_VLLM_IMAGE", value=args.platform.vllm_image),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_RUNTIME_IMAGE", value=args.platform.image),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_REQUIRE_API_KEYS",
-                                   value=str(args.platform.require_api_keys).lower()),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_BOOTSTRAP_TENANT", value=args.platform.tenant),
-            k8s.core.v1.EnvVarArgs(name="INFERSTACK_BOOTSTRAP_API_KEY", value_from=k8s.core.v1.EnvVarSourceArgs(
+            k8s.core.v1.EnvVarArgs(name=Env.BOOTSTRAP_API_KEY, value_from=k8s.core.v1.EnvVarSourceArgs(
                 secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name="inferstack-api-key", key="api-key"))),
         ]
         if s.database_url_secret:
-            env.append(k8s.core.v1.EnvVarArgs(name="INFERSTACK_DATABASE_URL", value_from=k8s.core.v1.EnvVarSourceArgs(
+            env.append(k8s.core.v1.EnvVarArgs(name=Env.DATABASE_URL, value_from=k8s.core.v1.EnvVarSourceArgs(
                 secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=s.database_url_secret, key="url"))))
         volumes = [k8s.core.v1.VolumeArgs(name="profiles", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
             name="inferstack-profiles"))]
-        mounts = [k8s.core.v1.VolumeMountArgs(name="profiles", mount_path="/etc/inferstack", read_only=True)]
+        mounts = [k8s.core.v1.VolumeMountArgs(name="profiles", mount_path=PROFILES_PATH, read_only=True)]
         if s.database_url_secret is None:
             volumes.append(k8s.core.v1.VolumeArgs(
                 name="state", persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
                     claim_name="inferstack-state")))
-            mounts.append(k8s.core.v1.VolumeMountArgs(name="state", mount_path="/var/lib/inferstack"))
+            mounts.append(k8s.core.v1.VolumeMountArgs(name="state", mount_path=STATE_PATH))
         probe = lambda initial: k8s.core.v1.ProbeArgs(  # noqa: E731
             http_get=k8s.core.v1.HTTPGetActionArgs(path="/health", port=CONTROL_PLANE_PORT),
             initial_delay_seconds=initial, period_seconds=10, failure_threshold=6)

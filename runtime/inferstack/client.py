@@ -64,7 +64,7 @@ class ControlPlaneClient:
     def __init__(self, url: str | None = None, api_key: str | None = None, *,
                  timeout: httpx.Timeout = DEFAULT_TIMEOUT, transport: httpx.BaseTransport | None = None) -> None:
         if url is None or api_key is None:
-            settings = ClientSettings()
+            settings = ClientSettings.from_env()
             url, api_key = url or settings.url, api_key or settings.api_key
         self.base_url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

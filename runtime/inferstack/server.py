@@ -25,7 +25,7 @@ from inferstack.gateway.entry import Gateway
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
 from inferstack.providers.base import Provider
 from inferstack.providers.local import LocalProvider
-from inferstack.settings import Settings
+from inferstack.settings import Env, Settings
 from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, ReplicaRow, Store, TenantRow
 
 # Every table of the schema, named here so that no table module needs to know the others: the store
@@ -48,7 +48,11 @@ def open_store(settings: Settings) -> Store:
 
 def build_provider(settings: Settings, clock: Clock) -> Provider:
     if settings.provider == "aws":
-        return AwsProvider(AwsProviderConfig.from_env(), clock)
+        return AwsProvider(AwsProviderConfig.from_settings(settings), clock)
+    if settings.provider == "kubernetes":
+        # infra's Kubernetes target already declares the platform; the provider is the next piece of work.
+        raise ValueError(f"{Env.PROVIDER}=kubernetes has no provider in this version of inferstack: "
+                         "replicas run with 'local' or 'aws'")
     return LocalProvider(settings.replica_log_dir, settings.vllm_python)
 
 
@@ -62,7 +66,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     provider = build_provider(settings, clock)
     controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s)
     gateway = Gateway(fleet, keys, controller.loop, clock, heartbeat_s=settings.heartbeat_s)
-    blobs = blob_store_from_url(settings.files_url, settings.files_dir)
+    blobs = blob_store_from_url(settings.files_url, settings.files_dir, settings.s3)
     batches = BatchRunner(store, blobs, gateway, clock)
     return Services(settings=settings, store=store, clock=clock, keys=keys, fleet=fleet,
                     controller=controller.loop, actions=controller.actions, gateway=gateway, blobs=blobs,
@@ -70,7 +74,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
 
 
 def create_app(settings: Settings | None = None) -> ControlPlaneApp:
-    return build_app(build_services(settings or Settings()))
+    return build_app(build_services(settings or Settings.from_env()))
 
 
 def serve(host: str, port: int, settings: Settings | None = None) -> None:

@@ -20,13 +20,14 @@ from inferstack.files.blobs import (
     blob_store_from_url,
     write_stream,
 )
+from inferstack.settings import S3Settings
 
 
 @pytest.fixture
 def s3_store(s3_env: dict[str, str], request: pytest.FixtureRequest) -> S3BlobStore:
     bucket = f"inferstack-{request.node.name.lower().replace('_', '-').replace('[', '-').strip(']')[:40]}"
     boto3.client("s3", endpoint_url=s3_env["INFERSTACK_S3_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
-    store = blob_store_from_url(f"s3://{bucket}/state/files", Path("unused"))
+    store = blob_store_from_url(f"s3://{bucket}/state/files", Path("unused"), S3Settings.from_env())
     assert isinstance(store, S3BlobStore)
     return store
 
@@ -108,8 +109,8 @@ def test_keys_cannot_escape_the_store(tmp_path: Path) -> None:
 
 
 def test_the_url_chooses_the_store(tmp_path: Path) -> None:
-    assert isinstance(blob_store_from_url(None, tmp_path), LocalBlobStore)
-    local = blob_store_from_url(str(tmp_path / "elsewhere"), tmp_path)
+    assert isinstance(blob_store_from_url(None, tmp_path, S3Settings()), LocalBlobStore)
+    local = blob_store_from_url(str(tmp_path / "elsewhere"), tmp_path, S3Settings())
     assert isinstance(local, LocalBlobStore) and local.root == tmp_path / "elsewhere"
     with pytest.raises(ValueError):
         S3BlobStore("s3://")

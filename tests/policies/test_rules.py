@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from inferstack.settings import Env
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "policies"))
 
@@ -115,11 +117,14 @@ def test_hf_token_in_plain_text_is_a_violation(resource: Resource) -> None:
 # --- no public endpoint without API keys ----------------------------------------------------------------
 
 
-def control_plane(require: str, key_from_secret: bool) -> Resource:
-    env = [{"name": "INFERSTACK_REQUIRE_API_KEYS", "value": require}]
-    if key_from_secret:
-        env.append({"name": "INFERSTACK_BOOTSTRAP_API_KEY",
+def control_plane(bootstrap_key: str | None) -> Resource:
+    """`bootstrap_key`: "secret" (from a Secret), "plain" (a value in the pod spec) or None."""
+    env = []
+    if bootstrap_key == "secret":
+        env.append({"name": Env.BOOTSTRAP_API_KEY,
                     "valueFrom": {"secretKeyRef": {"name": "inferstack-api-key", "key": "api-key"}}})
+    elif bootstrap_key == "plain":
+        env.append({"name": Env.BOOTSTRAP_API_KEY, "value": "isk-written-into-the-pod-spec"})
     return Resource("kubernetes:apps/v1:Deployment", "control-plane", {
         "metadata": {"labels": {"app.kubernetes.io/component": "control-plane"}},
         "spec": {"template": {"spec": {"containers": [{"name": "cp", "env": env}]}}}})
@@ -130,17 +135,17 @@ PUBLIC_ALB = Resource("aws:lb/loadBalancer:LoadBalancer", "alb", {"internal": Fa
 
 
 def test_public_endpoint_with_api_keys_passes_and_private_needs_none() -> None:
-    assert rules.public_endpoint_requires_api_keys([INGRESS, control_plane("true", True)], "dev", CONFIG) == []
+    assert rules.public_endpoint_requires_api_keys([INGRESS, control_plane("secret")], "dev", CONFIG) == []
     internal = Resource("aws:lb/loadBalancer:LoadBalancer", "alb", {"internal": True})
-    assert rules.public_endpoint_requires_api_keys([internal, control_plane("false", False)], "dev", CONFIG) == []
+    assert rules.public_endpoint_requires_api_keys([internal, control_plane(None)], "dev", CONFIG) == []
 
 
 @pytest.mark.parametrize("resources", [
-    [INGRESS, control_plane("false", True)],
-    [PUBLIC_ALB, control_plane("true", False)],
+    [INGRESS, control_plane("plain")],
+    [PUBLIC_ALB, control_plane(None)],
     [Resource("kubernetes:core/v1:Service", "lb", {"spec": {"type": "LoadBalancer"}})],
     [Resource(rules.LOCAL_CONTROL_PLANE_TYPE, "cp", {"host": "0.0.0.0", "api_key_digest": None})],
-], ids=["keys-not-required", "no-bootstrap-key", "no-control-plane", "local-on-all-interfaces-without-key"])
+], ids=["key-not-from-a-secret", "no-bootstrap-key", "no-control-plane", "local-on-all-interfaces-without-key"])
 def test_public_endpoint_without_api_keys_is_a_violation(resources: list[Resource]) -> None:
     assert rules.public_endpoint_requires_api_keys(resources, "dev", CONFIG) != []
 

@@ -27,6 +27,7 @@ from inferstack.providers.aws_groups import (
     parameter_prefix,
 )
 from inferstack.providers.base import ProviderError, ReplicaHandle
+from inferstack.settings import Settings
 from inferstack.spec import DeploymentSpec
 
 STACK = "test"
@@ -86,12 +87,16 @@ def cloud(moto_reset: str) -> Cloud:
                                 "TagSpecifications": [{"ResourceType": "instance", "Tags": [
                                     {"Key": PROFILE_TAG, "Value": profile}]}]},
         )["LaunchTemplate"]["LaunchTemplateId"]
-    config = AwsProviderConfig.from_env({
+    config = config_from_env({
         "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_reset, "INFERSTACK_STACK": STACK,
         "INFERSTACK_AWS_LAUNCH_TEMPLATES": json.dumps(templates), "INFERSTACK_AWS_SUBNETS": subnet,
         "INFERSTACK_AWS_PARAMETER_PREFIX": PREFIX, "INFERSTACK_VLLM_IMAGE": "vllm/vllm-openai:v0.11.0",
         "INFERSTACK_RUNTIME_IMAGE": "ghcr.io/inferstack/inferstack:test"})
     return Cloud(ec2=ec2, asg=clients["autoscaling"], ssm=clients["ssm"], config=config)
+
+
+def config_from_env(environ: dict[str, str]) -> AwsProviderConfig:
+    return AwsProviderConfig.from_settings(Settings.from_env(environ))
 
 
 def make_provider(cloud: Cloud, config: AwsProviderConfig | None = None, **timing: float) -> AwsProvider:
@@ -128,7 +133,7 @@ def private_ip(url: str) -> str:
 
 
 def test_config_reads_the_environment_and_names_what_is_missing() -> None:
-    config = AwsProviderConfig.from_env({
+    config = config_from_env({
         "AWS_DEFAULT_REGION": "eu-west-1", "INFERSTACK_STACK": "prod",
         "INFERSTACK_AWS_LAUNCH_TEMPLATES": '{"gpu.l4": "lt-1", "gpu.h100": "lt-2"}',
         "INFERSTACK_AWS_SUBNETS": "subnet-a, subnet-b"})
@@ -139,9 +144,9 @@ def test_config_reads_the_environment_and_names_what_is_missing() -> None:
     assert config.vllm_image.startswith("vllm/vllm-openai:")
 
     with pytest.raises(ValueError, match=r"INFERSTACK_STACK is not set.*INFERSTACK_AWS_SUBNETS is not set"):
-        AwsProviderConfig.from_env({"AWS_REGION": "us-east-1", "INFERSTACK_AWS_LAUNCH_TEMPLATES": "{}"})
+        config_from_env({"AWS_REGION": "us-east-1", "INFERSTACK_AWS_LAUNCH_TEMPLATES": "{}"})
     with pytest.raises(ValueError, match="INFERSTACK_AWS_LAUNCH_TEMPLATES is not JSON"):
-        AwsProviderConfig.from_env({"AWS_REGION": "us-east-1", "INFERSTACK_STACK": "s",
+        config_from_env({"AWS_REGION": "us-east-1", "INFERSTACK_STACK": "s",
                                     "INFERSTACK_AWS_LAUNCH_TEMPLATES": "gpu.l4=lt-1",
                                     "INFERSTACK_AWS_SUBNETS": "subnet-a"})
 

@@ -35,7 +35,7 @@ def keys_create(tenant: str = typer.Option(..., "--tenant", help="Tenant of the 
     from inferstack.server import open_store
     from inferstack.settings import Settings
 
-    store = open_store(Settings())
+    store = open_store(Settings.from_env())
     tenant_id, key = store.create_key(tenant, time.time())
     err.print(f"Created a key for tenant {tenant} ({tenant_id}). Keep it: it is not shown again.")
     print(key)

@@ -21,6 +21,7 @@ from inferstack.declared.apply import apply as apply_plan
 from inferstack.declared.plan import Action, Plan
 from inferstack.declared.plan import plan as make_plan
 from inferstack.declared.stackfile import StackConfig, StackFileError, load_stack_file
+from inferstack.settings import Env
 from inferstack.spec import DeploymentSpec
 
 _STYLE = {Action.create: "green", Action.update: "yellow", Action.replace: "magenta", Action.delete: "red"}
@@ -38,7 +39,7 @@ def apply(
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     prune: Annotated[bool, typer.Option("--prune/--no-prune",
                                         help="Delete live deployments the file does not declare.")] = True,
-    hf_token: Annotated[str | None, typer.Option("--hf-token", envvar="INFERSTACK_HF_TOKEN",
+    hf_token: Annotated[str | None, typer.Option("--hf-token", envvar=Env.HF_TOKEN,
                                                  help="Hugging Face token for the deployments.")] = None,
 ) -> None:
     """Show what it takes to make the control plane match a stack file's deployments; apply it with --yes."""
@@ -69,7 +70,7 @@ def apply(
             console.print("[dim]Nothing changed. Run again with --yes to apply.[/dim]")
         if stack.secret_keys_present & {"hfToken"} and hf_token is None:
             console.print("[yellow]The stack declares inferstack:hfToken; pass --hf-token or "
-                          "INFERSTACK_HF_TOKEN to send it.[/yellow]")
+                          f"{Env.HF_TOKEN} to send it.[/yellow]")
     if outcomes is not None and not all(o.ok for o in outcomes):
         raise typer.Exit(1)
 

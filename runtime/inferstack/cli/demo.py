@@ -21,6 +21,7 @@ from rich.panel import Panel
 
 from inferstack.client import ControlPlaneClient, ControlPlaneError
 from inferstack.providers.local import free_port
+from inferstack.settings import Env, Settings
 
 console = Console()
 TINY_LLAMA = Path(__file__).parents[1] / "engines" / "tiny_llama.py"
@@ -30,7 +31,7 @@ def run_demo(engine: str, keep: bool) -> None:
     home = Path(tempfile.mkdtemp(prefix="inferstack-demo-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "INFERSTACK_HOME": str(home), "INFERSTACK_URL": url}
+    env = {**os.environ, Env.HOME: str(home), Env.URL: url}
     console.print(Panel.fit(f"inferstack demo: control plane at {url}, state in {home}\n"
                             f"engine: {engine_description(engine)}"))
     server = subprocess.Popen([sys.executable, "-m", "inferstack", "serve", "--port", str(port)], env=env,
@@ -56,7 +57,7 @@ def run_demo(engine: str, keep: bool) -> None:
         talk(url, key, deployment["name"])
         show_record(client, deployment["id"])
         if keep:
-            console.print(f"Control plane left running at {url}; INFERSTACK_API_KEY={key}. Ctrl-C to stop.")
+            console.print(f"Control plane left running at {url}; {Env.API_KEY}={key}. Ctrl-C to stop.")
             server.wait()
     finally:
         server.terminate()
@@ -73,9 +74,9 @@ def engine_description(engine: str) -> str:
 def deployment_body(engine: str, home: Path) -> dict[str, object]:
     if engine == "sim":
         return {"name": "demo-chat", "hf_model_id": "inferstack/sim", "engine": "sim", "hardware_profile": "cpu"}
-    python = os.environ.get("INFERSTACK_VLLM_PYTHON")
+    python = Settings.from_env().vllm_python
     if not python:
-        raise SystemExit("engine vllm needs INFERSTACK_VLLM_PYTHON (run `bash .ci/demo --vllm`, which builds it)")
+        raise SystemExit(f"engine vllm needs {Env.VLLM_PYTHON} (run `bash .ci/demo --vllm`, which builds it)")
     model_dir = home / "tiny-llama"
     subprocess.run([python, str(TINY_LLAMA), str(model_dir)], check=True, capture_output=True)
     return {"name": "demo-chat", "hf_model_id": str(model_dir), "engine": "vllm", "hardware_profile": "cpu",

@@ -10,6 +10,7 @@ import sys
 
 from pydantic import BaseModel
 
+from inferstack.settings import Env
 from inferstack.spec import DeploymentSpec, Engine, Task
 
 
@@ -61,7 +62,7 @@ def plan_launch(
         return LaunchPlan(argv=argv + spec.engine_args, env=env)
     if not vllm_python:
         raise EngineUnavailable(
-            "engine 'vllm' needs a Python environment with vLLM: set INFERSTACK_VLLM_PYTHON "
+            f"engine 'vllm' needs a Python environment with vLLM: set {Env.VLLM_PYTHON} "
             "(`bash .ci/setup-vllm` builds a CPU one and prints its path)"
         )
     if spec.hardware_profile == "cpu":

@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from inferstack.settings import S3Settings
+
 CHUNK_BYTES = 1 << 20
 # S3 multipart parts must be at least 5 MiB (except the last); 8 MiB keeps the writer's buffer small.
 S3_PART_BYTES = 8 << 20
@@ -163,10 +165,10 @@ class _S3Writer:
 
 
 class S3BlobStore:
-    """Blobs under `s3://bucket/prefix`. The endpoint comes from INFERSTACK_S3_ENDPOINT_URL or
-    AWS_ENDPOINT_URL (MinIO, a local emulator); credentials and region from boto3's usual chain."""
+    """Blobs under `s3://bucket/prefix`. Endpoint (MinIO, a local emulator) and region come from the
+    settings; credentials from boto3's usual chain."""
 
-    def __init__(self, url: str, client: Any | None = None) -> None:
+    def __init__(self, url: str, s3: S3Settings | None = None, client: Any | None = None) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"expected s3://bucket/prefix, got {url!r}")
@@ -175,9 +177,8 @@ class S3BlobStore:
         if client is None:
             import boto3  # imported here: the local default never pays for it
 
-            endpoint = os.environ.get("INFERSTACK_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-            client = boto3.client("s3", endpoint_url=endpoint, region_name=region)
+            s3 = s3 or S3Settings()
+            client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region)
         self._client = client
 
     def _key(self, key: str) -> str:
@@ -212,12 +213,12 @@ class S3BlobStore:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
-def blob_store_from_url(url: str | None, default_dir: Path) -> BlobStore:
+def blob_store_from_url(url: str | None, default_dir: Path, s3: S3Settings) -> BlobStore:
     """`None` or empty: a directory under the home; `s3://bucket/prefix`: S3; anything else: a path."""
     if not url:
         return LocalBlobStore(default_dir)
     if url.startswith("s3://"):
-        return S3BlobStore(url)
+        return S3BlobStore(url, s3)
     return LocalBlobStore(Path(url.removeprefix("file://")).expanduser())
 
 

@@ -30,18 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-from collections.abc import Mapping
-from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inferstack.clock import Clock
-from inferstack.declared.stackfile import PlatformSettings
-from inferstack.engines.container import REPLICA_PORT, launch_document
+from inferstack.engines.container import DEFAULT_RUNTIME_IMAGE, DEFAULT_VLLM_IMAGE, REPLICA_PORT, launch_document
 from inferstack.hardware import aws_instance_type
 from inferstack.providers.aws_claim_rules import EXITED_EC2, GONE, Claim, launch_digest
 from inferstack.providers.aws_claims import InstanceClaims
@@ -51,9 +46,11 @@ from inferstack.providers.aws_groups import (
     MissingLaunchTemplate,
     launch_template_id,
     parameter_name,
+    parameter_prefix,
     replica_groups,
 )
 from inferstack.providers.base import ProviderError, ReplicaHandle
+from inferstack.settings import Env, Settings
 from inferstack.spec import DeploymentSpec
 
 log = logging.getLogger("inferstack.providers.aws")
@@ -63,8 +60,8 @@ log = logging.getLogger("inferstack.providers.aws")
 
 
 class AwsProviderConfig(BaseModel):
-    """What the control plane needs to know about its stack's AWS resources (set by `infra`'s task
-    definition, see `infra/components/aws_control_plane.py`). Credentials are not here: boto3 finds
+    """What the control plane needs to know about its stack's AWS resources, built from `Settings`
+    (whose variables `infra/components/aws_control_plane.py` writes). Credentials are not here: boto3 finds
     them (the ECS task role in production, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in tests)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -86,44 +83,23 @@ class AwsProviderConfig(BaseModel):
         return value
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsProviderConfig:
-        """Read the settings from the environment; a missing or malformed one names its variable.
-
-        AWS_REGION (or AWS_DEFAULT_REGION), AWS_ENDPOINT_URL (optional), INFERSTACK_STACK,
-        INFERSTACK_AWS_LAUNCH_TEMPLATES (JSON profile -> template id), INFERSTACK_AWS_SUBNETS (comma-
-        separated), INFERSTACK_AWS_PARAMETER_PREFIX (default /inferstack/<stack>/deployments, infra's),
-        INFERSTACK_VLLM_IMAGE and INFERSTACK_RUNTIME_IMAGE (default: the stack file's defaults).
-        """
-        env = os.environ if environ is None else environ
-        problems: list[str] = []
-
-        def need(*names: str) -> str:
-            for name in names:
-                if env.get(name):
-                    return env[name]
-            problems.append(f"{' or '.join(names)} is not set")
-            return ""
-
-        region = need("AWS_REGION", "AWS_DEFAULT_REGION")
-        stack = need("INFERSTACK_STACK")
-        templates_text = need("INFERSTACK_AWS_LAUNCH_TEMPLATES")
-        subnets_text = need("INFERSTACK_AWS_SUBNETS")
-        templates: Any = {}
-        if templates_text:
-            try:
-                templates = json.loads(templates_text)
-            except ValueError as exc:
-                problems.append(f"INFERSTACK_AWS_LAUNCH_TEMPLATES is not JSON ({exc})")
-        if problems:
-            raise ValueError("aws provider: " + "; ".join(problems))
+    def from_settings(cls, settings: Settings) -> AwsProviderConfig:
+        """The provider's part of the settings; a missing or malformed one names its variable.
+        The images default to the stack file's, the parameter prefix to infra's for the stack."""
+        aws = settings.aws
+        missing = [name for name, value in ((f"{Env.AWS_REGION} or {Env.AWS_DEFAULT_REGION}", aws.region),
+                                            (Env.STACK, aws.stack), (Env.AWS_LAUNCH_TEMPLATES, aws.launch_templates),
+                                            (Env.AWS_SUBNETS, aws.subnets)) if value is None]
+        if missing:
+            raise ValueError("aws provider: " + "; ".join(f"{name} is not set" for name in missing))
+        images = settings.replica_images
         try:
             return cls(
-                region=region, endpoint_url=env.get("AWS_ENDPOINT_URL") or None, stack=stack,
-                launch_templates=templates,
-                subnets=[s.strip() for s in subnets_text.split(",") if s.strip()],
-                parameter_prefix=env.get("INFERSTACK_AWS_PARAMETER_PREFIX") or f"/inferstack/{stack}/deployments",
-                vllm_image=env.get("INFERSTACK_VLLM_IMAGE") or PlatformSettings.model_fields["vllm_image"].default,
-                runtime_image=env.get("INFERSTACK_RUNTIME_IMAGE") or PlatformSettings.model_fields["image"].default,
+                region=aws.region, endpoint_url=aws.endpoint_url, stack=aws.stack,
+                launch_templates=aws.launch_templates, subnets=aws.subnets,
+                parameter_prefix=aws.parameter_prefix or parameter_prefix(aws.stack),
+                vllm_image=images.vllm_image or DEFAULT_VLLM_IMAGE,
+                runtime_image=images.runtime_image or DEFAULT_RUNTIME_IMAGE,
             )
         except ValidationError as exc:
             described = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

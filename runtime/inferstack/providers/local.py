@@ -15,6 +15,7 @@ from pathlib import Path
 
 from inferstack.engines.launch import EngineUnavailable, plan_launch
 from inferstack.providers.base import ProviderError, ReplicaHandle
+from inferstack.providers.reaper import PARENT_PID_ENV
 from inferstack.spec import DeploymentSpec
 
 
@@ -41,7 +42,7 @@ class LocalProvider:
             raise ProviderError(str(exc)) from exc
         self._log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_dir / f"{replica_id}.log"
-        env = {**os.environ, **plan.env, "INFERSTACK_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **plan.env, PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
         with log_path.open("ab") as log:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "inferstack.providers.reaper", "--", *plan.argv,

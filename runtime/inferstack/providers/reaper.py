@@ -18,6 +18,9 @@ import time
 
 PR_SET_PDEATHSIG = 1
 GRACE_S = 10.0
+PARENT_PID_ENV = "INFERSTACK_PARENT_PID"
+"""The control plane's pid, which the starting side (`providers/local.py`) sets: the reaper checks it is
+still its parent once the death signal is armed."""
 
 
 def _die_with_parent(expected_parent: int) -> None:
@@ -37,7 +40,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m inferstack.providers.reaper -- CMD [ARGS...]", file=sys.stderr)
         return 2
     command = argv[argv.index("--") + 1 :]
-    _die_with_parent(int(os.environ.get("INFERSTACK_PARENT_PID", os.getppid())))
+    _die_with_parent(int(os.environ.get(PARENT_PID_ENV, os.getppid())))
     child = subprocess.Popen(command, start_new_session=True)
     kill_at: list[float] = []  # set once a stop is asked for: when SIGTERM turns into SIGKILL
 

@@ -1,0 +1,69 @@
+"""The environment contract between infra/ and the runtime: each stack's program renders the control
+plane's environment, and the runtime's `Settings` loads it.
+
+(a) every INFERSTACK_* variable infra writes is one that `Settings` reads (nothing written for nobody);
+(b) `Settings` accepts the values (a secret's value, which infra never sees, is a placeholder).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from program_harness import Program
+
+from inferstack.providers.aws import AwsProviderConfig
+from inferstack.settings import Env, Settings
+from local_process import RESOURCE_TYPE as LOCAL_PROCESS
+from local_process import LocalProcessProvider
+
+FROM_SECRET = "placeholder-for-a-value-from-a-secret"
+STACKS = {"local": "local", "dev": "kubernetes", "prod": "aws"}
+"""Fixture (stack) -> its target, which is also the provider the control plane must run."""
+
+
+def local_environment(program: Program) -> dict[str, str]:
+    (process,) = program.of_type(LOCAL_PROCESS)
+    return LocalProcessProvider(api_key=FROM_SECRET).environment(process["inputs"])
+
+
+def kubernetes_environment(program: Program) -> dict[str, str]:
+    """The control-plane container's env; `valueFrom` (a Secret, the pod's own namespace) as placeholders."""
+    (deployment,) = [d for d in program.of_type("kubernetes:apps/v1:Deployment")
+                     if d["inputs"]["metadata"]["labels"].get("app.kubernetes.io/component") == "control-plane"]
+    (container,) = deployment["inputs"]["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", FROM_SECRET) for e in container["env"]}
+
+
+def aws_environment(program: Program) -> dict[str, str]:
+    """The ECS container definition's `environment`, and its `secrets` (Secrets Manager) as placeholders."""
+    (task,) = program.of_type("aws:ecs/taskDefinition:TaskDefinition")
+    (container,) = json.loads(task["inputs"]["containerDefinitions"])
+    return {**{s["name"]: FROM_SECRET for s in container["secrets"]},
+            **{e["name"]: e["value"] for e in container["environment"]}}
+
+
+EXTRACT = {"local": local_environment, "kubernetes": kubernetes_environment, "aws": aws_environment}
+
+
+@pytest.fixture(params=list(STACKS))
+def rendered(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
+    target = STACKS[request.param]
+    return target, EXTRACT[target](request.getfixturevalue(request.param))
+
+
+def test_infra_writes_only_variables_that_settings_reads(rendered: tuple[str, dict[str, str]]) -> None:
+    _target, environment = rendered
+    assert Env.HOME in environment and Env.BOOTSTRAP_API_KEY in environment, "extracted the control plane's env"
+    unread = {name for name in environment if name.startswith("INFERSTACK_")} - Settings.environment_names()
+    assert unread == set(), f"infra writes variables the runtime never reads: {sorted(unread)}"
+
+
+def test_settings_accept_what_infra_writes(rendered: tuple[str, dict[str, str]]) -> None:
+    target, environment = rendered
+    settings = Settings.from_env(environment)  # raises, naming the variable, on a value it rejects
+    assert settings.provider == target
+    assert settings.bootstrap_api_key == FROM_SECRET, "the bootstrap key arrives, from a secret"
+    if target == "aws":
+        config = AwsProviderConfig.from_settings(settings)  # the provider starts from what infra wrote
+        assert config.stack == "prod" and config.launch_templates and config.subnets
