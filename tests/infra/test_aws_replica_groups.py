@@ -18,6 +18,7 @@ from inferstack.declared.stackfile import load_stack_file
 from inferstack.hardware import aws_instance_type
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
 from inferstack.providers.aws_groups import DEPLOYMENT_TAG, PROFILE_TAG, parameter_name, replica_groups
+from inferstack.settings import Settings
 
 PROD = load_stack_file(ROOT / "stacks/Pulumi.prod.yaml")
 Tags = dict[str, tuple[str, bool]]
@@ -103,9 +104,9 @@ def prod_account(moto_reset: str, prod: Program) -> AwsProviderConfig:
                 "TagSpecifications": [{"ResourceType": "instance", "Tags": [
                     {"Key": k, "Value": v} for k, v in inputs["tags"].items()]}]},
         )["LaunchTemplate"]["LaunchTemplateId"]
-    return AwsProviderConfig.from_env({
+    return AwsProviderConfig.from_settings(Settings.from_env({
         **task_environment(prod), "AWS_ENDPOINT_URL": moto_reset,
-        "INFERSTACK_AWS_LAUNCH_TEMPLATES": json.dumps(templates), "INFERSTACK_AWS_SUBNETS": subnet})
+        "INFERSTACK_AWS_LAUNCH_TEMPLATES": json.dumps(templates), "INFERSTACK_AWS_SUBNETS": subnet}))
 
 
 async def test_the_provider_creates_and_fills_the_groups_the_program_declares(
