@@ -53,6 +53,8 @@ CASES = [
     Case("throughput-up", spec(), observation(rps=23.4), 3, "throughput",
          reason_has="rps 23.4 over target 10/replica -> 3 replicas"),
     Case("throughput-down", spec(), observation(rps=15, current=4), 2, "throughput"),
+    # 2.1 / 0.3 is 7.000000000000001 in floating point: 7 replicas carry it, not 8.
+    Case("throughput-inexact-quotient", spec(target_rps=0.3), observation(rps=2.1), 7, "throughput"),
     Case("steady-is-hold", spec(), observation(rps=25, current=3), 3, "hold"),
     Case("no-data-fresh-deployment-gets-min", spec(min_replicas=2), observation(current=0), 2, "min",
          state=AutoscalerState(), reason_has="no requests in the last 60 s -> 0 replicas"),
@@ -154,7 +156,9 @@ def test_rules(case: Case) -> None:
         (0, {}, 1.0, (1, "min")),
         (20, {}, 1.0, (10, "max")),
         (5, {"max_price_per_hour": 30}, H100, (2, "price_cap")),  # 30 / 12.29 = 2.44
-        (5, {"max_price_per_hour": 24.58}, H100, (2, "price_cap")),  # exactly 2, not 1.999...
+        (5, {"max_price_per_hour": 24.58}, H100, (2, "price_cap")),  # exactly 2
+        # 2.4 / 0.80 (gpu.l4) is 2.9999999999999996 in floating point: the cap is 3 replicas, not 2.
+        (5, {"max_price_per_hour": 2.4}, 0.80, (3, "price_cap")),
         (2, {"max_price_per_hour": 30}, H100, (2, None)),
         (5, {"max_price_per_hour": 30}, 0.0, (5, None)),  # local CPU replicas cost nothing: no cap
         (20, {"max_price_per_hour": 30}, H100, (2, "price_cap")),  # the cap is below max_replicas too

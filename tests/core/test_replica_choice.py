@@ -31,6 +31,8 @@ def test_load_spreads_over_equal_replicas() -> None:
         assert chosen is not None
         chosen.outstanding += 1  # requests stay in flight: the spread must follow the load
         picks[chosen.replica_id] += 1
+    # Every replica gets its share: a Counter has no key for a replica never picked, so name them all.
+    assert sorted(picks) == [r.replica_id for r in replicas], picks
     assert max(picks.values()) - min(picks.values()) <= 2
 
 

@@ -71,14 +71,15 @@ def test_follows_load_up_and_down_pauses_and_wakes_without_losing_requests(contr
     assert replica_count(rest, dep["id"]) == 3
 
     # A steady stream while the load falls: replicas drain, no request fails, streams included.
-    load_fell_at = time.monotonic()
+    load_fell_at = time.time()  # the control plane's clock is the wall clock: compare like with like
     failures = asyncio.run(steady_load(openai_client(control_plane, key), rps=1.5, seconds=6, stream=True))
     assert failures == []
     wait_for(lambda: replica_count(rest, dep["id"]) == 1, timeout=30, what="shrink to 1 replica")
-    # Shrinking waited out the stabilisation window (3 s) after the load fell.
+    # Shrinking waited out the stabilisation window (3 s) after the load fell: the ticks just after
+    # load_fell_at still saw 8 rps in the 2 s metrics window and recommended 3, which holds for 3 s.
     shrunk = [e for e in rest.get(f"/v1/deployments/{dep['id']}/events").json()["data"]
               if e["kind"] == "scaled" and e["data"]["after"] < e["data"]["before"]]
-    assert shrunk and shrunk[0]["at"] >= time.time() - (time.monotonic() - load_fell_at) + 3 - 0.5
+    assert shrunk and shrunk[0]["at"] >= load_fell_at + 3
 
     # Idle: nothing arrives for idle_timeout_s -> paused, with no replica process left.
     wait_for(lambda: rest.get(f"/v1/deployments/{dep['id']}").json()["status"] == "paused", timeout=30,

@@ -135,11 +135,14 @@ def test_a_reshaping_update_replaces_replicas_without_a_gap(control_plane: Contr
     served_by: list[str] = []
 
     def replaced() -> bool:
-        # Every request during the replacement is answered at once by a ready replica: no gap, no hold.
+        # Every request during the replacement is answered, and a ready replica is there at every
+        # look: no gap (a state check, not a short client timeout that a slow machine trips).
         raw = client.chat.completions.with_raw_response.create(
-            model="rolling", messages=[{"role": "user", "content": "still there?"}], max_tokens=2, timeout=1)
+            model="rolling", messages=[{"role": "user", "content": "still there?"}], max_tokens=2, timeout=30)
         served_by.append(raw.headers["x-inferstack-replica"])
-        replicas = rest.get(f"/v1/deployments/{dep['id']}").json()["replicas"]
+        info = rest.get(f"/v1/deployments/{dep['id']}").json()
+        assert info["ready_replicas"] >= 1, info["replicas"]
+        replicas = info["replicas"]
         return [r["status"] for r in replicas] == ["ready"] and replicas[0]["id"] != old
 
     wait_for(replaced, timeout=30, interval=0.1, what="the new replica to replace the old one")

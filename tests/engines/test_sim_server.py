@@ -295,8 +295,10 @@ async def test_concurrency_limit_queues_requests(start_sim: StartSim, clients: A
 
     started = time.perf_counter()
     both = asyncio.gather(ask(), ask())
-    await asyncio.sleep(0.05)
+    # Wait on the state, not on a sleep: scrape until the second request is queued behind the first.
     during = await scrape(base)
+    while metric(during, "vllm:num_requests_waiting") == 0 and not both.done():
+        during = await scrape(base)
     await both
     elapsed = time.perf_counter() - started
     assert metric(during, "vllm:num_requests_running") == 1
@@ -372,4 +374,4 @@ def test_runs_as_a_process_and_stops_on_sigterm() -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             raise
-    assert code in (0, -signal.SIGTERM)
+    assert code == 0, f"exit code {code} (a negative code is death by signal, not a clean stop)"

@@ -1,0 +1,197 @@
+"""Mutation testing: do the tests notice when a decider's code is wrong?
+
+For each module in TARGETS, every mutant (one small change: a comparison, arithmetic or boolean
+operator swapped, a constant tweaked, a `not` dropped, a returned value replaced, a statement
+deleted) is written into a copy of the repository and the module's tests are run there. A mutant
+the tests fail on is killed; one they pass is a survivor: a behaviour no test pins down (or an
+equivalent change). Prints the kill rate per module and every survivor.
+
+    .venv/bin/python bench/mutation.py                        # every target
+    .venv/bin/python bench/mutation.py autoscaler/decision    # targets whose path contains this
+
+Why our own ~200 lines and not mutmut: mutmut 3 rewrites a whole source tree into its own layout
+and needs its configuration per project; here each module is driven by exactly the tests named
+beside it, and the copy imports as `inferstack` through PYTHONPATH, so subprocesses that the e2e
+tests start (`inferstack serve`, sim replicas) run the mutant too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+# Module (repository path) -> the tests that must kill its mutants. Paths are today's: when a module
+# moves, move its row. `pure` marks the deciders, whose kill rate is held to >= 90%.
+TARGETS: dict[str, tuple[bool, list[str]]] = {
+    "runtime/inferstack/autoscaler/decision.py": (True, ["tests/autoscaler/test_decision.py"]),
+    "runtime/inferstack/autoscaler/metrics_window.py": (
+        True, ["tests/autoscaler/test_metrics_window.py", "tests/autoscaler/test_decision.py"]),
+    "runtime/inferstack/batches/transitions.py": (True, ["tests/batches/test_transitions.py"]),
+    "runtime/inferstack/replica_choice.py": (True, ["tests/core/test_replica_choice.py"]),
+    # Admission and routing live in the proxy today; their promises are checked end to end (slow).
+    "runtime/inferstack/gateway/proxy.py": (
+        False, ["tests/e2e/test_gateway_promises.py", "tests/e2e/test_sim_gateway.py", "tests/e2e/test_wake.py"]),
+    # The replica lifecycle (start, probe, drain, fail) is inside the controller today.
+    "runtime/inferstack/controller.py": (
+        False, ["tests/core/test_controller.py", "tests/e2e/test_controller_promises.py"]),
+}
+
+REPO = Path(__file__).resolve().parents[1]
+COMPARE_SWAPS: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+}
+BINOP_SWAPS: dict[type[ast.operator], type[ast.operator]] = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+    ast.Mod: ast.Mult, ast.Pow: ast.Mult,
+}
+DELETABLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Raise, ast.If, ast.For, ast.While,
+             ast.With, ast.AsyncWith, ast.AsyncFor)
+NOT_CODE = ("annotation", "returns", "decorator_list", "type_params")  # fields that do not run as logic
+
+
+@dataclass(frozen=True)
+class Mutant:
+    index: int
+    line: int
+    description: str
+
+
+def _points(tree: ast.AST) -> Iterator[tuple[ast.AST, str, ast.AST | None, int]]:
+    """Every mutation point: (node, what changes, replacement node or None for deletion, line)."""
+    for node in _logic_nodes(tree):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Compare):
+            for i, op in enumerate(node.ops):
+                if type(op) in COMPARE_SWAPS:
+                    new = copy.deepcopy(node)
+                    new.ops[i] = COMPARE_SWAPS[type(op)]()
+                    yield node, f"{type(op).__name__} -> {type(new.ops[i]).__name__}", new, line
+        elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in BINOP_SWAPS:
+            new = copy.deepcopy(node)
+            new.op = BINOP_SWAPS[type(node.op)]()
+            yield node, f"{type(node.op).__name__} -> {type(new.op).__name__}", new, line
+        elif isinstance(node, ast.BoolOp):
+            new = copy.deepcopy(node)
+            new.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+            yield node, f"{type(node.op).__name__} -> {type(new.op).__name__}", new, line
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            yield node, "not x -> x", node.operand, line
+        elif isinstance(node, ast.Constant) and type(node.value) in (bool, int, float):
+            value = node.value
+            tweaked = (not value) if isinstance(value, bool) else (value + 1 if value in (0, 0.0) else value * 2)
+            yield node, f"{value!r} -> {tweaked!r}", ast.Constant(tweaked), line
+        elif isinstance(node, ast.Return) and node.value is not None and not _is_none(node.value):
+            yield node, "return x -> return None", ast.Return(ast.Constant(None)), line
+        if isinstance(node, DELETABLE) and not _docstring(node):
+            yield node, f"delete the {type(node).__name__.lower()} statement", ast.Pass(), line
+
+
+def _logic_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Nodes in the order they appear, skipping annotations, decorators and docstrings."""
+    for name, value in ast.iter_fields(tree):
+        if name in NOT_CODE:
+            continue
+        children = value if isinstance(value, list) else [value]
+        for child in children:
+            if isinstance(child, ast.AST) and not _docstring(child):
+                yield child
+                yield from _logic_nodes(child)
+
+
+def _docstring(node: ast.AST) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _is_none(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
+
+
+class _Replace(ast.NodeTransformer):
+    def __init__(self, target: ast.AST, replacement: ast.AST) -> None:
+        self.target, self.replacement = target, replacement
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if node is self.target:
+            return ast.copy_location(self.replacement, node)
+        return super().visit(node)
+
+
+def mutants(source: str) -> Iterator[tuple[Mutant, str]]:
+    """Each mutant of `source` with its code (unparsed: comments go, behaviour stays)."""
+    count = sum(1 for _ in _points(ast.parse(source)))
+    for index in range(count):
+        tree = ast.parse(source)  # a fresh tree per mutant: node identity picks the point
+        node, description, replacement, line = next(p for i, p in enumerate(_points(tree)) if i == index)
+        mutated = ast.fix_missing_locations(_Replace(node, replacement).visit(tree))
+        yield Mutant(index, line, description), ast.unparse(mutated)
+
+
+def run_tests(workdir: Path, tests: list[str], timeout_s: float) -> bool:
+    """True when the tests pass (the mutant survived). A hang past `timeout_s` counts as killed."""
+    env = {**os.environ, "PYTHONPATH": str(workdir / "runtime")}
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--no-header", *tests]
+    try:
+        done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def mutate_module(module: str, tests: list[str], workdir: Path) -> tuple[int, list[Mutant]]:
+    """Run every mutant of `module` in `workdir` (a copy of the repo); return (count, survivors)."""
+    path = workdir / module
+    original = path.read_text()
+    started = time.monotonic()
+    assert run_tests(workdir, tests, timeout_s=1800), f"{tests} fail without any mutant"
+    timeout_s = max(30.0, 5 * (time.monotonic() - started))
+    survivors, count = [], 0
+    try:
+        for mutant, code in mutants(original):
+            count += 1
+            path.write_text(code)
+            survived = run_tests(workdir, tests, timeout_s)
+            if survived:
+                survivors.append(mutant)
+            print(f"  line {mutant.line:4d} {'SURVIVED' if survived else 'killed  '} {mutant.description}", flush=True)
+    finally:
+        path.write_text(original)
+    return count, survivors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("only", nargs="*", help="run only targets whose path contains one of these")
+    args = parser.parse_args()
+    chosen = {m: t for m, t in TARGETS.items() if not args.only or any(o in m for o in args.only)}
+    results: dict[str, tuple[bool, int, list[Mutant]]] = {}
+    with tempfile.TemporaryDirectory(prefix="inferstack-mutation-") as temp:
+        workdir = Path(temp) / "repo"
+        shutil.copytree(REPO, workdir, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info"))
+        for module, (pure, tests) in chosen.items():
+            print(f"{module} ({', '.join(tests)})", flush=True)
+            count, survivors = mutate_module(module, tests, workdir)
+            results[module] = (pure, count, survivors)
+    print("\nkill rate")
+    for module, (_, count, survivors) in results.items():
+        print(f"  {module}: {count - len(survivors)}/{count} = {(count - len(survivors)) / max(count, 1):.0%}")
+        for mutant in survivors:
+            print(f"      survivor: line {mutant.line}: {mutant.description}")
+    pure = [(count, len(survivors)) for p, count, survivors in results.values() if p]
+    if pure:
+        total, alive = sum(c for c, _ in pure), sum(s for _, s in pure)
+        print(f"  pure modules together: {total - alive}/{total} = {(total - alive) / max(total, 1):.0%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""`inferstack serve` with INFERSTACK_PROVIDER=aws against the moto AWS server: the controller drives
+the aws provider. Moto launches no real machine, so a replica never becomes healthy; what can be
+seen is the deployment's Auto Scaling group, its desired capacity and the instance it launched."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+
+from support import ControlPlane, wait_for
+
+STACK = "e2e"
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def blank_account(endpoint: str) -> dict[str, str]:
+    """Reset moto, create a subnet and a gpu.l4 launch template as `infra` would; return serve's env."""
+    httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    ami = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm*"]}])[
+        "Images"][0]["ImageId"]
+    template = ec2.create_launch_template(
+        LaunchTemplateName=f"inferstack-{STACK}-gpu-l4",
+        LaunchTemplateData={"ImageId": ami, "InstanceType": "g6.xlarge",
+                            "UserData": base64.b64encode(b"#!/bin/bash\n").decode()},
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    return {**AWS_ENV, "INFERSTACK_PROVIDER": "aws", "AWS_ENDPOINT_URL": endpoint, "INFERSTACK_STACK": STACK,
+            "INFERSTACK_AWS_LAUNCH_TEMPLATES": json.dumps({"gpu.l4": template}),
+            "INFERSTACK_AWS_SUBNETS": subnet}
+
+
+def groups(endpoint: str) -> dict[str, dict[str, Any]]:
+    asg = boto3.client("autoscaling", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    return {g["AutoScalingGroupName"]: g for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]}
+
+
+def test_the_controller_grows_and_empties_the_deployments_group(moto_endpoint: str, tmp_path: Path) -> None:
+    plane = ControlPlane(home=tmp_path / "home", env_extra=blank_account(moto_endpoint)).start()
+    try:
+        key = plane.create_key("cloud-team")
+        rest = plane.client(key)
+        created = rest.post("/v1/deployments", json={"name": "chat", "hf_model_id": "acme/tiny-chat",
+                                                     "hardware_profile": "gpu.l4", "max_model_len": 4096})
+        assert created.status_code == 201, created.text
+        group = f"inferstack-{STACK}-chat-on-demand"
+        launched = wait_for(lambda: (g := groups(moto_endpoint).get(group)) and g["Instances"] and g, timeout=30,
+                            what=f"an instance in {group}")
+        assert launched["DesiredCapacity"] == 1 and len(launched["Instances"]) == 1
+        replica = wait_for(lambda: rest.get(f"/v1/deployments/{created.json()['id']}").json()["replicas"],
+                           timeout=10, what="the replica")[0]
+        assert replica["status"] == "starting" and replica["url"].startswith("http://10.0.1.")
+
+        assert rest.delete(f"/v1/deployments/{created.json()['id']}").status_code == 200
+        wait_for(lambda: group not in groups(moto_endpoint) or groups(moto_endpoint)[group]["DesiredCapacity"] == 0,
+                 timeout=30, what=f"{group} back to 0")
+    finally:
+        plane.stop()
