@@ -36,14 +36,17 @@ TARGETS: dict[str, tuple[bool, list[str]]] = {
     "runtime/inferstack/autoscaler/decision.py": (True, ["tests/autoscaler/test_decision.py"]),
     "runtime/inferstack/autoscaler/metrics_window.py": (
         True, ["tests/autoscaler/test_metrics_window.py", "tests/autoscaler/test_decision.py"]),
+    "runtime/inferstack/autoscaler/observe.py": (True, ["tests/autoscaler/test_observe.py"]),
+    "runtime/inferstack/autoscaler/victims.py": (True, ["tests/autoscaler/test_victims.py"]),
     "runtime/inferstack/batches/transitions.py": (True, ["tests/batches/test_transitions.py"]),
-    "runtime/inferstack/replica_choice.py": (True, ["tests/core/test_replica_choice.py"]),
-    # Admission and routing live in the proxy today; their promises are checked end to end (slow).
-    "runtime/inferstack/gateway/proxy.py": (
-        False, ["tests/e2e/test_gateway_promises.py", "tests/e2e/test_sim_gateway.py", "tests/e2e/test_wake.py"]),
-    # The replica lifecycle (start, probe, drain, fail) is inside the controller today.
-    "runtime/inferstack/controller.py": (
-        False, ["tests/core/test_controller.py", "tests/e2e/test_controller_promises.py"]),
+    "runtime/inferstack/gateway/routing.py": (
+        True, ["tests/gateway/test_gateway_routing.py", "tests/gateway/test_routing_under_load.py"]),
+    # Admission (hold, queue bound, batch slots, release) in process, with fake replicas and the manual clock.
+    "runtime/inferstack/gateway/admission.py": (False, ["tests/gateway"]),
+    # The relay, with its one retry on another replica before the first byte.
+    "runtime/inferstack/gateway/entry.py": (False, ["tests/gateway"]),
+    # The replica lifecycle (start, probe, drain, fail), in process.
+    "runtime/inferstack/controller/replicas.py": (False, ["tests/controller"]),
 }
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ def test_pull_requests_preview_every_stack_with_the_policy_pack() -> None:
     assert job["needs"] == "checks" and job["strategy"]["matrix"]["stack"] == ["dev", "prod"]
     (run,) = [s for s in steps_using(job, "pulumi/actions") if s.get("with", {}).get("command") == "preview"]
     assert run["with"]["policyPacks"] == "policies" and run["with"]["comment-on-pr"] is True
-    assert "pytest tests/infra tests/policies tests/apply" in str(preview["jobs"]["checks"]["steps"])
+    assert "pytest tests/infra tests/policies tests/declared" in str(preview["jobs"]["checks"]["steps"])
 
 
 def test_merge_deploys_dev_then_waits_for_approval_before_prod() -> None:

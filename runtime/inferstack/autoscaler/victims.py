@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
-from inferstack.fleet import LiveReplica
 from inferstack.spec import ReplicaStatus
 
 
-def choose_victims(replicas: Sequence[LiveReplica], count: int) -> list[LiveReplica]:
+class Removable(Protocol):
+    """What the choice reads of a replica (the live fleet's `LiveReplica` is one)."""
+
+    @property
+    def status(self) -> ReplicaStatus: ...
+
+    @property
+    def outstanding(self) -> int: ...
+
+    @property
+    def batch_outstanding(self) -> int: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+
+R = TypeVar("R", bound=Removable)
+
+
+def choose_victims(replicas: Sequence[R], count: int) -> list[R]:
     """The `count` replicas to remove: not-ready ones first (nobody waits on them), then the least loaded
     (fewest streams to drain), newest first among equals (the oldest have the warmest caches)."""
     removable = [r for r in replicas if r.status in (ReplicaStatus.starting, ReplicaStatus.ready)]

@@ -1,0 +1,24 @@
+"""Which replicas go when a deployment shrinks."""
+
+from __future__ import annotations
+
+from inferstack.autoscaler.victims import choose_victims
+from inferstack.fleet import LiveReplica
+from inferstack.providers.base import ReplicaHandle
+from inferstack.spec import ReplicaStatus
+
+
+def replica(rid: str, status: ReplicaStatus = ReplicaStatus.ready, outstanding: int = 0,
+            started_at: float = 0.0) -> LiveReplica:
+    return LiveReplica(handle=ReplicaHandle(rid, f"http://{rid}", None, ""), api_key="k", status=status,
+                       started_at=started_at, outstanding=outstanding)
+
+
+def test_victims_are_not_ready_replicas_first_then_the_least_loaded() -> None:
+    starting = replica("starting", ReplicaStatus.starting)
+    loaded = replica("loaded", outstanding=5)
+    light_old = replica("light-old", outstanding=1, started_at=1.0)
+    light_new = replica("light-new", outstanding=1, started_at=2.0)
+    draining = replica("draining", ReplicaStatus.draining)
+    victims = choose_victims([loaded, light_old, starting, light_new, draining], 3)
+    assert [v.replica_id for v in victims] == ["starting", "light-new", "light-old"]
