@@ -26,7 +26,7 @@ def engine_processes(plane: ControlPlane) -> dict[str, psutil.Process]:
     engines = {}
     for process in psutil.Process(plane.process.pid).children(recursive=True):
         argv = process.cmdline()
-        if "inferstack.engines.sim_server" in argv:
+        if "inferstack.engines.sim" in argv:
             engines[argv[argv.index("--port") + 1]] = process
     return engines
 
