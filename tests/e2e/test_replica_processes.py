@@ -1,0 +1,94 @@
+"""Real `sim` replicas under `inferstack serve`: what their environment holds, and what a dead reaper takes.
+
+The control plane is started with secrets in its environment (a bootstrap key, the database URL,
+cloud credentials); none may be readable in /proc/<engine>/environ. A `kill -9` on a replica's
+supervisor takes its engine with it, and the loop starts a replacement.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from support import ControlPlane, sim_deployment, wait_for
+
+SECRETS = {"INFERSTACK_BOOTSTRAP_API_KEY": "isk-bootstrap-3b1f0c", "AWS_SECRET_ACCESS_KEY": "aws-secret-9d2e",
+           "AWS_ACCESS_KEY_ID": "AKIA-e2e-test", "GITHUB_TOKEN": "ghp_e2e_test"}
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    home = tmp_path_factory.mktemp("replica-processes")
+    database = home / "db" / "state.db"
+    database.parent.mkdir()
+    env = {**SECRETS, "INFERSTACK_DATABASE_URL": f"sqlite:///{database}"}
+    plane = ControlPlane(home=home / "home", env_extra=env).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+def processes(plane: ControlPlane) -> dict[str, list[psutil.Process]]:
+    """The plane's replica processes by replica id (its reaper and its engine)."""
+    assert plane.process is not None
+    found: dict[str, list[psutil.Process]] = {}
+    for process in psutil.Process(plane.process.pid).children(recursive=True):
+        try:
+            replica_id = process.environ().get("INFERSTACK_REPLICA_ID")
+        except psutil.Error:
+            continue
+        if replica_id:
+            found.setdefault(replica_id, []).append(process)
+    return found
+
+
+def engine(group: list[psutil.Process]) -> psutil.Process:
+    [found] = [p for p in group if "inferstack.engines.sim" in " ".join(p.cmdline())
+               and "inferstack.providers.reaper" not in " ".join(p.cmdline())]
+    return found
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_replica_sees_none_of_the_control_planes_secrets(plane: ControlPlane) -> None:
+    key = plane.create_key("team")
+    dep_id = sim_deployment(plane, key, "env-check")
+    replica_id = plane.client(key).get(f"/v1/deployments/{dep_id}").json()["replicas"][0]["id"]
+    environ = Path(f"/proc/{engine(processes(plane)[replica_id]).pid}/environ").read_bytes()
+    variables = dict(item.split(b"=", 1) for item in environ.split(b"\0") if b"=" in item)
+
+    for name, value in {**SECRETS, "INFERSTACK_DATABASE_URL": "state.db"}.items():
+        assert name.encode() not in variables and value.encode() not in environ, name
+    assert not [name for name in variables if name.startswith((b"AWS_", b"INFERSTACK_DATABASE", b"INFERSTACK_BOOT"))]
+    assert variables[b"VLLM_API_KEY"]  # what the replica needs to check the gateway's calls
+    assert variables[b"INFERSTACK_REPLICA_ID"] == replica_id.encode()
+
+
+def test_killing_a_replicas_supervisor_takes_its_engine_with_it_and_it_is_replaced(plane: ControlPlane) -> None:
+    key = plane.create_key("team")
+    rest = plane.client(key)
+    dep_id = sim_deployment(plane, key, "reaper-check")
+    first = rest.get(f"/v1/deployments/{dep_id}").json()["replicas"][0]["id"]
+    group = processes(plane)[first]
+    reaper = next(p for p in group if "inferstack.providers.reaper" in " ".join(p.cmdline()))
+    its_engine = engine(group)
+
+    reaper.send_signal(signal.SIGKILL)
+    wait_for(lambda: gone(its_engine), timeout=5, what="the engine to die with its reaper")
+
+    def replaced() -> bool:
+        replicas = rest.get(f"/v1/deployments/{dep_id}").json()["replicas"]
+        return [r["status"] for r in replicas] == ["ready"] and replicas[0]["id"] != first
+
+    wait_for(replaced, timeout=30, what="a replacement replica")
+    assert first not in processes(plane)  # nothing of the old replica is left running
