@@ -11,10 +11,11 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import psutil
 import pytest
 
-from support import ControlPlane, sim_deployment, wait_for
+from support import SIM_SPEC, ControlPlane, sim_deployment, wait_for, wait_running
 
 SECRETS = {"INFERSTACK_BOOTSTRAP_API_KEY": "isk-bootstrap-3b1f0c", "AWS_SECRET_ACCESS_KEY": "aws-secret-9d2e",
            "AWS_ACCESS_KEY_ID": "AKIA-e2e-test", "GITHUB_TOKEN": "ghp_e2e_test"}
@@ -92,3 +93,22 @@ def test_killing_a_replicas_supervisor_takes_its_engine_with_it_and_it_is_replac
 
     wait_for(replaced, timeout=30, what="a replacement replica")
     assert first not in processes(plane)  # nothing of the old replica is left running
+
+
+def test_a_stream_cut_by_a_dying_engine_ends_with_an_error_the_openai_client_raises(plane: ControlPlane) -> None:
+    key = plane.create_key("team")
+    rest = plane.client(key)
+    created = rest.post("/v1/deployments", json={**SIM_SPEC, "name": "cut-stream",
+                                                 "engine_args": ["--ttft-ms", "1", "--tokens-per-s", "20"]})
+    wait_running(rest, created.json()["id"])
+    replica_id = rest.get(f"/v1/deployments/{created.json()['id']}").json()["replicas"][0]["id"]
+    client = openai.OpenAI(base_url=plane.url + "/v1", api_key=key, max_retries=0)
+    stream = client.chat.completions.create(model="cut-stream", messages=[{"role": "user", "content": "go on"}],
+                                            stream=True, max_tokens=1000)
+    received = 0
+    with pytest.raises(openai.APIError) as caught:  # not a broken chunked body (httpx.RemoteProtocolError)
+        for _chunk in stream:
+            received += 1
+            if received == 3:
+                engine(processes(plane)[replica_id]).kill()
+    assert received >= 3 and "broke off" in str(caught.value)
