@@ -57,7 +57,7 @@ async def test_it_stays_failed_with_its_cause_and_tries_again_ever_more_rarely(r
     assert [round(b - a) for a, b in itertools.pairwise(tries)] == [2, 4, 8, 16, 32, 64, 128, 256]
     assert parts.provider.refused == len(tries) == 9
     events = parts.store.list_events(deployment.id, 10_000)
-    assert len(events) <= 3 * len(tries) + 3, [e.kind for e in events]  # a bounded record: ~3 events a try
+    assert len(events) <= 2 * len(tries) + 2, [e.kind for e in events]  # a bounded record: 2 events a try
     assert [e.data["after"] for e in events if e.kind == "status"][-1:] == ["failed"]  # once, never left
 
 
