@@ -14,6 +14,7 @@ from pathlib import Path
 import openai
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from support import SIM_SPEC, ControlPlane, sim_deployment, wait_for, wait_running
 
@@ -112,3 +113,26 @@ def test_a_stream_cut_by_a_dying_engine_ends_with_an_error_the_openai_client_rai
             if received == 3:
                 engine(processes(plane)[replica_id]).kill()
     assert received >= 3 and "broke off" in str(caught.value)
+
+
+def test_a_caller_hanging_up_counts_as_client_closed_on_metrics(plane: ControlPlane) -> None:
+    key = plane.create_key("team")
+    rest = plane.client(key)
+    created = rest.post("/v1/deployments", json={**SIM_SPEC, "name": "hang-up",
+                                                 "engine_args": ["--ttft-ms", "1", "--tokens-per-s", "10"]})
+    dep_id = created.json()["id"]
+    wait_running(rest, dep_id)
+    body = {"model": "hang-up", "messages": [{"role": "user", "content": "a long story"}], "max_tokens": 200,
+            "stream": True}
+    with rest.stream("POST", "/v1/chat/completions", json=body) as response:
+        for _ in zip(range(3), response.iter_lines(), strict=False):
+            pass  # a few tokens, then hang up (200 at 10/s would take 20 s)
+
+    def counted() -> dict[str, float]:
+        page = rest.get("/metrics").text
+        return {sample.labels["code"]: sample.value for family in text_string_to_metric_families(page)
+                for sample in family.samples
+                if sample.name == "inferstack_gateway_requests_total" and sample.labels["deployment"] == dep_id}
+
+    wait_for(lambda: counted().get("499"), timeout=10, what="the hang-up on /metrics")
+    assert counted() == {"499": 1.0}  # not a 502, not a 200
