@@ -56,9 +56,10 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    # A connection attempt to an unreachable server gives up after 5 s rather than the OS's minutes:
-    # callers treat it as an outage (`is_outage`) and retry.
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    # An unreachable server fails a connection attempt after 5 s, and a connection whose data goes
+    # unacknowledged for 10 s (the server vanished mid-statement), rather than after the OS's minutes
+    # or hours: callers treat either as an outage (`is_outage`) and retry.
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5, "tcp_user_timeout": 10_000})
 
 
 def is_outage(error: BaseException) -> bool:

@@ -7,7 +7,10 @@ supervisor takes its engine with it, and the loop starts a replacement.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,8 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferstack.providers import orphans
+from inferstack.providers.reaper import PARENT_PID_ENV
 from support import SIM_SPEC, ControlPlane, sim_deployment, wait_for, wait_running
 
 SECRETS = {"INFERSTACK_BOOTSTRAP_API_KEY": "isk-bootstrap-3b1f0c", "AWS_SECRET_ACCESS_KEY": "aws-secret-9d2e",
@@ -136,3 +141,20 @@ def test_a_caller_hanging_up_counts_as_client_closed_on_metrics(plane: ControlPl
 
     wait_for(lambda: counted().get("499"), timeout=10, what="the hang-up on /metrics")
     assert counted() == {"499": 1.0}  # not a 502, not a 200
+
+
+def test_at_start_the_control_plane_stops_replicas_a_killed_one_left_in_its_home(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    gone_control_plane = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone_control_plane.wait()
+    left_behind = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        env={"PATH": os.environ["PATH"], orphans.REPLICA_OWNER_ENV: str((home / "logs").resolve()),
+             orphans.REPLICA_ID_ENV: "rep-old", PARENT_PID_ENV: str(gone_control_plane.pid)})
+    plane = ControlPlane(home=home).start()
+    try:
+        assert left_behind.wait(10) == -signal.SIGKILL
+    finally:
+        plane.stop()
+        left_behind.kill()
+        left_behind.wait()

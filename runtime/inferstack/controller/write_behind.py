@@ -94,9 +94,11 @@ class WriteBehind:
 
     async def flush(self) -> None:
         """Write what is queued, in order; stop at an outage and keep the rest (tried again after `retry_s`)."""
-        if self._retry_at is not None and self.clock.now() < self._retry_at:
+        if self._waiting():
             return
         async with self._lock:
+            if self._waiting():  # the flush this one queued behind found the database away
+                return
             while self._queue or self._lost:
                 if not self._queue:
                     self._queue_lost_notices()
@@ -119,6 +121,9 @@ class WriteBehind:
             if self._retry_at is not None:
                 log.warning("database back; every kept write is written")
                 self._retry_at = None
+
+    def _waiting(self) -> bool:
+        return self._retry_at is not None and self.clock.now() < self._retry_at
 
     async def _put(self, write: _Write) -> None:
         key = (write.table, write.row_id)
