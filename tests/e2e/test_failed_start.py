@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def test_create_wait_exits_non_zero_with_the_cause_and_chat_gets_it_too(tmp_path
         chat = rest.post("/v1/chat/completions",
                          json={"model": "novllm", "messages": [{"role": "user", "content": "x"}]})
         assert chat.status_code == 503 and CAUSE in chat.json()["error"]["message"]
-        kinds = [e["kind"] for e in rest.get(f"/v1/deployments/{info['id']}/events").json()["data"]]
-        assert kinds.count("start_failed") <= 3  # seconds in: one try, maybe two more (2 s, then 4 s later)
+        events = rest.get(f"/v1/deployments/{info['id']}/events").json()["data"]
+        tries = [e["at"] for e in events if e["kind"] == "start_failed"]
+        gaps = [b - a for a, b in itertools.pairwise(tries)]
+        assert tries and all(gap >= 1.9 for gap in gaps) and gaps == sorted(gaps), gaps  # 2 s, 4 s, ... apart
     finally:
         plane.stop()
