@@ -86,6 +86,10 @@ def test_the_control_plane_rides_out_a_database_outage(tmp_path: Path) -> None:
                 assert refused.json()["error"]["code"] == "database_unavailable"
                 unknown_key = httpx.get(f"{plane.url}/sg_inf/{dep_id}", headers={"Authorization": "Bearer isk-new"})
                 assert unknown_key.status_code == 503 and unknown_key.json()["success"] is False  # the compat shape
+                new_caller = httpx.post(f"{plane.url}/v1/chat/completions", headers={"Authorization": "Bearer isk-new"},
+                                        json={"model": "steady", "messages": [{"role": "user", "content": "hi"}]})
+                assert new_caller.status_code == 503 and new_caller.headers["retry-after"] == "5"  # a key not cached
+                assert new_caller.json()["error"]["code"] == "database_unavailable"
 
                 engine_of(plane, victim).kill()  # a replica dies while the database is away
                 wait_for(lambda: load.replicas_seen - before, timeout=20, what="a replacement serving")
