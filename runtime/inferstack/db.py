@@ -14,7 +14,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Float, String, and_, create_engine, event, or_, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from inferstack.errors import ApiError
+
+RETRY_AFTER_OUTAGE_S = 5
 
 
 class Base(DeclarativeBase):
@@ -50,7 +56,24 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    # An unreachable server fails a connection attempt after 5 s, and a connection whose data goes
+    # unacknowledged for 10 s (the server vanished mid-statement), rather than after the OS's minutes
+    # or hours: callers treat either as an outage (`is_outage`) and retry.
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5, "tcp_user_timeout": 10_000})
+
+
+def is_outage(error: BaseException) -> bool:
+    """The database did not answer (down, unreachable, restarting, out of connections), as opposed to
+    refusing the statement: the same write may succeed later."""
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def database_away() -> ApiError:
+    """What a caller gets while the database is away: a 503 to retry, not a 500."""
+    return ApiError(503, "The control plane's database is unavailable; retry shortly.", code="database_unavailable",
+                    headers={"Retry-After": str(RETRY_AFTER_OUTAGE_S)})
 
 
 class Database:

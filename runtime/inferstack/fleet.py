@@ -59,6 +59,10 @@ class LiveDeployment:
     queued: int = 0
     """Requests held by the gateway until a replica is ready."""
     consecutive_start_failures: int = 0
+    failed_attempts: int = 0
+    """Times in a row the deployment failed to start: the exponent of its retry backoff."""
+    retry_at: float | None = None
+    """When a failed deployment is tried again (`controller/backoff.py`); None when no try is due."""
     replica_seconds: float = 0.0
     last_replica_seconds_at: float = 0.0
     ready_changed: asyncio.Event = field(default_factory=asyncio.Event)

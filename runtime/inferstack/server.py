@@ -53,7 +53,9 @@ def build_provider(settings: Settings, clock: Clock) -> Provider:
         # infra's Kubernetes target already declares the platform; the provider is the next piece of work.
         raise ValueError(f"{Env.PROVIDER}=kubernetes has no provider in this version of inferstack: "
                          "replicas run with 'local' or 'aws'")
-    return LocalProvider(settings.replica_log_dir, settings.vllm_python)
+    local = LocalProvider(settings.replica_log_dir, settings.vllm_python)
+    local.reclaim_orphans()  # replicas a killed control plane of this home left behind
+    return local
 
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:

@@ -16,7 +16,7 @@ from inferstack.controller.probes import HealthProbe, Probes
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
-from inferstack.providers.base import ReplicaHandle
+from inferstack.providers.base import ProviderError, ReplicaHandle
 from inferstack.server import open_database
 from inferstack.spec import DeploymentSpec
 from inferstack.store import ReplicaRow, Store
@@ -44,10 +44,16 @@ class FakeProvider:
         self.exit_codes: dict[str, int] = {}
         self.exit_on_start: int | None = None
         """When set, every replica started from now on has already exited with this code."""
+        self.refuse_start: str | None = None
+        """When set, every start fails at once with this reason (an engine that cannot run here)."""
         self.closed = False
+        self.refused = 0
 
     async def start(self, deployment_id: str, name: str, replica_id: str, spec: DeploymentSpec,
                     replica_api_key: str) -> ReplicaHandle:
+        if self.refuse_start is not None:
+            self.refused += 1
+            raise ProviderError(self.refuse_start)
         self.started.append(replica_id)
         log_path = self.log_dir / f"{replica_id}.log"
         log_path.write_text("loading weights\nboom: no such model\n")
@@ -105,9 +111,10 @@ class Parts:
         self.store.engine.dispose()
 
 
-async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | None = None) -> Parts:
+async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | None = None,
+                      database_url: str | None = None, startup_timeout_s: float = 900.0) -> Parts:
     """Every part, as `controller.assembly` wires them, but with no background loop: tests call `reconcile`."""
-    store = open_database(f"sqlite:///{tmp_path / 'state.db'}")
+    store = open_database(database_url or f"sqlite:///{tmp_path / 'state.db'}")
     tenant, _ = store.create_key("t", 0.0)
     clock, fleet = ManualClock(), Fleet()
     provider = FakeProvider(replica_url, tmp_path)
@@ -115,7 +122,8 @@ async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | Non
     probes = Probes()
     await probes.start()
     recorder = Recorder(store, clock)
-    replicas = ReplicaLifecycle(provider, recorder, probe or probes, clock, kick.set, health_poll_s=HEALTH_POLL_S)
+    replicas = ReplicaLifecycle(provider, recorder, probe or probes, clock, kick.set, health_poll_s=HEALTH_POLL_S,
+                                startup_timeout_s=startup_timeout_s)
     loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=3600)
     actions = DeploymentActions(fleet, recorder, replicas, clock, kick.set)
     return Parts(store, clock, fleet, provider, probes, recorder, replicas, loop, actions, tenant)

@@ -71,7 +71,7 @@ async def test_three_replicas_exiting_before_ready_fail_the_deployment_with_the_
         decision = await parts.loop.reconcile(deployment)
 
         assert deployment.status is DeploymentStatus.failed and decision.desired == 0
-        assert deployment.status_reason == ("3 replicas in a row exited before becoming ready; last: exited with "
+        assert deployment.status_reason == ("3 replicas in a row failed to start; last: exited with "
                                             "code 1: loading weights | boom: no such model")
         rows = parts.replica_rows(deployment)
         assert sorted(rows) == sorted(parts.provider.started)

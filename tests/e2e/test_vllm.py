@@ -14,8 +14,11 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 import pytest
 
+from inferstack.providers import orphans
+from inferstack.providers.reaper import PARENT_PID_ENV
 from support import ControlPlane, children_of, vllm_python, wait_for, wait_running
 
 pytestmark = pytest.mark.vllm
@@ -93,3 +96,27 @@ def test_a_paused_vllm_deployment_wakes_for_a_request_and_serves_it(plane: tuple
     assert answer.choices[0].message.content is not None and held_s > 5  # it really waited for a cold start
     events = [e["kind"] for e in rest.get("/v1/deployments/tiny/events").json()["data"]]
     assert "resumed" in events and events.count("replica_ready") >= 2
+
+
+def test_a_vllm_replica_holds_no_control_plane_setting_and_dies_with_its_reaper(
+        plane: tuple[ControlPlane, str, Path], deployment: dict[str, object]) -> None:
+    control, key, _ = plane
+    replica_id = wait_running(control.client(key), "tiny", timeout=400)["replicas"][0]["id"]
+    assert control.process is not None
+    group = [p for p in psutil.Process(control.process.pid).children(recursive=True)
+             if p.environ().get(orphans.REPLICA_ID_ENV) == replica_id]
+    [reaper] = [p for p in group if "inferstack.providers.reaper" in " ".join(p.cmdline())]
+    engines = [p for p in group if p != reaper]
+    assert engines and any("vllm.entrypoints.openai.api_server" in " ".join(p.cmdline()) for p in engines)
+    for engine in engines:
+        environ = engine.environ()
+        assert {name for name in environ if name.startswith("INFERSTACK_")} == {
+            orphans.REPLICA_OWNER_ENV, orphans.REPLICA_ID_ENV, PARENT_PID_ENV}  # no INFERSTACK_VLLM_PYTHON, no HOME
+        assert environ["HF_TOKEN"] == "hf_must_not_leak" and environ["VLLM_API_KEY"]  # its own secrets only
+
+    reaper.kill()  # SIGKILL: the reaper gets no chance to stop anything
+
+    def engines_gone() -> bool:
+        return all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in engines)
+
+    wait_for(engines_gone, timeout=10, what="vLLM to die with its reaper")

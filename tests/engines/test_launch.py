@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inferstack.engines.launch import EngineUnavailable, plan_launch
+from inferstack.engines.launch import EngineUnavailable, plan_launch, replica_environment
 from inferstack.spec import DeploymentSpec
 
 
@@ -45,3 +45,16 @@ def test_vllm_without_an_environment_says_how_to_get_one() -> None:
 def test_sim_runs_the_built_in_server() -> None:
     plan = plan_launch(spec(engine="sim", hardware_profile="cpu"), "dep-1", "x", 5, "k", None)
     assert plan.argv[1:3] == ["-m", "inferstack.engines.sim"]
+
+
+def test_a_replica_inherits_only_the_allow_listed_environment_and_its_own_secrets() -> None:
+    control_plane = {"PATH": "/usr/bin", "HOME": "/home/me", "LC_ALL": "C.UTF-8", "HF_HOME": "/cache/hf",
+                     "VLLM_CPU_OMP_THREADS_BIND": "0-1", "CUDA_VISIBLE_DEVICES": "0",
+                     "INFERSTACK_DATABASE_URL": "postgresql://u:pw@db/x", "INFERSTACK_BOOTSTRAP_API_KEY": "isk-boot",
+                     "AWS_SECRET_ACCESS_KEY": "aws-secret", "HF_TOKEN": "hf_operator", "GITHUB_TOKEN": "ghp_x",
+                     "VLLM_API_KEY": "the-control-plane-s-own"}
+    plan = plan_launch(spec(hf_token="hf_deployment"), "dep-1", "dep-1", 9001, "replica-key", "/py")
+    env = replica_environment(control_plane, plan)
+    assert env == {"PATH": "/usr/bin", "HOME": "/home/me", "LC_ALL": "C.UTF-8", "HF_HOME": "/cache/hf",
+                   "VLLM_CPU_OMP_THREADS_BIND": "0-1", "CUDA_VISIBLE_DEVICES": "0",
+                   "VLLM_API_KEY": "replica-key", "HF_TOKEN": "hf_deployment"}

@@ -14,12 +14,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from inferstack.api import batches_routes, compat, deployments, files_routes
 from inferstack.api.deps import Services
 from inferstack.api.errors import compat_error_response, openai_error_response
+from inferstack.db import database_away, is_outage
 from inferstack.errors import ApiError
 from inferstack.gateway.entry import INFERENCE_PATHS, Receive, Scope, Send
 from inferstack.spec import describe_errors, error_fields
@@ -46,6 +48,12 @@ def build_fastapi(services: Services,
         fields = error_fields(error.errors())
         return _error_response(request, ApiError(422, describe_errors(error.errors()), code="invalid_request",
                                                  param=fields[0]["field"] if fields else None, details=fields))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, error: SQLAlchemyError) -> Response:
+        if not is_outage(error):
+            raise error  # a statement the database refused is a bug: the server's 500, logged
+        return _error_response(request, database_away())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:

@@ -49,6 +49,8 @@ class DeploymentActions:
                                    {"fields": changed})
         if REPLICA_SHAPING_FIELDS & changes.keys():
             self._replicas.reshape(deployment)  # the loop starts replacements; each ready one retires an old one
+        if deployment.status is DeploymentStatus.failed:
+            await self._start_afresh(deployment, "Trying again after a spec change")
         self._nudge()
 
     async def stop(self, deployment: LiveDeployment) -> None:
@@ -59,13 +61,17 @@ class DeploymentActions:
 
     async def resume(self, deployment: LiveDeployment) -> None:
         """Back under the loop's care with a fresh start: failures and autoscaler memory forgotten."""
+        await self._start_afresh(deployment, "Resumed by the user")
+        self._nudge()
+
+    async def _start_afresh(self, deployment: LiveDeployment, message: str) -> None:
+        """At once, whatever a failed deployment's retry backoff says."""
         deployment.awake_since = self._clock.now()
-        deployment.consecutive_start_failures = 0
-        deployment.status_reason = ""
+        deployment.consecutive_start_failures = deployment.failed_attempts = 0
+        deployment.retry_at = None
         deployment.autoscaler_state = AutoscalerState()
         await self._recorder.set_status(deployment, DeploymentStatus.provisioning)
-        await self._recorder.event(deployment, "resumed", "Resumed by the user", {})
-        self._nudge()
+        await self._recorder.event(deployment, "resumed", message, {})
 
     async def delete(self, deployment: LiveDeployment) -> None:
         await self._recorder.set_status(deployment, DeploymentStatus.deleted)

@@ -15,6 +15,7 @@ import logging
 from inferstack.autoscaler.decision import Decision, decide
 from inferstack.autoscaler.observe import observe
 from inferstack.clock import Clock
+from inferstack.controller.backoff import retry_due
 from inferstack.controller.probes import Probes, engine_queues
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
@@ -59,6 +60,7 @@ class ControllerLoop:
         for deployment in self._fleet.all():
             self._recorder.account(deployment, now)
             await self._recorder.save(deployment)
+        await self._recorder.flush()
         await self._probes.close()
 
     def wake(self, deployment: LiveDeployment) -> None:
@@ -76,17 +78,21 @@ class ControllerLoop:
             self._kick.clear()
 
     async def tick(self) -> None:
+        await self._recorder.flush()  # what a database outage held back, as soon as it answers
         for deployment in self._fleet.all():
-            if deployment.status in DeploymentStatus.managed():
+            if deployment.status in DeploymentStatus.managed() or deployment.status is DeploymentStatus.failed:
                 await self.reconcile(deployment)
 
     async def reconcile(self, deployment: LiveDeployment) -> Decision:
-        """One deployment, one pass."""
+        """One deployment, one pass. A failed one is passed over until its retry is due; it stays `failed`
+        (with its cause) while it tries, until a replica is ready."""
         now = self._clock.now()
         self._recorder.account(deployment, now)
         await self._replicas.reap_exited(deployment)
         if deployment.status is DeploymentStatus.failed:
-            return _no_decision(deployment)
+            if not retry_due(deployment.retry_at, now):
+                return _no_decision(deployment)
+            deployment.retry_at = None  # one try at a time: the next failure sets the next retry
         await self._probes.scrape_engines(deployment)
         observation = observe(deployment, now)
         decision = decide(deployment.spec, observation, deployment.autoscaler_state, now)
@@ -108,7 +114,8 @@ class ControllerLoop:
                 deployment, "scaled", f"{current} -> {decision.desired} replicas: {decision.reason}",
                 {**decision.inputs, **engine_queues(deployment), "rule": decision.rule, "before": current,
                  "after": decision.desired})
-        await self._recorder.set_status(deployment, derived_status(deployment, decision.desired))
+        if deployment.status in DeploymentStatus.managed():  # not if a start failed or a user stopped it meanwhile
+            await self._recorder.set_status(deployment, derived_status(deployment, decision.desired))
         if decision.desired != current or self._recorder.save_due(deployment, now, STATE_SAVE_INTERVAL_S):
             await self._recorder.save(deployment)
 

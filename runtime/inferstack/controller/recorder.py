@@ -2,7 +2,10 @@
 
 Every write the controller makes to the store goes through here, off the event loop (the store is
 synchronous SQLAlchemy), so the live fleet and the store change together and every change leaves an
-event with the numbers behind it.
+event with the numbers behind it. The writes that follow the live view (events, status, replica rows,
+saved state) go through a `WriteBehind`: they never raise, and a database outage delays them, it does
+not lose them. Creating a deployment and saving a spec are the API's: those raise, and the API answers
+503.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, TypeVar
 
 from inferstack.autoscaler.decision import AutoscalerState
 from inferstack.clock import Clock
+from inferstack.controller.write_behind import WriteBehind
 from inferstack.fleet import LiveDeployment
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 from inferstack.store import DeploymentRow, ReplicaRow, Store
@@ -28,6 +32,11 @@ class Recorder:
         self._store = store
         self._clock = clock
         self._saved_at: dict[str, float] = {}
+        self.writes = WriteBehind(store, clock)
+
+    async def flush(self) -> None:
+        """Write what an outage held back (each tick calls this; it is cheap when nothing waits)."""
+        await self.writes.flush()
 
     # --- deployments ---------------------------------------------------------------------------
     async def restore(self, now: float) -> list[LiveDeployment]:
@@ -42,28 +51,35 @@ class Recorder:
     async def save_spec(self, deployment: LiveDeployment) -> None:
         await _db(self._store.save_spec, deployment.id, deployment.spec, self._clock.now())
 
-    async def set_status(self, deployment: LiveDeployment, status: DeploymentStatus) -> None:
-        if status is deployment.status:
-            return
-        before, deployment.status = deployment.status, status
-        if status is not DeploymentStatus.failed and status is not DeploymentStatus.stopped:
+    async def set_status(self, deployment: LiveDeployment, status: DeploymentStatus, reason: str | None = None) -> None:
+        """Record a status (and its reason: a failed or stopped one keeps the reason it has unless given
+        one; any other has none). A new status leaves an event; a new reason alone is written quietly."""
+        before, before_reason = deployment.status, deployment.status_reason
+        if reason is not None:
+            deployment.status_reason = reason
+        elif status is not DeploymentStatus.failed and status is not DeploymentStatus.stopped:
             deployment.status_reason = ""
-        await _db(self._store.update_deployment, deployment.id, status=status,
-                  status_reason=deployment.status_reason, updated_at=self._clock.now())
-        await self.event(deployment, "status", f"Status {before} -> {status}"
-                         + (f": {deployment.status_reason}" if deployment.status_reason else ""),
-                         {"before": before.value, "after": status.value})
+        if status is before and deployment.status_reason == before_reason:
+            return
+        deployment.status = status
+        await self.writes.update_deployment(deployment.id, {
+            "status": status, "status_reason": deployment.status_reason, "updated_at": self._clock.now()})
+        if status is not before:
+            await self.event(deployment, "status", f"Status {before} -> {status}"
+                             + (f": {deployment.status_reason}" if deployment.status_reason else ""),
+                             {"before": before.value, "after": status.value})
 
     async def event(self, deployment: LiveDeployment, kind: str, message: str, data: dict[str, Any]) -> None:
         log.info("%s %s: %s", deployment.id, kind, message)
-        await _db(self._store.add_event, deployment.id, self._clock.now(), kind, message, data)
+        await self.writes.add_event(deployment.id, self._clock.now(), kind, message, data)
 
     # --- replicas ------------------------------------------------------------------------------
     async def add_replica(self, row: ReplicaRow) -> None:
-        await _db(self._store.add_replica, row)
+        values = {c.key: getattr(row, c.key) for c in ReplicaRow.__table__.columns if c.key != "id"}
+        await self.writes.insert_replica(row.id, {k: v for k, v in values.items() if v is not None})
 
     async def replica(self, replica_id: str, status: ReplicaStatus, **fields: Any) -> None:
-        await _db(self._store.update_replica, replica_id, status=status, **fields)
+        await self.writes.update_replica(replica_id, {"status": status, **fields})
 
     # --- cost and memory -----------------------------------------------------------------------
     @staticmethod
@@ -81,12 +97,12 @@ class Recorder:
     async def save(self, deployment: LiveDeployment) -> None:
         """The autoscaler's memory, the replica count and the cost so far, for the next control plane."""
         self._saved_at[deployment.id] = self._clock.now()
-        await _db(self._store.update_deployment, deployment.id,
-                  autoscaler_state=deployment.autoscaler_state.to_json(),
-                  desired_replicas=deployment.wanted(),
-                  replica_seconds=deployment.replica_seconds,
-                  cost_usd=cost_usd(deployment),
-                  last_activity_at=max(deployment.metrics.last_activity_at or 0.0, deployment.awake_since))
+        await self.writes.update_deployment(deployment.id, {
+            "autoscaler_state": deployment.autoscaler_state.to_json(),
+            "desired_replicas": deployment.wanted(),
+            "replica_seconds": deployment.replica_seconds,
+            "cost_usd": cost_usd(deployment),
+            "last_activity_at": max(deployment.metrics.last_activity_at or 0.0, deployment.awake_since)})
 
 
 def cost_usd(deployment: LiveDeployment) -> float:

@@ -8,6 +8,7 @@ streams to end: the loop must keep serving every other deployment meanwhile); `c
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from inferstack.autoscaler.victims import choose_victims
 from inferstack.clock import Clock
+from inferstack.controller.backoff import retry_delay
 from inferstack.controller.probes import HealthProbe
 from inferstack.controller.recorder import Recorder
 from inferstack.fleet import LiveDeployment, LiveReplica
@@ -22,10 +24,14 @@ from inferstack.providers.base import Provider, ProviderError
 from inferstack.spec import DeploymentStatus, ReplicaStatus
 from inferstack.store import ReplicaRow, new_id
 
+log = logging.getLogger("inferstack.controller")
+
 # A replica that fails this many starts in a row fails the deployment: a bad model id or engine flag
-# would otherwise restart forever (and bill for it).
+# would otherwise restart forever (and bill for it). A failed deployment is tried again after a backoff.
 MAX_CONSECUTIVE_START_FAILURES = 3
 DRAIN_POLL_S = 0.05
+# A failed deployment's own replicas may still be starting (and may yet come up) or be tried again.
+_KEEPS_REPLICAS = DeploymentStatus.managed() | {DeploymentStatus.failed}
 
 
 class ReplicaLifecycle:
@@ -64,15 +70,17 @@ class ReplicaLifecycle:
             return
         finally:
             deployment.pending_starts -= 1
-        if deployment.status not in DeploymentStatus.managed():
+        if deployment.status not in _KEEPS_REPLICAS:
             await self._provider.stop(handle)  # stopped or deleted while the replica was on its way
             return
         replica = LiveReplica(handle=handle, api_key=api_key, status=ReplicaStatus.starting, started_at=now)
         deployment.replicas[replica_id] = replica
+        # The health check goes before the record: a replica is probed to ready (or stopped) whatever the
+        # database does meanwhile.
+        self._spawn(self._await_healthy(deployment, replica))
         await self._recorder.add_replica(ReplicaRow(
             id=replica_id, deployment_id=deployment.id, status=ReplicaStatus.starting, url=handle.url,
             pid=handle.pid, log_path=handle.log_path, created_at=now))
-        self._spawn(self._await_healthy(deployment, replica))
 
     async def _await_healthy(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
         deadline = replica.started_at + self._startup_timeout_s
@@ -83,15 +91,16 @@ class ReplicaLifecycle:
                 await self._mark_ready(deployment, replica)
                 return
             if self._clock.now() > deadline:
-                await self._failed(deployment, replica, f"not healthy within {self._startup_timeout_s:g} s")
                 await self._provider.stop(replica.handle)
+                await self._start_failed(deployment, replica, f"not healthy within {self._startup_timeout_s:g} s")
                 return
             await self._clock.sleep(self._health_poll_s)
 
     async def _mark_ready(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
         now = self._clock.now()
         replica.status, replica.ready_at = ReplicaStatus.ready, now
-        deployment.consecutive_start_failures = 0
+        deployment.consecutive_start_failures = deployment.failed_attempts = 0
+        deployment.retry_at = None
         deployment.notify()  # release held requests the moment a replica can take them
         await self._recorder.replica(replica.replica_id, ReplicaStatus.ready, ready_at=now)
         await self._recorder.event(deployment, "replica_ready",
@@ -167,19 +176,31 @@ class ReplicaLifecycle:
             code = self._provider.exit_code(replica.handle)
             if code is None:
                 continue
-            was_ready = replica.status is ReplicaStatus.ready
-            await self._failed(deployment, replica, f"exited with code {code}{_log_tail(replica)}")
-            if not was_ready:
-                deployment.consecutive_start_failures += 1
-                if deployment.consecutive_start_failures >= MAX_CONSECUTIVE_START_FAILURES:
-                    await self.fail(deployment, f"{MAX_CONSECUTIVE_START_FAILURES} replicas in a row exited "
-                                                f"before becoming ready; last: exited with code {code}"
-                                                f"{_log_tail(replica)}")
+            reason = f"exited with code {code}{_log_tail(replica)}"
+            if replica.status is ReplicaStatus.ready:
+                await self._failed(deployment, replica, reason)  # the next decision replaces it
+            else:
+                await self._start_failed(deployment, replica, reason)
+
+    async def _start_failed(self, deployment: LiveDeployment, replica: LiveReplica, reason: str) -> None:
+        await self._failed(deployment, replica, reason)
+        deployment.consecutive_start_failures += 1
+        if deployment.consecutive_start_failures >= MAX_CONSECUTIVE_START_FAILURES:
+            await self.fail(deployment, f"{deployment.consecutive_start_failures} replicas in a row failed to "
+                                        f"start; last: {reason}")
 
     async def fail(self, deployment: LiveDeployment, reason: str) -> None:
-        deployment.status_reason = reason
-        await self._recorder.set_status(deployment, DeploymentStatus.failed)
-        await self.stop_all(deployment)  # held requests get a clear error now instead of waiting out their deadline
+        """The deployment cannot start: it is `failed` with the cause, its replicas stop (held requests get
+        the cause now, not at their deadline), and the loop tries again after a backoff that doubles with
+        each failure in a row (`backoff.retry_delay`), so a hopeless one costs an event or three per try."""
+        deployment.failed_attempts += 1
+        delay = retry_delay(deployment.failed_attempts)
+        deployment.retry_at = self._clock.now() + delay
+        await self._recorder.set_status(deployment, DeploymentStatus.failed, reason)
+        await self._recorder.event(deployment, "start_failed",
+                                   f"Start failed ({deployment.failed_attempts} in a row), next try in {delay:g} s: "
+                                   f"{reason}", {"attempt": deployment.failed_attempts, "retry_in_s": delay})
+        await self.stop_all(deployment)
 
     async def _failed(self, deployment: LiveDeployment, replica: LiveReplica, reason: str) -> None:
         deployment.replicas.pop(replica.replica_id, None)
@@ -192,7 +213,12 @@ class ReplicaLifecycle:
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("replica task failed", exc_info=task.exception())
 
 
 def _log_tail(replica: LiveReplica, lines: int = 3) -> str:

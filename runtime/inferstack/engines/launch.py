@@ -7,6 +7,7 @@ targets put the same flags into a pod spec or user data.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 from pydantic import BaseModel
 
@@ -22,6 +23,25 @@ class LaunchPlan(BaseModel):
 
 class EngineUnavailable(Exception):
     pass
+
+
+# What a local replica inherits from the control plane's environment: what an engine and its libraries
+# need to find programs, caches and devices. Nothing else: the control plane's own settings and
+# credentials (INFERSTACK_*, the database URL, a bootstrap key, AWS_*) must not be readable in
+# /proc/<engine>/environ. The replica's own secrets come from the plan (`LaunchPlan.env`).
+INHERITED_ENV = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH",
+    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+    "TORCHINDUCTOR_CACHE_DIR",
+})
+INHERITED_PREFIXES = ("LC_", "VLLM_")
+
+
+def replica_environment(inherited: Mapping[str, str], plan: LaunchPlan) -> dict[str, str]:
+    """The allow-listed part of `inherited`, then the plan's own variables."""
+    kept = {k: v for k, v in inherited.items() if k in INHERITED_ENV or k.startswith(INHERITED_PREFIXES)}
+    return {**kept, **plan.env}
 
 
 def served_names(deployment_id: str, name: str) -> list[str]:

@@ -101,7 +101,9 @@ class Admission:
             while True:
                 if deployment.status in _CLOSED:
                     raise ApiError(409 if deployment.status is DeploymentStatus.stopped else 503,
-                                   f"Deployment {deployment.id} is {deployment.status}.", code="deployment_unavailable")
+                                   f"Deployment {deployment.id} is {deployment.status}"
+                                   + (f": {deployment.status_reason}" if deployment.status_reason else "."),
+                                   code="deployment_unavailable")
                 if not queued:
                     if deployment.queued >= deployment.spec.max_queued_requests:
                         raise ApiError(503, f"Deployment {deployment.id} has {deployment.queued} requests waiting "

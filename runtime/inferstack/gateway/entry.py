@@ -21,9 +21,11 @@ from typing import Any
 import aiohttp
 import orjson
 from prometheus_client import Counter, Histogram
+from sqlalchemy.exc import SQLAlchemyError
 
 from inferstack.auth import KeyRing
 from inferstack.clock import Clock
+from inferstack.db import database_away, is_outage
 from inferstack.errors import ApiError, openai_error_body
 from inferstack.fleet import Fleet, LiveDeployment
 from inferstack.gateway.admission import Admission, Lease, WakeRequester
@@ -39,6 +41,8 @@ INFERENCE_PATHS = {
     "/v1/embeddings": Task.embed,
 }
 REQUESTS = Counter("inferstack_gateway_requests_total", "Requests proxied", ["deployment", "code"])
+CLIENT_CLOSED = 499
+"""The `code` of a request whose caller hung up before its answer was complete (nginx's number)."""
 LATENCY = Histogram("inferstack_gateway_request_seconds", "End-to-end latency at the gateway", ["deployment"])
 
 
@@ -78,6 +82,11 @@ class Gateway:
         except ApiError as error:
             await _send_error(send, error)
             return
+        except SQLAlchemyError as error:  # a key not cached yet while the database is away
+            if not is_outage(error):
+                raise
+            await _send_error(send, database_away())
+            return
         streaming = bool(request.get("stream"))
         await self._serve(deployment, scope["path"], body, streaming, send, receive)
 
@@ -98,6 +107,21 @@ class Gateway:
             await send({"type": "http.response.body", "body": b": waiting for a replica to start\n\n",
                         "more_body": True})
 
+        # A caller who hangs up ends the request wherever it is (held, waiting for the replica, streaming):
+        # its lease goes back, the replica's connection closes (the engine aborts the sequence), and the
+        # request counts as CLIENT_CLOSED, not as an error of the deployment.
+        serving = asyncio.current_task()
+        assert serving is not None
+        hung_up = False
+
+        def on_gone(watch: asyncio.Task[None]) -> None:
+            nonlocal hung_up
+            if not watch.cancelled() and watch.exception() is None:
+                hung_up = True
+                serving.cancel()
+
+        gone = asyncio.create_task(_disconnected(receive))
+        gone.add_done_callback(on_gone)
         try:
             lease = await self._admission.acquire(deployment, started + deployment.spec.max_queue_wait_s,
                                                   heartbeat=heartbeat if streaming else None)
@@ -107,52 +131,60 @@ class Gateway:
                 try:
                     if opened and status != 200:
                         # Heartbeats already promised an event stream: the replica's error becomes an event.
-                        event = b"data: " + await response.read() + b"\n\n"
+                        event = b"data: " + await _read(response) + b"\n\n"
                         await send({"type": "http.response.body", "body": event})
+                        return
+                    if not streaming:  # one body message: a whole JSON answer gains nothing from chunks
+                        answer = await _read(response)  # before the headers: a replica dying now is a clean 502
+                        await send({"type": "http.response.start", "status": status,
+                                    "headers": _response_headers(response, lease)})
+                        await send({"type": "http.response.body", "body": answer})
                         return
                     if not opened:
                         await send({"type": "http.response.start", "status": status,
                                     "headers": _response_headers(response, lease)})
                         opened = True
-                    if not streaming:  # one body message: a whole JSON answer gains nothing from chunks
-                        await send({"type": "http.response.body", "body": await response.read()})
-                        return
-                    ttft = await self._relay_stream(response, send, receive, started)
+                    ttft, cut = await self._relay_stream(response, send, started)
+                    if cut:
+                        status = 502
                 finally:
-                    response.release()
+                    response.release()  # closes the connection if the answer was not read to the end
             finally:
                 lease.release()
         except ApiError as error:
             status = error.status
             if opened:  # a streaming caller already has a 200: the error goes in the stream, as OpenAI does
-                event = b"data: " + openai_error_body(error.status, error.message, error.code) + b"\n\n"
-                await send({"type": "http.response.body", "body": event})
+                await send({"type": "http.response.body", "body": _error_event(error)})
             else:
                 await _send_error(send, error)
+        except asyncio.CancelledError:
+            if not hung_up or serving.uncancel():  # cancelled by the server (shutting down), not by the caller
+                raise
+            status = CLIENT_CLOSED
         finally:
+            gone.cancel()
             now = self._clock.now()
             deployment.metrics.completion(now, now - started, ttft, status < 500)
             self._record(deployment.id, status, now - started)
 
-    async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send, receive: Receive,
-                            started: float) -> float | None:
-        """Pass a stream through as the bytes arrive; returns the time to first byte. If the caller goes
-        away, close the replica's connection at the next chunk, so the engine aborts the sequence
-        instead of generating for nobody."""
-        gone = asyncio.create_task(_disconnected(receive))
+    async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send,
+                            started: float) -> tuple[float | None, bool]:
+        """Pass a stream through as the bytes arrive. Returns the time to first byte, and whether the
+        replica cut the stream (it died or its connection broke): the caller's stream then ends properly,
+        with an error event in OpenAI's shape that its client raises, not with a broken chunked body."""
         ttft: float | None = None
         try:
             async for chunk in response.content.iter_any():
-                if gone.done():
-                    response.close()
-                    return ttft
                 if ttft is None:
                     ttft = self._clock.now() - started
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            return ttft
-        finally:
-            gone.cancel()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            cut = ApiError(502, f"The replica's stream broke off ({type(exc).__name__}); the answer is incomplete.",
+                           code="replica_disconnected")
+            await send({"type": "http.response.body", "body": _error_event(cut)})
+            return ttft, True
+        await send({"type": "http.response.body", "body": b""})
+        return ttft, False
 
     # --- programmatic entry: batch lines and other internal callers --------------------------
     def resolves(self, tenant_id: str, model: str) -> bool:
@@ -258,6 +290,18 @@ async def _read_body(receive: Receive) -> bytes:
         message = await receive()
         parts.append(message.get("body", b""))
     return b"".join(parts)
+
+
+async def _read(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.read()
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        raise ApiError(502, f"The replica's connection broke before its answer was complete ({type(exc).__name__}).",
+                       code="replica_disconnected") from exc
+
+
+def _error_event(error: ApiError) -> bytes:
+    return b"data: " + openai_error_body(error.status, error.message, error.code) + b"\n\n"
 
 
 async def _disconnected(receive: Receive) -> None:

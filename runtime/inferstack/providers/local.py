@@ -1,7 +1,10 @@
 """The local provider: replicas are child processes on free loopback ports, the embedded default.
 
 Each replica runs under `inferstack.providers.reaper`, so no replica outlives the control plane,
-however the control plane ends (see reaper.py).
+however the control plane ends (see reaper.py), nor its reaper. Replicas start with an allow-listed
+environment (`engines.launch.replica_environment`) plus markers that let this installation find its own
+replica processes again (`providers/orphans.py`): those of a replica whose reaper died are stopped when
+the loop reaps it, and those a previous control plane left are stopped by `reclaim_orphans` at start.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import socket
 import sys
 from pathlib import Path
 
-from inferstack.engines.launch import EngineUnavailable, plan_launch
+from inferstack.engines.launch import EngineUnavailable, plan_launch, replica_environment
+from inferstack.providers import orphans
 from inferstack.providers.base import ProviderError, ReplicaHandle
-from inferstack.providers.reaper import PARENT_PID_ENV
 from inferstack.spec import DeploymentSpec
 
 
@@ -31,6 +34,12 @@ class LocalProvider:
         self._vllm_python = vllm_python
         self._stop_timeout_s = stop_timeout_s
         self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._owner = str(log_dir.resolve())  # one installation (INFERSTACK_HOME), one set of replicas
+        self._swept: set[str] = set()
+
+    def reclaim_orphans(self) -> int:
+        """Stop the replica processes of this installation that a previous control plane left running."""
+        return orphans.reclaim(self._owner)
 
     async def start(
         self, deployment_id: str, name: str, replica_id: str, spec: DeploymentSpec, replica_api_key: str
@@ -42,7 +51,8 @@ class LocalProvider:
             raise ProviderError(str(exc)) from exc
         self._log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_dir / f"{replica_id}.log"
-        env = {**os.environ, **plan.env, PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        env = {**replica_environment(os.environ, plan), **orphans.markers(self._owner, replica_id),
+               "PYTHONUNBUFFERED": "1"}
         with log_path.open("ab") as log:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "inferstack.providers.reaper", "--", *plan.argv,
@@ -54,7 +64,12 @@ class LocalProvider:
 
     def exit_code(self, handle: ReplicaHandle) -> int | None:
         process = self._processes.get(handle.replica_id)
-        return None if process is None else process.returncode
+        if process is None or process.returncode is None:
+            return None
+        if handle.replica_id not in self._swept:  # its reaper is gone: so must be all it ran
+            self._swept.add(handle.replica_id)
+            orphans.sweep_replica(self._owner, handle.replica_id)
+        return process.returncode
 
     async def stop(self, handle: ReplicaHandle) -> None:
         process = self._processes.pop(handle.replica_id, None)

@@ -3,7 +3,10 @@
 `python -m inferstack.providers.reaper -- CMD ...` runs CMD in its own process group. The kernel
 sends the reaper SIGTERM when its parent (the control plane) dies for any reason, SIGKILL included
 (PR_SET_PDEATHSIG), and the reaper then kills the group: vLLM's API server forks an engine-core
-process that would otherwise outlive a killed control plane and hold the GPU.
+process that would otherwise outlive a killed control plane and hold the GPU. CMD in turn gets
+SIGKILL when the reaper dies (the same mechanism, armed in CMD's process before it execs), so a
+`kill -9` on the reaper does not leave the engine serving; what CMD started is swept by the control
+plane (`providers/orphans.py`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ PARENT_PID_ENV = "INFERSTACK_PARENT_PID"
 still its parent once the death signal is armed."""
 
 
-def _die_with_parent(expected_parent: int) -> None:
+def _die_with_parent(expected_parent: int, sig: int = signal.SIGTERM) -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(PR_SET_PDEATHSIG, sig)
     if os.getppid() != expected_parent:  # the parent died before prctl took effect
-        sys.exit(1)
+        os._exit(1)  # also right in a forked child, where sys.exit would unwind the parent's stack
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -41,7 +44,10 @@ def main(argv: list[str]) -> int:
         return 2
     command = argv[argv.index("--") + 1 :]
     _die_with_parent(int(os.environ.get(PARENT_PID_ENV, os.getppid())))
-    child = subprocess.Popen(command, start_new_session=True)
+    reaper = os.getpid()
+    # Runs in the child between fork and exec; the reaper has no threads, so this is safe here.
+    child = subprocess.Popen(command, start_new_session=True,
+                             preexec_fn=lambda: _die_with_parent(reaper, signal.SIGKILL))
     kill_at: list[float] = []  # set once a stop is asked for: when SIGTERM turns into SIGKILL
 
     def on_signal(_signum: int, _frame: object) -> None:
