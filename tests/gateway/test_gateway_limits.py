@@ -121,3 +121,22 @@ async def test_an_unlimited_key_gets_no_rate_limit_headers(harness: Harness, rep
 ])
 def test_token_estimates(request_body: dict[str, object], tokens: int) -> None:
     assert estimate_tokens(request_body) == tokens
+
+
+async def test_a_deployment_at_its_bound_per_replica_answers_429_instead_of_queueing_at_the_engine(
+        harness: Harness, replica_server: FakeReplica) -> None:
+    deployment = harness.deployment
+    deployment.spec = deployment.spec.model_copy(update={"max_requests_per_replica": 2})
+    harness.add_replica("r1", replica_server.url)
+    held = [harness.request(hold=True) for _ in range(2)]
+    await eventually(lambda: replica_server.requests == 2)
+    refused = await harness.send()
+    assert refused.status == 429 and refused.headers[b"retry-after"] == b"1"
+    error = refused.json()["error"]
+    assert error["code"] == "deployment_at_capacity" and "at most 2 each" in error["message"]
+    assert replica_server.requests == 2 and deployment.queued == 0
+    harness.add_replica("r2", replica_server.url)  # a second replica doubles the bound
+    assert (await harness.send()).status == 200
+    replica_server.gate.set()
+    await asyncio.gather(*(task for _, task in held))
+    assert (await harness.send()).status == 200

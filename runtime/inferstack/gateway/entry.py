@@ -77,7 +77,7 @@ class Gateway:
                 raise ApiError(401, "Invalid, expired or revoked API key.", code="invalid_api_key")
             request = _parse(body)
             deployment = self._resolve(grant.tenant_id, request.get("model"), scope["path"])
-            permit = self._limits.admit(grant, request, self._clock.now())
+            permit = self._limits.admit(grant, deployment, request, self._clock.now())
         except ApiError as error:
             await _send_error(send, error)
             return

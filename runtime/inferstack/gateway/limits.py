@@ -1,4 +1,6 @@
-"""Per-key limits at the gateway's entry: admit a request or answer 429, the way OpenAI does.
+"""Limits at the gateway's entry: admit a request or answer 429, the way OpenAI does. Two bounds: the
+key's (requests/min, tokens/min, requests in flight) and the deployment's (requests in flight per ready
+replica, `max_requests_per_replica`).
 
 The bookkeeping is `inferstack.ratelimit` (pure, `now` passed in); this module estimates a request's
 tokens, keeps one limiter per key, and writes the verdict as HTTP: `Retry-After` and OpenAI's
@@ -18,6 +20,7 @@ from typing import Any
 
 from inferstack.access import KeyGrant
 from inferstack.errors import ApiError
+from inferstack.fleet import LiveDeployment
 from inferstack.ratelimit import KeyLimiter, Verdict, openai_duration
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -63,8 +66,10 @@ class RateLimits:
     def __init__(self) -> None:
         self._limiters: dict[str, KeyLimiter] = {}
 
-    def admit(self, grant: KeyGrant, request: dict[str, Any], now: float) -> Permit:
-        """A permit for the request, or ApiError 429 with Retry-After and the x-ratelimit headers."""
+    def admit(self, grant: KeyGrant, deployment: LiveDeployment, request: dict[str, Any], now: float) -> Permit:
+        """A permit for the request, or ApiError 429 with Retry-After (and the x-ratelimit headers when the
+        key's limits refuse it)."""
+        check_capacity(deployment)
         if grant.limits.unlimited():
             return UNLIMITED
         limiter = self._limiters.get(grant.key_id)
@@ -78,6 +83,21 @@ class RateLimits:
             headers["Retry-After"] = str(max(1, math.ceil(verdict.retry_after_s)))
         raise ApiError(429, f"Rate limit reached for this API key: {verdict.reason}.",
                        code="rate_limit_exceeded", headers=headers)
+
+
+def check_capacity(deployment: LiveDeployment) -> None:
+    """The deployment's bound, `max_requests_per_replica` requests in flight per ready replica: beyond it a
+    request would only queue at an engine, so it is a 429 at once. While no replica is ready, admission
+    holds requests instead (bounded by `max_queued_requests`)."""
+    bound = deployment.spec.max_requests_per_replica
+    ready = deployment.ready_replicas()
+    if bound is None or not ready:
+        return
+    in_flight = sum(replica.outstanding for replica in ready)
+    if in_flight >= bound * len(ready):
+        raise ApiError(429, f"Deployment {deployment.id} is at capacity: {in_flight} requests in flight on "
+                            f"{len(ready)} replica(s), at most {bound} each; retry shortly.",
+                       code="deployment_at_capacity", headers={"Retry-After": "1"})
 
 
 def rate_limit_headers(verdict: Verdict) -> dict[str, str]:
