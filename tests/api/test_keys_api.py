@@ -102,6 +102,9 @@ def test_bad_key_requests_are_refused_and_change_nothing(plane: ControlPlane, ad
                  {"limits": {"rpm": 5}}):
         refused = admin.post("/v1/keys", json=body)
         assert refused.status_code == 422 and refused.json()["error"]["type"] == "invalid_request_error", body
+    for bad_id in ("key-%00", "key%20x", "k" * 41):
+        refused = admin.post(f"/v1/keys/{bad_id}/revoke")
+        assert refused.status_code == 422 and refused.json()["error"]["param"] == "path.key_id", bad_id
     other = plane.client(plane.create_key("someone-else"))
     someone_elses = other.get("/v1/keys").json()["data"][0]["id"]
     for action in ("revoke", "rotate"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferstack.access import KeyLimits, KeyScope
@@ -19,6 +19,8 @@ from inferstack.store import ApiKeyRow, KeyRevoked
 
 router = APIRouter(tags=["keys"])
 Admin = Annotated[str, Depends(admin_tenant_id)]
+# Checked before any lookup: PostgreSQL refuses a NUL byte in a query, which would otherwise be a 500.
+KeyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,40}$", description="The key's id (key-...).")]
 
 TEN_YEARS_S = 10 * 365 * 86400
 
@@ -83,7 +85,7 @@ async def create_key(body: KeyCreate, request: Request, tenant: Admin) -> KeyCre
 
 
 @router.post("/v1/keys/{key_id}/revoke", response_model=KeyView)
-async def revoke_key(key_id: str, request: Request, tenant: Admin) -> KeyView:
+async def revoke_key(key_id: KeyId, request: Request, tenant: Admin) -> KeyView:
     svc = services(request)
     now = svc.clock.now()
     row = await asyncio.to_thread(svc.store.revoke_key, tenant, key_id, now)
@@ -94,7 +96,7 @@ async def revoke_key(key_id: str, request: Request, tenant: Admin) -> KeyView:
 
 
 @router.post("/v1/keys/{key_id}/rotate", status_code=201, response_model=KeyCreated)
-async def rotate_key(key_id: str, request: Request, tenant: Admin, body: KeyRotate | None = None) -> KeyCreated:
+async def rotate_key(key_id: KeyId, request: Request, tenant: Admin, body: KeyRotate | None = None) -> KeyCreated:
     """A new key with the old one's scope and limits; the old key is revoked in the same step."""
     svc = services(request)
     now = svc.clock.now()
