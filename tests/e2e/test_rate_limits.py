@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 
 import openai
 import pytest
@@ -19,11 +20,18 @@ FLOOD = 500
 CONCURRENCY = 8
 
 
-def test_the_openai_client_sees_a_rate_limit_error_with_the_headers(control_plane: ControlPlane) -> None:
-    admin = control_plane.create_key("limited-team")
-    sim_deployment(control_plane, admin, "chat")
-    created = control_plane.client(admin).post("/v1/keys", json={"limits": {"requests_per_minute": 2}})
-    client = openai.OpenAI(base_url=control_plane.url + "/v1", api_key=created.json()["key"], max_retries=0)
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(home=tmp_path_factory.mktemp("limits") / "home").start()
+    yield plane
+    plane.stop()
+
+
+def test_the_openai_client_sees_a_rate_limit_error_with_the_headers(plane: ControlPlane) -> None:
+    admin = plane.create_key("limited-team")
+    sim_deployment(plane, admin, "chat")
+    created = plane.client(admin).post("/v1/keys", json={"limits": {"requests_per_minute": 2}})
+    client = openai.OpenAI(base_url=plane.url + "/v1", api_key=created.json()["key"], max_retries=0)
     messages = [{"role": "user", "content": "hi"}]
     for remaining in ("1", "0"):
         raw = client.chat.completions.with_raw_response.create(model="chat", messages=messages, max_tokens=2)
@@ -36,16 +44,17 @@ def test_the_openai_client_sees_a_rate_limit_error_with_the_headers(control_plan
     assert refused.value.code == "rate_limit_exceeded"
 
 
-def test_a_flood_of_streams_from_one_key_does_not_starve_the_others(control_plane: ControlPlane) -> None:
-    flooder, colleague, neighbour = (control_plane.create_key(t) for t in ("flooder", "flooder", "neighbour"))
-    rest = control_plane.client(flooder)
+def test_a_flood_of_streams_from_one_key_does_not_starve_the_others(plane: ControlPlane) -> None:
+    flooder, neighbour = plane.create_key("flooder"), plane.create_key("neighbour")
+    rest = plane.client(flooder)
     created = rest.post("/v1/deployments", json={**SIM_SPEC, "name": "busy", "engine_args": FLOOD_ARGS})
     wait_running(rest, created.json()["id"])
-    sim_deployment(control_plane, neighbour, "quiet")
+    sim_deployment(plane, neighbour, "quiet")
     flood_key = rest.post("/v1/keys", json={"limits": {"max_concurrent_requests": CONCURRENCY}}).json()["key"]
+    colleague = rest.post("/v1/keys", json={}).json()["key"]  # another application of the flooder's tenant
 
     statuses, (other_tenant, same_deployment) = asyncio.run(flood_and_measure(
-        control_plane.url, flood_key, "busy", [(neighbour, "quiet"), (colleague, "busy")], FLOOD))
+        plane.url, flood_key, "busy", [(neighbour, "quiet"), (colleague, "busy")], FLOOD))
 
     refused, served = statuses.count(429), statuses.count(200)
     print(f"\nflood: {served} served, {refused} refused (429) of {FLOOD}; p50/p95 of another tenant "
