@@ -36,6 +36,11 @@ def test_keys_lifecycle_from_the_command_line(control_plane: ControlPlane) -> No
     assert rotated["id"] in table and "revoked" in table and "30 rpm" in table
     assert _status(control_plane, rotated["key"]) == 401
 
+    over_rest = control_plane.cli(admin, "keys", "create", "--tpm", "500").stdout.strip().splitlines()[-1]
+    made = next(k for k in json.loads(control_plane.cli(admin, "keys", "list", "-o", "json").stdout)
+                if over_rest.startswith(k["prefix"]) and k["status"] == "active" and k["scope"] == "inference")
+    assert made["limits"]["tokens_per_minute"] == 500 and _status(control_plane, over_rest) == 200
+
     bad = control_plane.cli(admin, "keys", "rotate", rotated["id"], "--expires-in", "soon", check=False)
     assert bad.returncode == 1 and "not a duration" in bad.stderr
     refused = control_plane.cli(admin, "keys", "revoke", "key-nosuch", check=False)

@@ -1,8 +1,8 @@
 """`inferstack keys create|list|revoke|rotate`: API keys.
 
 `create --tenant` writes to the control plane's store directly (it makes the first key of a tenant, so it
-needs no key); the other commands go through the REST API with an admin key (INFERSTACK_API_KEY). A new
-key is printed alone on stdout's last line: it is shown once and stored hashed.
+needs no key); `create` without it and the other commands go through the REST API with an admin key
+(INFERSTACK_API_KEY). A new key is printed alone on stdout's last line: it is shown once and stored hashed.
 """
 
 from __future__ import annotations
@@ -40,19 +40,33 @@ def _limits(rpm: int | None, tpm: int | None, concurrency: int | None) -> KeyLim
 
 @keys_app.command("create")
 def create(
-    tenant: str = typer.Option(..., "--tenant", help="Tenant of the key (created if new)."),
-    scope: KeyScope = typer.Option(KeyScope.admin, "--scope", help="admin, or inference (calls models only)."),
+    tenant: str | None = typer.Option(None, "--tenant", help="Make the key on this host's store for this tenant "
+                                      "(created if new): no key needed. Without it: over REST, with an admin key."),
+    scope: KeyScope | None = typer.Option(None, "--scope", help="admin, or inference (calls models only). "
+                                          "Default: admin with --tenant, inference over REST."),
     expires_in: str | None = typer.Option(None, "--expires-in", help="Lifetime, e.g. 3600s, 90m, 12h, 30d."),
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute (default: unlimited)."),
     tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute (default: unlimited)."),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Requests in flight at once."),
+    output: Output = OutputOption,
 ) -> None:
     """Create an API key; the key is printed alone on the last line (shown once, stored hashed)."""
+    lifetime = _seconds(expires_in)
+    limits = _limits(rpm, tpm, concurrency)
+    if tenant is None:
+        body = given(scope=scope, expires_in_s=lifetime, limits=limits.model_dump(exclude_none=True))
+        with control_plane() as client:
+            made = client.create_key(body)
+        if output is Output.json:
+            emit(made, output)
+            return
+        err.print(f"Created {made['scope']} key {made['id']}. Keep it: it is not shown again.")
+        print(made["key"])
+        return
     from inferstack.server import open_store
     from inferstack.settings import Settings
 
-    lifetime = _seconds(expires_in)
-    limits = _limits(rpm, tpm, concurrency)
+    scope = scope or KeyScope.admin
     now = time.time()
     store = open_store(Settings.from_env())
     tenant_id, key = store.create_key(tenant, now, scope=scope, expires_at=now + lifetime if lifetime else None,
