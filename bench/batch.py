@@ -106,7 +106,7 @@ class Harness:
         self.tenant, _ = self.store.create_key("bench", time.time())
         self.blobs = LocalBlobStore(root / "blobs")
         fleet = bench_fleet(self.tenant, urls)
-        self.gateway = Gateway(fleet, KeyRing(self.store), AlwaysAwake(), SystemClock())
+        self.gateway = Gateway(fleet, KeyRing(self.store, SystemClock()), AlwaysAwake(), SystemClock())
         self.runner = BatchRunner(self.store, self.blobs, self.gateway, SystemClock())
 
     async def new_batch(self, lines: int) -> str:

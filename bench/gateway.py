@@ -46,7 +46,7 @@ def serve_gateway(replica_url: str, port: int, home: str) -> None:
     store = open_database(f"sqlite:///{home}/bench.db")
     tenant, key = store.create_key("bench", time.time())
     Path(home, "key").write_text(key)
-    gateway = Gateway(bench_fleet(tenant, [replica_url]), KeyRing(store), AlwaysAwake(), SystemClock())
+    gateway = Gateway(bench_fleet(tenant, [replica_url]), KeyRing(store, SystemClock()), AlwaysAwake(), SystemClock())
 
     async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "lifespan":

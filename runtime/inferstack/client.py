@@ -59,7 +59,7 @@ def _path(collection: str, *parts: str) -> str:
 
 
 class ControlPlaneClient:
-    """The native REST API (`/v1/deployments`, `/v1/files`, `/v1/batches`, chat) of one control plane."""
+    """The native REST API (`/v1/deployments`, `/v1/files`, `/v1/batches`, `/v1/keys`, chat) of one control plane."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *,
                  timeout: httpx.Timeout = DEFAULT_TIMEOUT, transport: httpx.BaseTransport | None = None) -> None:
@@ -162,6 +162,20 @@ class ControlPlaneClient:
 
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         return self._call("POST", _path("batches", batch_id, "cancel"))
+
+    # --- API keys ------------------------------------------------------------------------------------
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return self._call("GET", _path("keys"))["data"]
+
+    def create_key(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("POST", _path("keys"), json=body)
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self._call("POST", _path("keys", key_id, "revoke"))
+
+    def rotate_key(self, key_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("POST", _path("keys", key_id, "rotate"), json=body)
 
     # --- plumbing ----------------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Float, String, and_, create_engine, event, or_, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column, Float, String, Table, and_, create_engine, event, inspect, or_, select, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -85,13 +85,48 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self, tables: Iterable[type[Base]]) -> None:
-        """Create the given tables (and their indexes) where they do not exist yet."""
-        Base.metadata.create_all(self.engine, tables=[table.__table__ for table in tables])
+        """Create the given tables (and their indexes) where they do not exist yet, and add the columns a
+        newer version declares to the tables an older one created."""
+        declared = [table.__table__ for table in tables]
+        Base.metadata.create_all(self.engine, tables=declared)
+        with self.engine.begin() as connection:
+            add_missing_columns(connection, declared)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+
+
+def add_missing_columns(connection: Connection, tables: Iterable[Table]) -> list[str]:
+    """`create_all` creates missing tables only: add each declared column an existing table lacks (the
+    schema's one kind of migration so far). Idempotent; returns the `table.column`s it added. A column
+    added later must be nullable or have a server default, since the table may hold rows already."""
+    existing = inspect(connection)
+    added = []
+    for table in tables:
+        present = {column["name"] for column in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                connection.execute(text(_add_column_sql(connection, table, column)))
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
+def _add_column_sql(connection: Connection, table: Table, column: Column[Any]) -> str:
+    dialect = connection.dialect
+    if not column.nullable and column.server_default is None:
+        raise RuntimeError(f"cannot add {table.name}.{column.name} to an existing table: it is NOT NULL "
+                           "without a server default")
+    preparer = dialect.identifier_preparer
+    # Two control planes may start together on PostgreSQL: the second one's ALTER must not fail.
+    guard = "IF NOT EXISTS " if dialect.name == "postgresql" else ""
+    sql = (f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {guard}{preparer.format_column(column)} "
+           f"{column.type.compile(dialect=dialect)}")
+    if column.server_default is not None:
+        default = column.server_default.arg  # type: ignore[attr-defined]
+        sql += f" DEFAULT '{default}'" if isinstance(default, str) else f" DEFAULT {default.text}"
+    return sql if column.nullable else sql + " NOT NULL"
 
 
 def add(database: Database, row: Row) -> Row:

@@ -63,7 +63,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     store = open_store(settings)
     if settings.bootstrap_api_key:
         store.ensure_key(settings.bootstrap_tenant, settings.bootstrap_api_key, clock.now())
-    keys = KeyRing(store)
+    keys = KeyRing(store, clock)
     fleet = Fleet()
     provider = build_provider(settings, clock)
     controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s)

@@ -128,6 +128,10 @@ class DeploymentSpec(ScalingSpec):
     )
     max_model_len: int | None = Field(None, ge=16, le=1_048_576, json_schema_extra=_change("replica"))
     allow_spot: bool = False
+    max_requests_per_replica: int | None = Field(
+        None, ge=1, le=100_000, description="Requests in flight per ready replica the gateway lets through; "
+        "beyond it a 429 with Retry-After, rather than a queue at the engines (none: no bound)."
+    )
     hf_token: SecretStr | None = Field(
         None, description="Write-only: used to pull gated weights.", json_schema_extra=_change("replica")
     )

@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from inferstack.access import KeyGrant, KeyLimits, KeyScope
 from inferstack.db import Base, Database
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
@@ -59,6 +60,21 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Added after the first release: `db.add_missing_columns` adds them to an older database, where the
+    # keys that exist were all-powerful, hence the server default `admin`.
+    scope: Mapped[str] = mapped_column(String(20), default=KeyScope.admin, server_default=KeyScope.admin.value)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrent_requests: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    def limits(self) -> KeyLimits:
+        return KeyLimits(requests_per_minute=self.requests_per_minute, tokens_per_minute=self.tokens_per_minute,
+                         max_concurrent_requests=self.max_concurrent_requests)
+
+    def grant(self) -> KeyGrant:
+        return KeyGrant(key_id=self.id, tenant_id=self.tenant_id, scope=KeyScope(self.scope), limits=self.limits(),
+                        expires_at=self.expires_at)
 
 
 _LIVE = text("status != 'deleted'")
@@ -119,16 +135,32 @@ class DuplicateName(Exception):
     pass
 
 
+class KeyRevoked(Exception):
+    pass
+
+
+def new_key() -> str:
+    return "isk-" + secrets.token_urlsafe(32)
+
+
+def _key_row(tenant_id: str, key: str, now: float, scope: KeyScope, expires_at: float | None,
+             limits: KeyLimits) -> ApiKeyRow:
+    return ApiKeyRow(id=new_id("key"), tenant_id=tenant_id, key_hash=hash_key(key), prefix=key[:8], created_at=now,
+                     scope=scope, expires_at=expires_at, **limits.model_dump())
+
+
 class Store(Database):
     """The database, with the reads and writes of tenants, keys, deployments, replicas and events."""
 
     # --- tenants and keys -------------------------------------------------------------------
-    def create_key(self, tenant_name: str, now: float) -> tuple[str, str]:
+    def create_key(self, tenant_name: str, now: float, *, scope: KeyScope = KeyScope.admin,
+                   expires_at: float | None = None, limits: KeyLimits | None = None) -> tuple[str, str]:
         """Create the tenant if new, and a key for it. Returns (tenant_id, plaintext key)."""
-        key = "isk-" + secrets.token_urlsafe(32)
-        return self.ensure_key(tenant_name, key, now), key
+        key = new_key()
+        return self.ensure_key(tenant_name, key, now, scope=scope, expires_at=expires_at, limits=limits), key
 
-    def ensure_key(self, tenant_name: str, key: str, now: float) -> str:
+    def ensure_key(self, tenant_name: str, key: str, now: float, *, scope: KeyScope = KeyScope.admin,
+                   expires_at: float | None = None, limits: KeyLimits | None = None) -> str:
         """Register a key chosen outside (a deployment tool's secret) if it is new. Returns the tenant id."""
         with self.session() as s:
             tenant_id = s.scalar(select(ApiKeyRow.tenant_id).where(ApiKeyRow.key_hash == hash_key(key)))
@@ -139,15 +171,54 @@ class Store(Database):
                 tenant = TenantRow(id=new_id("ten"), name=tenant_name, created_at=now)
                 s.add(tenant)
                 s.flush()
-            s.add(ApiKeyRow(id=new_id("key"), tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:8],
-                            created_at=now))
+            s.add(_key_row(tenant.id, key, now, scope, expires_at, limits or KeyLimits()))
             return tenant.id
 
-    def tenant_for_key_hash(self, key_hash: str) -> str | None:
+    def add_key(self, tenant_id: str, now: float, scope: KeyScope, expires_at: float | None,
+                limits: KeyLimits) -> tuple[ApiKeyRow, str]:
+        """A new key for an existing tenant: its row and the plaintext key (shown once)."""
+        key = new_key()
+        row = _key_row(tenant_id, key, now, scope, expires_at, limits)
         with self.session() as s:
-            return s.scalar(
-                select(ApiKeyRow.tenant_id).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))
-            )
+            s.add(row)
+        return row, key
+
+    def grant_for_key_hash(self, key_hash: str) -> KeyGrant | None:
+        """What an unrevoked key grants (its expiry is the caller's to check against its clock)."""
+        with self.session() as s:
+            row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None)))
+            return row.grant() if row is not None else None
+
+    def list_keys(self, tenant_id: str) -> list[ApiKeyRow]:
+        with self.session() as s:
+            return list(s.scalars(select(ApiKeyRow).where(ApiKeyRow.tenant_id == tenant_id)
+                                  .order_by(ApiKeyRow.created_at, ApiKeyRow.id)))
+
+    def revoke_key(self, tenant_id: str, key_id: str, now: float) -> ApiKeyRow | None:
+        """Revoke a key of the tenant's (again is harmless: the first time stands); None if it has none."""
+        with self.session() as s:
+            row = s.get(ApiKeyRow, key_id)
+            if row is None or row.tenant_id != tenant_id:
+                return None
+            if row.revoked_at is None:
+                row.revoked_at = now
+            return row
+
+    def rotate_key(self, tenant_id: str, key_id: str, now: float,
+                   expires_at: float | None) -> tuple[ApiKeyRow, str] | None:
+        """Replace a live key with a new one of the same scope and limits, revoking the old one in the same
+        transaction. None if the tenant has no such key; `KeyRevoked` if it is revoked already."""
+        key = new_key()
+        with self.session() as s:
+            old = s.get(ApiKeyRow, key_id)
+            if old is None or old.tenant_id != tenant_id:
+                return None
+            if old.revoked_at is not None:
+                raise KeyRevoked(f"key {key_id} was revoked: create a new key instead")
+            old.revoked_at = now
+            row = _key_row(tenant_id, key, now, KeyScope(old.scope), expires_at, old.limits())
+            s.add(row)
+        return row, key
 
     # --- deployments ------------------------------------------------------------------------
     def create_deployment(self, tenant_id: str, spec: DeploymentSpec, now: float) -> DeploymentRow:

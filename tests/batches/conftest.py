@@ -35,7 +35,7 @@ def gateway() -> FakeGateway:
 
 @pytest.fixture
 async def api(tmp_path: Path, store: Store, blobs: LocalBlobStore, gateway: FakeGateway) -> AsyncIterator[Api]:
-    keys = KeyRing(store)
+    keys = KeyRing(store, SystemClock())
     tokens = {tenant: store.create_key(tenant, time.time()) for tenant in ("alice", "bob")}
     # The fake gateway knows tenants by name; the store by id: map ids onto the names' models.
     gateway.models = {tenant_id: gateway.models[name] for name, (tenant_id, _) in tokens.items()}

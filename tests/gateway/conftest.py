@@ -35,7 +35,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     fleet = Fleet()
     fleet.add(deployment)
     clock, waker = ManualClock(), Waker()
-    gateway = Gateway(fleet, KeyRing(store), waker, clock, heartbeat_s=0.05)
+    gateway = Gateway(fleet, KeyRing(store, clock), waker, clock, heartbeat_s=0.05)
     await gateway.start()
     try:
         yield Harness(gateway, deployment, clock, waker, tenant, key)

@@ -17,8 +17,9 @@ def test_keys_are_stored_hashed_and_resolve_to_their_tenant(store: Store) -> Non
     tenant, key = store.create_key("acme", now=1.0)
     again, other_key = store.create_key("acme", now=2.0)
     assert tenant == again and key != other_key
-    assert store.tenant_for_key_hash(hash_key(key)) == tenant
-    assert store.tenant_for_key_hash(hash_key("isk-guess")) is None
+    grant = store.grant_for_key_hash(hash_key(key))
+    assert grant is not None and grant.tenant_id == tenant
+    assert store.grant_for_key_hash(hash_key("isk-guess")) is None
     with store.engine.connect() as connection:
         stored = " ".join(str(row) for row in connection.execute(text("select * from api_keys")))
     assert key not in stored

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from inferstack.api import batches_routes, compat, deployments, files_routes
+from inferstack.api import batches_routes, compat, deployments, files_routes, keys_routes
 from inferstack.api.deps import Services
 from inferstack.api.errors import compat_error_response, openai_error_response
 from inferstack.db import database_away, is_outage
@@ -69,6 +69,7 @@ def build_fastapi(services: Services,
 
     app.include_router(deployments.router)
     app.include_router(compat.router)
+    app.include_router(keys_routes.router)
     files_routes.include(app)
     batches_routes.include(app)
     return app

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from inferstack.api.deployments import create_deployment, find, invalid, update_deployment
-from inferstack.api.deps import services, tenant_id
+from inferstack.api.deps import admin_tenant_id, services, tenant_id
 from inferstack.errors import ApiError
 from inferstack.spec import DeploymentSpec, DeploymentUpdate
 
@@ -37,7 +37,7 @@ class DedicatedCreate(BaseModel):
 
 @router.post("/api/v2/external/inference/create")
 async def dedicated_create(body: DedicatedCreate, request: Request,
-                           tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+                           tenant: str = Depends(admin_tenant_id)) -> dict[str, Any]:
     spec = _validated(body.model_dump())
     deployment = await create_deployment(services(request), tenant, spec)
     return {"success": True, "deployment_id": deployment.id, "status": deployment.status.value}
@@ -154,7 +154,7 @@ def _sg_inf_fields(body: SgInfFields) -> dict[str, Any]:
 
 
 @router.post("/sg_inf/create")
-async def sg_inf_create(body: SgInfCreate, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+async def sg_inf_create(body: SgInfCreate, request: Request, tenant: str = Depends(admin_tenant_id)) -> dict[str, Any]:
     if body.base_model and body.base_model != body.model:
         raise ApiError(422, "base_model: adapters on a base model are not supported; deploy the merged model")
     fields = _sg_inf_fields(body)
@@ -178,7 +178,7 @@ async def sg_inf_get(ref: str, request: Request, tenant: str = Depends(tenant_id
 
 @router.put("/sg_inf/{ref}")
 async def sg_inf_update(ref: str, body: SgInfUpdate, request: Request,
-                        tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+                        tenant: str = Depends(admin_tenant_id)) -> dict[str, Any]:
     svc = services(request)
     deployment = find(svc, tenant, ref)
     try:
@@ -190,7 +190,7 @@ async def sg_inf_update(ref: str, body: SgInfUpdate, request: Request,
 
 
 @router.delete("/sg_inf/{ref}")
-async def sg_inf_delete(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+async def sg_inf_delete(ref: str, request: Request, tenant: str = Depends(admin_tenant_id)) -> dict[str, Any]:
     svc = services(request)
     deployment = find(svc, tenant, ref)
     await svc.actions.delete(deployment)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
-from inferstack.api.deps import Services, services, tenant_id
+from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
 from inferstack.controller.recorder import cost_usd
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
@@ -102,7 +102,7 @@ async def update_deployment(svc: Services, deployment: LiveDeployment, change: D
 
 
 @router.post("/v1/deployments", status_code=201, response_model=DeploymentView)
-async def create(spec: DeploymentSpec, request: Request, tenant: str = Depends(tenant_id)) -> DeploymentView:
+async def create(spec: DeploymentSpec, request: Request, tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
     return view(await create_deployment(services(request), tenant, spec))
 
 
@@ -120,7 +120,7 @@ async def get(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> D
 
 @router.patch("/v1/deployments/{ref}", response_model=DeploymentView)
 async def patch(ref: str, change: DeploymentUpdate, request: Request,
-                tenant: str = Depends(tenant_id)) -> DeploymentView:
+                tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
     svc = services(request)
     deployment = find(svc, tenant, ref)
     await update_deployment(svc, deployment, change)
@@ -128,7 +128,7 @@ async def patch(ref: str, change: DeploymentUpdate, request: Request,
 
 
 @router.delete("/v1/deployments/{ref}")
-async def delete(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+async def delete(ref: str, request: Request, tenant: str = Depends(admin_tenant_id)) -> dict[str, Any]:
     svc = services(request)
     deployment = find(svc, tenant, ref)
     await svc.actions.delete(deployment)
@@ -136,7 +136,7 @@ async def delete(ref: str, request: Request, tenant: str = Depends(tenant_id)) -
 
 
 @router.post("/v1/deployments/{ref}/stop", response_model=DeploymentView)
-async def stop(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> DeploymentView:
+async def stop(ref: str, request: Request, tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
     svc = services(request)
     deployment = find(svc, tenant, ref)
     await svc.actions.stop(deployment)
@@ -144,7 +144,7 @@ async def stop(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> 
 
 
 @router.post("/v1/deployments/{ref}/resume", response_model=DeploymentView)
-async def resume(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> DeploymentView:
+async def resume(ref: str, request: Request, tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
     svc = services(request)
     deployment = find(svc, tenant, ref)
     await svc.actions.resume(deployment)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from inferstack.access import KeyGrant, KeyScope
 from inferstack.auth import KeyRing
 from inferstack.clock import Clock
 from inferstack.errors import ApiError
@@ -40,11 +41,26 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
-async def tenant_id(request: Request) -> str:
-    """The authenticated caller's tenant, or a 401 in OpenAI's error shape."""
+async def caller(request: Request) -> KeyGrant:
+    """What the caller's key grants, or a 401 in OpenAI's error shape."""
     header = request.headers.get("authorization")
-    tenant = await services(request).keys.tenant(header)
-    if tenant is None:
-        message = "Missing API key: send 'Authorization: Bearer <key>'." if not header else "Invalid API key."
+    grant = await services(request).keys.grant(header)
+    if grant is None:
+        message = ("Missing API key: send 'Authorization: Bearer <key>'." if not header
+                   else "Invalid, expired or revoked API key.")
         raise ApiError(401, message, code="invalid_api_key")
-    return tenant
+    return grant
+
+
+async def tenant_id(request: Request) -> str:
+    """The authenticated caller's tenant (any scope)."""
+    return (await caller(request)).tenant_id
+
+
+async def admin_tenant_id(request: Request) -> str:
+    """The caller's tenant, if the key may manage it (deployments, keys); else a 403 in OpenAI's shape."""
+    grant = await caller(request)
+    if grant.scope is not KeyScope.admin:
+        raise ApiError(403, f"This API key has scope '{grant.scope}': it may call models, files and batches, "
+                            "but managing deployments and keys needs an admin key.", code="insufficient_scope")
+    return grant.tenant_id
