@@ -106,19 +106,29 @@ def _points(tree: ast.AST) -> Iterator[tuple[ast.AST, str, ast.AST | None, int]]
 
 
 def _logic_nodes(tree: ast.AST) -> Iterator[ast.AST]:
-    """Nodes in the order they appear, skipping annotations, decorators and docstrings."""
+    """Nodes in the order they appear, skipping annotations, decorators, docstrings, `...` bodies and
+    type-only declarations (a Protocol's members, a TypeVar): none of them runs as logic."""
     for name, value in ast.iter_fields(tree):
         if name in NOT_CODE:
             continue
         children = value if isinstance(value, list) else [value]
         for child in children:
-            if isinstance(child, ast.AST) and not _docstring(child):
+            if isinstance(child, ast.AST) and not _docstring(child) and not _type_only(child):
                 yield child
                 yield from _logic_nodes(child)
 
 
 def _docstring(node: ast.AST) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _type_only(node: ast.AST) -> bool:
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and node.value.value is Ellipsis:
+        return True
+    if isinstance(node, ast.ClassDef):
+        return any(isinstance(base, ast.Name) and base.id == "Protocol" for base in node.bases)
+    call = node.value if isinstance(node, ast.Assign) else None
+    return isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "TypeVar"
 
 
 def _is_none(node: ast.AST) -> bool:

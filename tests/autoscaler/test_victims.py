@@ -22,3 +22,11 @@ def test_victims_are_not_ready_replicas_first_then_the_least_loaded() -> None:
     draining = replica("draining", ReplicaStatus.draining)
     victims = choose_victims([loaded, light_old, starting, light_new, draining], 3)
     assert [v.replica_id for v in victims] == ["starting", "light-new", "light-old"]
+
+
+def test_batch_lines_in_flight_count_as_load() -> None:
+    # One interactive request vs none, but four batch lines on the idle-looking one: it has more to drain.
+    interactive = replica("interactive", outstanding=1)
+    batching = replica("batching")
+    batching.batch_outstanding = 4
+    assert [v.replica_id for v in choose_victims([batching, interactive], 1)] == ["interactive"]
