@@ -16,6 +16,8 @@ from sqlalchemy import Float, String, and_, create_engine, event, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from inferstack.db_password import RotatingPassword
+
 
 class Base(DeclarativeBase):
     pass
@@ -35,7 +37,7 @@ Row = TypeVar("Row", bound=Base)
 Owned = TypeVar("Owned", bound=TenantOwned)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, password: RotatingPassword | None = None) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -50,15 +52,24 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if password is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _current_password(dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+            # Every new connection (and every reconnect after pre-ping finds one dead) reads the password
+            # that is current now, not the one the process started with.
+            return password.connect(lambda **params: dialect.loaded_dbapi.connect(*cargs, **params), cparams)
+
+    return engine
 
 
 class Database:
     """One database: its engine and its sessions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: RotatingPassword | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, password)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self, tables: Iterable[type[Base]]) -> None:

@@ -57,6 +57,8 @@ class RecordingMonitor(MockMonitor):
                 "ignore_changes": list(request.ignoreChanges),
                 "additional_secret_outputs": list(request.additionalSecretOutputs),
                 "dependencies": list(request.dependencies),
+                "delete_before_replace": request.deleteBeforeReplace, "protect": request.protect,
+                "custom_timeouts": json_format.MessageToDict(request.customTimeouts),
             })
         return response
 
@@ -72,10 +74,11 @@ class Mocks(pulumi.runtime.Mocks):
             state.setdefault("arn", f"arn:aws:mock:us-east-1:123456789012:{name}")
             state.setdefault("name", state.get("namePrefix", "") + name)
         extra = {
-            "aws:lb/loadBalancer:LoadBalancer": {"dnsName": f"{name}.elb.amazonaws.com"},
+            "aws:lb/loadBalancer:LoadBalancer": {"dnsName": f"{name}.elb.amazonaws.com", "zoneId": "Z35SXDOTRQ7X7K"},
             "aws:rds/instance:Instance": {"address": f"{name}.rds.amazonaws.com",
                                           "masterUserSecrets": [{"secretArn": f"arn:aws:secretsmanager:::{name}"}]},
             "aws:s3/bucket:Bucket": {"bucket": f"{name}-bucket"},
+            "aws:ecr/pullThroughCacheRule:PullThroughCacheRule": {"registryId": "123456789012"},
             "aws:apigatewayv2/api:Api": {"apiEndpoint": f"https://{name}.execute-api.amazonaws.com"},
             "pulumi-python:dynamic/inferstack:Deployment": {"deployment_id": f"dep-{name[-12:]}", "status": "created"},
             "pulumi-python:dynamic/inferstack:LocalControlPlane": {
