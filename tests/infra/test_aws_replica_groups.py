@@ -114,9 +114,9 @@ def prod_account(moto_reset: str, prod: Program) -> AwsProviderConfig:
 
 
 def create_as_pulumi(prod: Program, account: AwsProviderConfig, endpoint: str) -> None:
-    """What `pulumi up` does after the deployments exist: the launch documents, then the groups, as
-    the program declares them (launch template ids swapped for moto's; numbers are floats on the wire). Plain creates: any name the
-    controller had taken first fails here, as ParameterAlreadyExists / AlreadyExists would in AWS."""
+    """What `pulumi up` does after the deployments exist: the launch documents, then the groups, as the
+    program declares them (template ids swapped for moto's; numbers are floats on the wire). Plain
+    creates: any name the controller had taken first fails here, as ParameterAlreadyExists would."""
     ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint)
     asg = boto3.client("autoscaling", region_name="us-east-1", endpoint_url=endpoint)
     for name, value in declared_documents(prod).items():
