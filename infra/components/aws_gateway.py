@@ -81,7 +81,8 @@ class Gateway(pulumi.ComponentResource):
             record = aws.route53.Record(f"{name}-dns", zone_id=s.hosted_zone_id, name=s.domain_name, type="A",
                                         aliases=[aws.route53.RecordAliasArgs(name=alb.dns_name, zone_id=alb.zone_id,
                                                                              evaluate_target_health=True)],
-                                        allow_overwrite=False, opts=child)
+                                        allow_overwrite=False,
+                                        opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
             waits_for.append(record.fqdn)
         host = pulumi.Output.from_input(s.domain_name) if s.domain_name else alb.dns_name
         self.url = pulumi.Output.all(host, *waits_for).apply(lambda a: f"{scheme}://{a[0]}")

@@ -129,14 +129,12 @@ def controller_statements(stack: str, parameter_prefix: str, bucket_arn: str, re
 def launch_statements(stack: str, template_arns: Sequence[str]) -> list[dict[str, Any]]:
     """Creating or updating a group that launches from a template needs RunInstances on what it
     launches: only from this stack's templates, and tags only as part of that launch."""
-    from_templates = {"ArnLike": {"ec2:LaunchTemplate": list(template_arns)}}
     return [
-        {"Sid": "LaunchFromOwnTemplates", "Effect": "Allow", "Action": ["ec2:RunInstances"],
-         "Resource": list(template_arns)},
+        # One statement: every resource RunInstances touches, each only when launching from one of them.
         {"Sid": "LaunchOnlyFromOwnTemplates", "Effect": "Allow", "Action": ["ec2:RunInstances"],
-         "Resource": [f"arn:aws:ec2:*:*:{kind}/*" for kind in EC2_LAUNCHED] + [
-             "arn:aws:ec2:*:*:subnet/*", "arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*::image/*"],
-         "Condition": from_templates},
+         "Resource": [*template_arns, *[f"arn:aws:ec2:*:*:{kind}/*" for kind in EC2_LAUNCHED],
+                      "arn:aws:ec2:*:*:subnet/*", "arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*::image/*"],
+         "Condition": {"ArnLike": {"ec2:LaunchTemplate": list(template_arns)}}},
         {"Sid": "TagOnLaunchOnly", "Effect": "Allow", "Action": ["ec2:CreateTags"],
          "Resource": [f"arn:aws:ec2:*:*:{kind}/*" for kind in EC2_LAUNCHED],
          "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances", f"aws:RequestTag/{STACK_TAG}": stack}}},

@@ -43,7 +43,8 @@ def password_postgres() -> Iterator[str]:
                     f"--pwfile={home / 'pw'}", "-E", "UTF8"], check=True, capture_output=True, timeout=120)
     port = free_port()
     server = subprocess.Popen([*as_postgres, BIN / "postgres", "-D", home / "data", "-p", str(port), "-k", home,
-                               "-c", "listen_addresses=127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "-c", "listen_addresses=127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"postgresql://postgres:{ADMIN_PASSWORD}@127.0.0.1:{port}/postgres"
 
     def up() -> bool:
