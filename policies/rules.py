@@ -174,8 +174,8 @@ def monthly_budget(resources: Sequence[Resource], stack: str, config: PolicyConf
     launched on, plus the platform that bills at rest (`pricing`), times the hours of a month.
 
     E.g. prod: chat 6 x g6.xlarge (0.80 $/h) + chat-large 2 x p4de.24xlarge (8 x 5.12 = 40.96 $/h) +
-    embed 3 x g6.xlarge = 89.12 $/h, plus ~0.31 $/h of platform (2 Fargate tasks 0.10, Multi-AZ
-    db.t4g.medium 0.14, NAT 0.045 + its address 0.005, ALB 0.03): ~65,280 USD over 730 h.
+    embed 3 x g6.xlarge = 89.12 $/h, plus 0.32 $/h of platform (2 Fargate tasks 0.10, Multi-AZ
+    db.t4g.medium 0.14, NAT 0.045 + its address 0.005, ALB 0.03): 65,287.95 USD over 730 h.
     """
     budget = for_stack(config.monthly_budget_usd, stack)
     if budget is None:

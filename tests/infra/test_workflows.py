@@ -81,3 +81,11 @@ def test_workflows_pass_actionlint(name: str) -> None:
     done = subprocess.run([binary, "-shellcheck=", "-pyflakes=", f".github/workflows/{name}.yml"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_kubernetes_preview_identity_is_one_with_dry_run_rights() -> None:
+    """A server-side dry-run is authorized as the write it simulates: a read-only kubeconfig fails."""
+    job = workflow("preview")["jobs"]["preview"]
+    (step,) = [s for s in job["steps"] if "KUBECONFIG_DATA" in s.get("env", {})]
+    assert step["env"]["KUBECONFIG_DATA"] == "${{ secrets.DEV_KUBECONFIG_PREVIEW }}"
+    assert "DEV_KUBECONFIG_PREVIEW" in (ROOT / "docs/promotion.md").read_text()
