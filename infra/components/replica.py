@@ -80,16 +80,17 @@ fail() {{
   exit 1
 }}
 trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
-for tool in curl jq aws docker; do
-  command -v "$tool" >/dev/null || fail "$tool is not on this AMI (it needs curl, jq, the AWS CLI and Docker)"
-done
-docker info --format '{{{{json .Runtimes}}}}' | grep -q nvidia \\
-  || fail "Docker has no nvidia runtime: the NVIDIA container toolkit is missing from this AMI"
-nvidia-smi -L || fail "no GPU visible to the driver"
+command -v curl >/dev/null || fail "curl is not on this AMI"
 TOKEN=$(curl -sS -X PUT "$IMDS/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
 meta() {{ curl -fsS -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/meta-data/$1"; }}
 REGION=$(meta placement/region)
 INSTANCE=$(meta instance-id)
+for tool in jq aws docker nvidia-smi; do
+  command -v "$tool" >/dev/null || fail "$tool is not on this AMI (it needs jq, the AWS CLI, Docker, the NVIDIA driver)"
+done
+docker info --format '{{{{json .Runtimes}}}}' | grep -q nvidia \\
+  || fail "Docker has no nvidia runtime: the NVIDIA container toolkit is missing from this AMI"
+nvidia-smi -L || fail "no GPU visible to the driver"
 DOCUMENT=$(meta tags/instance/{document_tag}) || fail "no {document_tag} tag (instance metadata tags off?)"
 LAUNCH=$(aws ssm get-parameter --region "$REGION" --name {parameter} \\
   --query Parameter.Value --output text) || fail "cannot read the launch document {parameter}"
