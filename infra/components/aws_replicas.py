@@ -1,5 +1,9 @@
 """Per declared deployment on AWS: its launch document and the Auto Scaling group(s) of its replicas.
 
+These are Pulumi's: the controller never creates them (it waits for them, then only scales them; see
+`aws_groups.owner_of`), so the two never race for one name. The control plane learns which
+deployments are declared from INFERSTACK_AWS_DECLARED_DEPLOYMENTS (`aws_control_plane.py`).
+
 The group's capacity belongs to the controller (it sets the desired capacity from its decisions and
 terminates the drained instance it chose), so Pulumi ignores `desired_capacity` after creation:
 without that, each `pulumi up` would reset the count and fight the autoscaler.
