@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +20,13 @@ from typing import Any
 from pydantic import ValidationError
 
 import pricing
+from inferstack.secret_scan import TOKEN_PATTERNS
 from inferstack.settings import Env
 from inferstack.spec import SPEC_FIELDS, DeploymentSpec
 
 DEPLOYMENT_TYPE = "pulumi-python:dynamic/inferstack:Deployment"
 LOCAL_CONTROL_PLANE_TYPE = "pulumi-python:dynamic/inferstack:LocalControlPlane"
-HF_TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
+HF_TOKEN_PATTERN = TOKEN_PATTERNS["a Hugging Face token"]  # the spec's detector: one pattern everywhere
 TOKEN_ENV_NAMES = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN"})
 ANY_STACK = "*"
 SECRET_HOLDERS = frozenset({

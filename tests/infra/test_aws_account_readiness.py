@@ -184,3 +184,11 @@ def test_images_come_through_the_pull_through_cache_and_the_private_registry_wit
     execution = statements(prod, "inferstack-prod-iam-execution-secrets")["TaskSecrets"]
     assert container["repositoryCredentials"]["credentialsParameter"] in execution["Resource"]
 
+
+
+def test_kubernetes_replica_rollouts_get_a_gpu_sized_await(dev: Program) -> None:
+    deployments = [d for d in dev.of_type("kubernetes:apps/v1:Deployment")
+                   if d["inputs"]["metadata"]["name"].startswith("replicas-")]
+    assert deployments
+    for deployment in deployments:
+        assert int(deployment["inputs"]["metadata"]["annotations"]["pulumi.com/timeoutSeconds"]) >= 30 * 60
