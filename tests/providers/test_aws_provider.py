@@ -370,6 +370,8 @@ async def test_a_stopping_control_plane_leaves_its_replicas_for_the_next_to_adop
 
     assert cloud.members("chat") == kept and cloud.group("chat")["DesiredCapacity"] == 2
     assert cloud.instance(spot_id)["State"]["Name"] == "running"
+    # Where the replica's output stays readable, also after its instance is gone (the boot script's stream).
+    assert first.log_path == f"cloudwatch:/inferstack/{STACK}/replicas:{cloud.instance_of(first)}"
     with pytest.raises(ProviderError, match="closed"):
         await start(old, "rep-4")
 

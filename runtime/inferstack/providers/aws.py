@@ -41,13 +41,13 @@ from inferstack.providers.aws_claim_rules import EXITED_EC2, GONE, Claim, launch
 from inferstack.providers.aws_claims import InstanceClaims
 from inferstack.providers.aws_cloud import AwsCloud
 from inferstack.providers.aws_groups import (
-    REPLICA_LOG_PATH,
     MissingLaunchTemplate,
     launch_document_name,
     launch_template_id,
     owner_of,
     parameter_prefix,
     replica_groups,
+    replica_log_stream,
 )
 from inferstack.providers.base import ProviderError, ReplicaHandle
 from inferstack.settings import Env, Settings
@@ -175,9 +175,10 @@ class AwsProvider:
         address = instance["PrivateIpAddress"]
         log.info("replica %s of %s is instance %s in %s (%s)", replica_id, name, claim.instance_id, claim.group,
                  address)
-        # pid None: nothing runs here. log_path names where the replica logs (on the instance), not a local file.
+        # pid None: nothing runs here. log_path names where the replica's output is kept (its CloudWatch
+        # stream, readable after the instance is gone), not a local file.
         return ReplicaHandle(replica_id=replica_id, url=f"http://{address}:{REPLICA_PORT}", pid=None,
-                             log_path=f"ec2://{claim.instance_id}{REPLICA_LOG_PATH}")
+                             log_path=replica_log_stream(self._config.stack, claim.instance_id))
 
     def exit_code(self, handle: ReplicaHandle) -> int | None:
         """1 once the replica's instance is stopping, stopped, terminated or gone, else None.

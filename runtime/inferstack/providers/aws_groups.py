@@ -59,6 +59,11 @@ def replica_log_group(stack: str) -> str:
     """The CloudWatch log group of a stack's replicas: one stream per instance, named by its id."""
     return f"/inferstack/{stack}/replicas"
 
+
+def replica_log_stream(stack: str, instance_id: str) -> str:
+    """Where a replica's output is, as its record names it: `cloudwatch:<group>:<stream>`."""
+    return f"cloudwatch:{replica_log_group(stack)}:{instance_id}"
+
 LAUNCH_TEMPLATE_VERSION = "$Latest"
 """Groups follow the template's newest version: a new AMI or boot script reaches the next instance."""
 
