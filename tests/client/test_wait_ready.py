@@ -80,6 +80,13 @@ def tls_server_for_another_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     server.server_close()
 
 
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(home=tmp_path_factory.mktemp("ready") / "home").start()
+    yield plane
+    plane.stop()
+
+
 def wait(url: str, key: str = "isk-any", timeout_s: float = 600) -> tuple[ControlPlaneError, float]:
     time = FakeTime()
     with ControlPlaneClient(url, key) as client, pytest.raises(ControlPlaneError) as caught:
@@ -102,8 +109,8 @@ def test_a_refused_connection_fails_at_once() -> None:
     assert waited == 0 and "connection refused" in error.message
 
 
-def test_a_rejected_key_fails_at_once_with_the_401(control_plane: ControlPlane) -> None:
-    error, waited = wait(control_plane.url, key="isk-not-a-key")
+def test_a_rejected_key_fails_at_once_with_the_401(plane: ControlPlane) -> None:
+    error, waited = wait(plane.url, key="isk-not-a-key")
     assert waited == 0 and error.status == 401
 
 
@@ -113,6 +120,6 @@ def test_a_name_that_does_not_resolve_yet_is_waited_for_then_reported() -> None:
     assert 30 <= waited <= 32 and "did not become healthy in 30 s" in error.message
 
 
-def test_a_healthy_control_plane_with_a_good_key_is_ready(control_plane: ControlPlane) -> None:
-    with ControlPlaneClient(control_plane.url, control_plane.create_key("ready")) as client:
+def test_a_healthy_control_plane_with_a_good_key_is_ready(plane: ControlPlane) -> None:
+    with ControlPlaneClient(plane.url, plane.create_key("ready")) as client:
         client.wait_ready(5)
