@@ -48,7 +48,7 @@ else:
         deployments=list(stack.deployments), api_key=inputs.api_key, hf_token=inputs.hf_token))
 
 declared = DeclaredDeployments(f"{name}-deployments", DeclaredDeploymentsArgs(
-    url=platform.url, specs=stack.deployments, api_key=inputs.api_key, hf_token=inputs.hf_token),
+    url=platform.url, specs=stack.deployments, hf_token=inputs.hf_token),
     pulumi.ResourceOptions(depends_on=[platform]))
 
 if stack.target == "kubernetes":
@@ -66,8 +66,10 @@ elif stack.target == "aws":
         stack=stack.stack, specs=stack.deployments, deployments=declared.deployments,
         launch_template_ids={p: t.id for p, t in platform.launch_templates.templates.items()},
         private_subnet_ids=platform.network.private_subnet_ids, parameter_prefix=platform.parameter_prefix,
-        vllm_image=platform_settings.vllm_image, runtime_image=platform_settings.image))
+        vllm_image=platform.vllm_image, runtime_image=platform_settings.image))
 
 pulumi.export("target", stack.target)
 pulumi.export("url", platform.url)
+if stack.target == "aws":
+    pulumi.export("load_balancer_dns_name", platform.load_balancer_dns_name)  # for a CNAME without hosted_zone_id
 pulumi.export("deployments", {n: d.deployment_id for n, d in declared.deployments.items()})

@@ -9,10 +9,11 @@ Each spec field is a top-level property, so the diff names it; `hf_model_id`, `n
 and `task` force a replacement (the REST API refuses them in a PATCH), deleted before the new one is
 created because names are unique. Replica counts are not properties: the controller owns them.
 
-Secrets: the API key is captured by the provider object, which Pulumi stores encrypted (the
-serialized provider is always a secret); the HF token is a secret input. Neither is ever returned
-as an output: the outputs carry `hf_token_set` and a short digest of the token so a rotation still
-shows as a diff.
+Secrets: the API key is read at call time, from the stack config (`inferstack:apiKey`, handed to
+`configure` on every operation) or INFERSTACK_API_KEY, never captured into the pickled provider in
+the state: after a key rotation, refresh and destroy use the new key. The HF token is a secret
+input. Neither is ever returned as an output: the outputs carry `hf_token_set` and a short digest of
+the token so a rotation still shows as a diff.
 
 The provider methods only use names importable in the dynamic-provider process (`inferstack.*`,
 the standard library): Pulumi pickles the provider class by value, its helpers by reference.
@@ -46,41 +47,40 @@ RESOURCE_TYPE = "pulumi-python:dynamic/inferstack:Deployment"
 class DeploymentProvider(ResourceProvider):
     """create / read / diff / update / delete of one deployment through `/v1/deployments`."""
 
-    def __init__(self, api_key: pulumi.Input[str] | None = None, timeout_s: float = 600.0) -> None:
+    def __init__(self, timeout_s: float = 600.0, poll_s: float = 2.0) -> None:
         super().__init__()
-        self.api_key = api_key
         self.timeout_s = timeout_s
+        self.poll_s = poll_s
         self._configured_key: str | None = None
 
     # --- plumbing --------------------------------------------------------------------------------------
 
     def configure(self, req: ConfigureRequest) -> None:
-        # The stack config reaches dynamic providers too: a fallback when no key was captured.
+        # Called for every operation with the stack's current config, so after `pulumi config set
+        # --secret inferstack:apiKey <new>` a refresh or destroy uses the new key. Never kept in state.
         self._configured_key = req.config.get("inferstack:apiKey")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Whatever configure() saw stays out of the pickle Pulumi keeps in the state.
+        return {**self.__dict__, "_configured_key": None}
 
     def _key(self) -> str | None:
         from inferstack.settings import ClientSettings
 
-        key = self.api_key
-        if key is not None and not isinstance(key, str):
-            key = key.get()  # a captured Output: after deserialization `get` returns its value
-        return key or self._configured_key or ClientSettings.from_env().api_key
+        return self._configured_key or ClientSettings.from_env().api_key
 
     def _client(self, url: str, wait: bool = False) -> Any:
-        import time
-
-        from inferstack.client import ControlPlaneClient
+        from inferstack.client import ControlPlaneClient, ControlPlaneError
 
         client = ControlPlaneClient(url, self._key())
         if wait:
-            # A control plane created in the same `pulumi up` (an ALB's DNS, a pod behind an
-            # Ingress) can take minutes to answer: wait for /health rather than fail the create.
-            deadline = time.monotonic() + self.timeout_s
-            while not client.healthy():
-                if time.monotonic() > deadline:
-                    client.close()
-                    raise RuntimeError(f"the control plane at {url} did not become healthy in {self.timeout_s:g} s")
-                time.sleep(2)
+            # A control plane created in the same `pulumi up` (an ALB's DNS, a task behind it) can
+            # take minutes to answer; a wrong certificate, a refused connection or key fails at once.
+            try:
+                client.wait_ready(self.timeout_s, poll_s=self.poll_s)
+            except ControlPlaneError as exc:
+                client.close()
+                raise RuntimeError(exc.describe()) from None
         return client
 
     @staticmethod
@@ -210,8 +210,6 @@ class InferenceDeploymentArgs:
     """The control plane's base URL."""
     spec: DeploymentSpec
     """The declared spec; its own hf_token is ignored (tokens travel as `hf_token`)."""
-    api_key: pulumi.Input[str] | None = None
-    """A secret; captured by the provider (encrypted in state)."""
     hf_token: pulumi.Input[str] | None = None
     """A secret input; never an output."""
 
@@ -234,5 +232,5 @@ class InferenceDeployment(Resource, module="inferstack", name="Deployment"):
             "hf_token_digest": None,
         }
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["hf_token"])
-        super().__init__(DeploymentProvider(args.api_key), name, props,
+        super().__init__(DeploymentProvider(), name, props,
                          pulumi.ResourceOptions.merge(opts, secret_opts))

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
+import pricing
+from inferstack.secret_scan import TOKEN_PATTERNS
 from inferstack.settings import Env
 from inferstack.spec import SPEC_FIELDS, DeploymentSpec
 
 DEPLOYMENT_TYPE = "pulumi-python:dynamic/inferstack:Deployment"
 LOCAL_CONTROL_PLANE_TYPE = "pulumi-python:dynamic/inferstack:LocalControlPlane"
-HF_TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
+HF_TOKEN_PATTERN = TOKEN_PATTERNS["a Hugging Face token"]  # the spec's detector: one pattern everywhere
 TOKEN_ENV_NAMES = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN"})
 ANY_STACK = "*"
 SECRET_HOLDERS = frozenset({
@@ -169,22 +170,36 @@ def hf_token_is_secret(resource: Resource, stack: str, config: PolicyConfig) -> 
 
 
 def monthly_budget(resources: Sequence[Resource], stack: str, config: PolicyConfig) -> list[str]:
-    """The worst case must fit the budget: sum of max_replicas x price per replica-hour x hours.
+    """The worst case must fit the budget: every replica at max_replicas, priced by the machine it is
+    launched on, plus the platform that bills at rest (`pricing`), times the hours of a month.
 
-    E.g. 6 x gpu.l4 (0.80 $/h) + 2 x 8 x gpu.a100-80gb (40.96 $/h) + 3 x gpu.l4, over 730 h:
-    (4.80 + 81.92 + 2.40) x 730 = 65,057.60 USD.
+    E.g. prod: chat 6 x g6.xlarge (0.80 $/h) + chat-large 2 x p4de.24xlarge (8 x 5.12 = 40.96 $/h) +
+    embed 3 x g6.xlarge = 89.12 $/h, plus 0.32 $/h of platform (2 Fargate tasks 0.10, Multi-AZ
+    db.t4g.medium 0.14, NAT 0.045 + its address 0.005, ALB 0.03): 65,287.95 USD over 730 h.
     """
     budget = for_stack(config.monthly_budget_usd, stack)
     if budget is None:
         return []
-    lines, total = [], 0.0
-    for resource in resources:
-        spec = deployment_spec(resource)
-        if spec is None:
-            continue
-        cost = spec.max_replicas * spec.price_per_replica_hour * config.hours_per_month
-        total += cost
-        lines.append(f"{spec.name}: {spec.max_replicas} x {spec.price_per_replica_hour:g} $/h = {cost:,.0f}")
+    launched = pricing.launched_instance_types(resources)
+    lines, hourly = [], 0.0
+    try:
+        for resource in resources:
+            spec = deployment_spec(resource)
+            if spec is None:
+                continue
+            instance = launched.get(spec.name or "")
+            replica_hour = pricing.instance_hour(instance) if instance else spec.price_per_replica_hour
+            hourly += spec.max_replicas * replica_hour
+            machine = f" ({instance})" if instance else ""
+            lines.append(f"{spec.name}: {spec.max_replicas} x {replica_hour:g} $/h{machine}")
+        platform = pricing.platform_hourly(resources)
+    except pricing.Unpriced as exc:
+        return [f"stack {stack!r}: cannot check its budget: {exc} (add it to policies/pricing.py)"]
+    if platform:
+        at_rest = sum(p.usd_per_hour for p in platform)
+        hourly += at_rest
+        lines.append(f"platform {at_rest:.2f} $/h ({', '.join(p.what for p in platform)})")
+    total = hourly * config.hours_per_month
     if total <= budget:
         return []
     return [f"stack {stack!r} can cost up to {total:,.2f} USD a month at max_replicas "

@@ -26,8 +26,10 @@ FLOORS: dict[str, int] = {
     "inferstack.hardware": 1,
     "inferstack.spec": 1,
     "inferstack.access": 1,
+    "inferstack.secret_scan": 1,
     # 2. persistence, the pure deciders, and what a replica runs
     "inferstack.db": 2,
+    "inferstack.db_password": 2,
     "inferstack.store": 2,
     "inferstack.auth": 2,
     "inferstack.ratelimit": 2,

@@ -14,7 +14,8 @@ import pulumi
 from components.aws_control_plane import ControlPlaneService, ControlPlaneServiceArgs
 from components.aws_gateway import Gateway, GatewayArgs
 from components.aws_gpu import GpuLaunchTemplates, GpuLaunchTemplatesArgs
-from components.aws_iam import Iam, IamArgs
+from components.aws_iam import Iam, IamArgs, launch_policy
+from components.aws_images import replica_image
 from components.aws_network import Network, NetworkArgs
 from components.aws_state import StateStores, StateStoresArgs, hf_token_secret_name
 from inferstack.declared.stackfile import AwsSettings, PlatformSettings
@@ -34,6 +35,9 @@ class AwsPlatformArgs:
 
 class AwsPlatform(pulumi.ComponentResource):
     url: pulumi.Output[str]
+    load_balancer_dns_name: pulumi.Output[str]
+    vllm_image: pulumi.Output[str]
+    """The replicas' image as they pull it: through the ECR pull-through cache when it is on Docker Hub."""
     network: Network
     launch_templates: GpuLaunchTemplates
     parameter_prefix: str
@@ -58,11 +62,15 @@ class AwsPlatform(pulumi.ComponentResource):
             stack=args.stack, parameter_prefix=self.parameter_prefix, bucket_arn=state.bucket_arn,
             api_key_secret_arn=state.api_key_secret_arn,
             database_password_secret_arn=state.database_password_secret_arn,
-            hf_token_secret_arn=state.hf_token_secret_arn), child)
+            hf_token_secret_arn=state.hf_token_secret_arn, image_pull_secret_arn=s.image_pull_secret_arn), child)
+        self.vllm_image = replica_image(f"{name}-images", args.stack, args.platform.vllm_image,
+                                        s.docker_hub_credentials_secret_arn, self)
         self.launch_templates = GpuLaunchTemplates(f"{name}-gpu", GpuLaunchTemplatesArgs(
             stack=args.stack, settings=s, profiles=profiles, gpus_in_use=gpus_in_use,
             instance_profile_arn=iam.replica_instance_profile_arn, replica_sg_id=net.replica_sg_id,
             parameter_prefix=self.parameter_prefix, hf_token_secret_name=hf_token_secret_name(args.stack)), child)
+        launch_policy(f"{name}-iam-controller-launch", args.stack, iam.controller_role_id,
+                      [t.arn for t in self.launch_templates.templates.values()], child)
         gateway = Gateway(f"{name}-gateway", GatewayArgs(
             stack=args.stack, settings=s, public=args.platform.public, vpc_id=net.vpc_id,
             public_subnet_ids=net.public_subnet_ids, private_subnet_ids=net.private_subnet_ids,
@@ -75,9 +83,12 @@ class AwsPlatform(pulumi.ComponentResource):
             database_password_secret_arn=state.database_password_secret_arn,
             api_key_secret_arn=state.api_key_secret_arn,
             launch_template_ids={p: t.id for p, t in self.launch_templates.templates.items()},
-            parameter_prefix=self.parameter_prefix, depends_on=[gateway]), child)
+            parameter_prefix=self.parameter_prefix, vllm_image=self.vllm_image,
+            declared=[d.name or "" for d in args.deployments], depends_on=[gateway]), child)
         # The URL is known once the service is steady: deployments are created after that.
         self.url = pulumi.Output.all(gateway.url, control_plane.service_name).apply(lambda a: a[0])
+        self.load_balancer_dns_name = gateway.load_balancer_dns_name
         self.register_outputs({"url": self.url, "management_url": gateway.management_url,
+                               "load_balancer_dns_name": gateway.load_balancer_dns_name,
                                "launch_templates": {p: t.id for p, t in self.launch_templates.templates.items()},
                                "files_bucket": state.bucket_name})

@@ -35,6 +35,10 @@ class ControlPlaneServiceArgs:
     api_key_secret_arn: pulumi.Input[str]
     launch_template_ids: dict[str, pulumi.Input[str]]
     parameter_prefix: str
+    vllm_image: pulumi.Input[str]
+    """As replicas pull it (`aws_images.replica_image`)."""
+    declared: list[str]
+    """The stack's declared deployments: their groups are Pulumi's, the controller only scales them."""
     depends_on: list[pulumi.Resource]
     """The listener: ECS refuses a target group that no load balancer uses yet."""
 
@@ -49,40 +53,44 @@ class ControlPlaneService(pulumi.ComponentResource):
         tags = {STACK_TAG: args.stack}
         region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
         logs = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/inferstack/{args.stack}/control-plane",
-                                       retention_in_days=30, tags=tags, opts=child)
+                                       retention_in_days=30, tags=tags,
+                                       opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
         cluster = aws.ecs.Cluster(f"{name}-cluster", settings=[aws.ecs.ClusterSettingArgs(
             name="containerInsights", value="enabled")], tags=tags, opts=child)
 
         def container_definitions(values: list[object]) -> str:
-            (region_name, log_group, bucket, db_host, db_secret, key_secret, templates, subnets) = values
+            (region_name, log_group, bucket, db_host, db_secret, key_secret, templates, subnets, vllm_image) = values
             # Named by the runtime's `Env`: tests/infra/test_environment_contract.py loads this into `Settings`.
             environment = {
                 Env.PROVIDER: "aws",
                 Env.STACK: args.stack,
                 Env.HOME: "/var/lib/inferstack",
-                # The password is not in the URL: libpq reads PGPASSWORD, injected from RDS's secret.
+                # The password is in neither the URL nor the environment: RDS rotates it every 7 days, so the
+                # store reads it from RDS's secret when a connection opens (and again when it is refused).
                 Env.DATABASE_URL: f"postgresql+psycopg://{DATABASE_USER}@{db_host}:5432/{DATABASE_NAME}"
                                   "?sslmode=require",
+                Env.DATABASE_PASSWORD_SECRET: str(db_secret),
                 Env.FILES_URL: f"s3://{bucket}/files",
                 Env.AWS_LAUNCH_TEMPLATES: json.dumps(templates, sort_keys=True),
                 Env.AWS_PARAMETER_PREFIX: args.parameter_prefix,
                 Env.AWS_SUBNETS: ",".join(subnets),  # type: ignore[arg-type]
-                Env.VLLM_IMAGE: args.platform.vllm_image,
+                Env.VLLM_IMAGE: str(vllm_image),
+                Env.AWS_DECLARED_DEPLOYMENTS: ",".join(args.declared),
                 Env.RUNTIME_IMAGE: args.platform.image,
                 Env.BOOTSTRAP_TENANT: args.platform.tenant,
                 Env.AWS_REGION: str(region_name),
             }
+            private_registry = ({"repositoryCredentials": {"credentialsParameter": args.settings.image_pull_secret_arn}}
+                                if args.settings.image_pull_secret_arn else {})
             return json.dumps([{
                 "name": "control-plane",
                 "image": args.platform.image,
+                **private_registry,
                 "essential": True,
                 "command": ["inferstack", "serve", "--host", "0.0.0.0", "--port", str(CONTROL_PLANE_PORT)],
                 "portMappings": [{"containerPort": CONTROL_PLANE_PORT, "protocol": "tcp"}],
                 "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
-                "secrets": [
-                    {"name": Env.BOOTSTRAP_API_KEY, "valueFrom": key_secret},
-                    {"name": "PGPASSWORD", "valueFrom": f"{db_secret}:password::"},
-                ],
+                "secrets": [{"name": Env.BOOTSTRAP_API_KEY, "valueFrom": key_secret}],
                 "healthCheck": {"command": ["CMD-SHELL", f"curl -fsS http://127.0.0.1:{CONTROL_PLANE_PORT}/health"],
                                 "interval": 15, "timeout": 5, "retries": 3, "startPeriod": 30},
                 # Drain: streams in flight get up to 2 minutes when a task is replaced.
@@ -94,7 +102,7 @@ class ControlPlaneService(pulumi.ComponentResource):
         definitions = pulumi.Output.all(
             region, logs.name, args.bucket_name, args.database_address, args.database_password_secret_arn,
             args.api_key_secret_arn, pulumi.Output.all(**args.launch_template_ids),
-            args.private_subnet_ids).apply(container_definitions)
+            args.private_subnet_ids, args.vllm_image).apply(container_definitions)
         task = aws.ecs.TaskDefinition(
             f"{name}-task", family=f"inferstack-{args.stack}-control-plane", requires_compatibilities=["FARGATE"],
             network_mode="awsvpc", cpu=str(args.settings.control_plane_cpu),

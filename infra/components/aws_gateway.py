@@ -21,6 +21,8 @@ from inferstack.providers.aws_groups import STACK_TAG
 HTTP_API_ROUTES = ("ANY /v1/deployments", "ANY /v1/deployments/{proxy+}", "GET /v1/models", "GET /health")
 """The short management routes the HTTP API may carry; never completions (30 s integration cap)."""
 HTTP_API_TIMEOUT_MS = 30_000
+FORWARD_PATH = {"overwrite:path": "$request.path"}
+"""HTTP API parameter mapping: the integration receives the path the caller sent, unchanged."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Gateway(pulumi.ComponentResource):
     url: pulumi.Output[str]
     target_group_arn: pulumi.Output[str]
     listener_arn: pulumi.Output[str]
+    load_balancer_dns_name: pulumi.Output[str]
+    """Where a CNAME for domain_name points when the stack does not manage its DNS (no hosted_zone_id)."""
     management_url: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -71,7 +75,18 @@ class Gateway(pulumi.ComponentResource):
             listener = aws.lb.Listener(f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP",
                                        default_actions=forward, opts=child)
             scheme = "http"
-        self.url = pulumi.Output.all(alb.dns_name, listener.arn).apply(lambda a: f"{scheme}://{a[0]}")
+        # With a certificate, the URL must be the certificate's name: https://<ALB DNS name> fails verification.
+        waits_for: list[pulumi.Input[str]] = [listener.arn]
+        if s.domain_name and s.hosted_zone_id:
+            record = aws.route53.Record(f"{name}-dns", zone_id=s.hosted_zone_id, name=s.domain_name, type="A",
+                                        aliases=[aws.route53.RecordAliasArgs(name=alb.dns_name, zone_id=alb.zone_id,
+                                                                             evaluate_target_health=True)],
+                                        allow_overwrite=False,
+                                        opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
+            waits_for.append(record.fqdn)
+        host = pulumi.Output.from_input(s.domain_name) if s.domain_name else alb.dns_name
+        self.url = pulumi.Output.all(host, *waits_for).apply(lambda a: f"{scheme}://{a[0]}")
+        self.load_balancer_dns_name = alb.dns_name
         self.target_group_arn = target_group.arn
         self.listener_arn = listener.arn
 
@@ -80,9 +95,11 @@ class Gateway(pulumi.ComponentResource):
             api = aws.apigatewayv2.Api(f"{name}-api", protocol_type="HTTP",
                                        description="inferstack management routes (never completions)",
                                        tags=tags, opts=child)
+            # `{proxy}` would hold only what follows a route's prefix (/v1/deployments/abc -> /abc) and is
+            # absent from routes without `{proxy+}`: forward the caller's whole path instead.
             integration = aws.apigatewayv2.Integration(
                 f"{name}-alb", api_id=api.id, integration_type="HTTP_PROXY", integration_method="ANY",
-                integration_uri=self.url.apply(lambda u: f"{u}/{{proxy}}"),
+                integration_uri=self.url, request_parameters=FORWARD_PATH,
                 timeout_milliseconds=HTTP_API_TIMEOUT_MS, payload_format_version="1.0", opts=child)
             for index, route in enumerate(HTTP_API_ROUTES):
                 aws.apigatewayv2.Route(f"{name}-route-{index}", api_id=api.id, route_key=route,
@@ -91,4 +108,5 @@ class Gateway(pulumi.ComponentResource):
                                    default_route_settings=aws.apigatewayv2.StageDefaultRouteSettingsArgs(
                                        throttling_burst_limit=200, throttling_rate_limit=100), opts=child)
             self.management_url = api.api_endpoint
-        self.register_outputs({"url": self.url, "management_url": self.management_url})
+        self.register_outputs({"url": self.url, "management_url": self.management_url,
+                               "load_balancer_dns_name": alb.dns_name})

@@ -19,7 +19,7 @@ import pulumi_aws as aws
 from components.replica import user_data
 from inferstack.declared.stackfile import AwsSettings
 from inferstack.hardware import PROFILES, aws_instance_type
-from inferstack.providers.aws_groups import PROFILE_TAG, STACK_TAG
+from inferstack.providers.aws_groups import PROFILE_TAG, STACK_TAG, replica_log_group
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,14 @@ class GpuLaunchTemplates(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         ami = aws.ssm.get_parameter_output(name=args.settings.gpu_ami_ssm_parameter, opts=pulumi.InvokeOptions(
             parent=self)).value
+        aws.cloudwatch.LogGroup(f"{name}-replica-logs", name=replica_log_group(args.stack), retention_in_days=30,
+                                tags={STACK_TAG: args.stack},
+                                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
         self.templates = {}
         for profile in args.profiles:
             tags = {STACK_TAG: args.stack, PROFILE_TAG: profile}
-            script = user_data(profile, args.parameter_prefix, args.hf_token_secret_name)
+            script = user_data(profile, args.parameter_prefix, args.hf_token_secret_name,
+                               replica_log_group(args.stack))
             self.templates[profile] = aws.ec2.LaunchTemplate(
                 f"{name}-{profile.replace('.', '-')}",
                 name_prefix=f"inferstack-{args.stack}-{profile.replace('.', '-')}-",

@@ -1,23 +1,42 @@
-"""IAM on AWS: what each party may do, and nothing more.
+"""IAM on AWS: what each party may do, and nothing more. Every document passes `parliament` with no
+finding above LOW (tests/infra/test_aws_iam.py).
 
 - GPU replica instances: read their launch document (SSM, under the stack's prefix) and the Hugging
-  Face token secret. Nothing else: no S3, no EC2 API.
+  Face token secret, pull images through the stack's ECR pull-through cache, write their logs, and
+  mark their own instance unhealthy when the boot fails. No S3, no other EC2 API.
 - The controller (the control plane's ECS task): scale and inspect this stack's replica groups and
-  instances (conditioned on the `inferstack:stack` tag), launch from this stack's launch templates,
-  pass the replica role and no other, write launch documents under the prefix, use the batch bucket.
-- ECS's execution role: pull the image, write logs, inject the two secrets the task needs.
+  instances (conditioned on the `inferstack:stack` tag); create groups and launch documents only under
+  the names Pulumi never uses (`aws_groups.CONTROLLER_MARK`); launch only from this stack's launch
+  templates (`ec2:LaunchTemplate`), tag instances only as they are launched or, for a claim, only with
+  the claim's two keys on an instance already in the stack; pass the replica role to EC2 only; read
+  the database password (rotated by RDS); use the batch bucket.
+- ECS's execution role: pull the image (with the registry credentials, if any), write logs, inject
+  the API key secret.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from inferstack.providers.aws_groups import STACK_TAG, parameter_name
+from components.aws_images import cache_prefix
+from inferstack.providers.aws_groups import (
+    CONTROLLER_MARK,
+    DIGEST_TAG,
+    REPLICA_TAG,
+    STACK_TAG,
+    controller_group_pattern,
+    parameter_name,
+    replica_log_group,
+)
+
+EC2_LAUNCHED = ("instance", "volume", "network-interface")
+"""What RunInstances creates from a launch template (and tags as it creates)."""
 
 
 def _assume(service: str) -> str:
@@ -38,81 +57,141 @@ class IamArgs:
     api_key_secret_arn: pulumi.Input[str]
     database_password_secret_arn: pulumi.Input[str]
     hf_token_secret_arn: pulumi.Input[str] | None = None
+    image_pull_secret_arn: str | None = None
+    """Registry credentials (Secrets Manager) for a private control-plane image."""
+
+
+def replica_statements(stack: str, parameter_prefix: str, token_arn: str | None) -> list[dict[str, Any]]:
+    tagged = {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}}
+    statements: list[dict[str, Any]] = [
+        {"Sid": "LaunchDocuments", "Effect": "Allow", "Action": ["ssm:GetParameter"],
+         "Resource": f"arn:aws:ssm:*:*:parameter{parameter_name(parameter_prefix, '*')}"},
+        {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": f"arn:aws:logs:*:*:log-group:{replica_log_group(stack)}:*"},
+        # Pulls through the pull-through cache of Docker Hub (one authenticated pull for the whole
+        # account, not anonymous pulls through one NAT address). Tokens cannot be scoped (an AWS limit).
+        {"Sid": "RegistryLogin", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+        {"Sid": "PullThroughCache", "Effect": "Allow",
+         "Resource": f"arn:aws:ecr:*:*:repository/{cache_prefix(stack)}/*",
+         "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]},
+        {"Sid": "ReportFailedBoot", "Effect": "Allow", "Action": ["autoscaling:SetInstanceHealth"],
+         "Resource": "arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/*", "Condition": tagged},
+    ]
+    if token_arn:
+        statements.append({"Sid": "HuggingFaceToken", "Effect": "Allow",
+                           "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                           "Resource": token_arn})
+    return statements
+
+
+def controller_statements(stack: str, parameter_prefix: str, bucket_arn: str, replica_role_arn: str,
+                          database_secret_arn: str) -> list[dict[str, Any]]:
+    """What the controller may do, except launching (`launch_statements`: it names the templates)."""
+    tagged = {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}}
+    groups = "arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/"
+    return [
+        # Describe calls cannot be scoped to resources (an AWS limit); they read, never change.
+        {"Sid": "Inspect", "Effect": "Allow", "Resource": "*", "Action": [
+            "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities",
+            "ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeLaunchTemplates",
+            "ec2:DescribeLaunchTemplateVersions"]},
+        {"Sid": "ScaleOwnGroups", "Effect": "Allow", "Resource": f"{groups}*", "Condition": tagged, "Action": [
+            "autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
+            "autoscaling:SetInstanceProtection", "autoscaling:UpdateAutoScalingGroup"]},
+        # Groups of deployments made through the API, only under the controller's own names and only
+        # with this stack's tag on them (which ScaleOwnGroups then covers).
+        {"Sid": "CreateOwnGroups", "Effect": "Allow", "Resource": f"{groups}{controller_group_pattern(stack)}",
+         "Action": ["autoscaling:CreateAutoScalingGroup", "autoscaling:CreateOrUpdateTags"],
+         "Condition": {"StringEquals": {f"aws:RequestTag/{STACK_TAG}": stack}}},
+        {"Sid": "StopOwnInstances", "Effect": "Allow", "Action": ["ec2:TerminateInstances"],
+         "Resource": "arn:aws:ec2:*:*:instance/*", "Condition": tagged},
+        # A claim marks an instance already in the stack with the claim's two keys, nothing else: it
+        # cannot tag a foreign instance into the stack, nor change the stack tag.
+        {"Sid": "ClaimOwnInstances", "Effect": "Allow", "Action": ["ec2:CreateTags"],
+         "Resource": "arn:aws:ec2:*:*:instance/*", "Condition": {
+             "StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack},
+             "ForAllValues:StringEquals": {"aws:TagKeys": [REPLICA_TAG, DIGEST_TAG]}}},
+        {"Sid": "PassReplicaRoleToEc2Only", "Effect": "Allow", "Action": ["iam:PassRole"],
+         "Resource": replica_role_arn, "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+        {"Sid": "ReadLaunchDocuments", "Effect": "Allow", "Action": ["ssm:GetParameter"],
+         "Resource": f"arn:aws:ssm:*:*:parameter{parameter_name(parameter_prefix, '*')}"},
+        {"Sid": "WriteOwnLaunchDocuments", "Effect": "Allow", "Action": ["ssm:PutParameter", "ssm:DeleteParameter"],
+         "Resource": f"arn:aws:ssm:*:*:parameter{parameter_name(parameter_prefix, CONTROLLER_MARK + '*')}"},
+        {"Sid": "DatabasePassword", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+         "Resource": database_secret_arn},
+        {"Sid": "BatchFileList", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket_arn},
+        {"Sid": "BatchFiles", "Effect": "Allow", "Resource": f"{bucket_arn}/*",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]},
+    ]
+
+
+def launch_statements(stack: str, template_arns: Sequence[str]) -> list[dict[str, Any]]:
+    """Creating or updating a group that launches from a template needs RunInstances on what it
+    launches: only from this stack's templates, and tags only as part of that launch."""
+    return [
+        # One statement: every resource RunInstances touches, each only when launching from one of them.
+        {"Sid": "LaunchOnlyFromOwnTemplates", "Effect": "Allow", "Action": ["ec2:RunInstances"],
+         "Resource": [*template_arns, *[f"arn:aws:ec2:*:*:{kind}/*" for kind in EC2_LAUNCHED],
+                      "arn:aws:ec2:*:*:subnet/*", "arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*::image/*"],
+         "Condition": {"ArnLike": {"ec2:LaunchTemplate": list(template_arns)}}},
+        {"Sid": "TagOnLaunchOnly", "Effect": "Allow", "Action": ["ec2:CreateTags"],
+         "Resource": [f"arn:aws:ec2:*:*:{kind}/*" for kind in EC2_LAUNCHED],
+         "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances", f"aws:RequestTag/{STACK_TAG}": stack}}},
+    ]
+
+
+def execution_statements(secret_arns: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"Sid": "TaskSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+             "Resource": list(secret_arns)}]
 
 
 class Iam(pulumi.ComponentResource):
     replica_instance_profile_arn: pulumi.Output[str]
     replica_role_arn: pulumi.Output[str]
     controller_role_arn: pulumi.Output[str]
+    controller_role_id: pulumi.Output[str]
     execution_role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: IamArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inferstack:aws:Iam", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = {STACK_TAG: args.stack}
-        parameters = f"arn:aws:ssm:*:*:parameter{parameter_name(args.parameter_prefix, '*')}"
-        tagged = {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": args.stack}}
 
-        # --- GPU replica instances -------------------------------------------------------------------
         replica = aws.iam.Role(f"{name}-replica", assume_role_policy=_assume("ec2.amazonaws.com"), tags=tags,
                                opts=child)
-        replica_reads = [{"Sid": "LaunchDocuments", "Effect": "Allow", "Action": ["ssm:GetParameter"],
-                          "Resource": parameters}]
         token_arn = pulumi.Output.from_input(args.hf_token_secret_arn) if args.hf_token_secret_arn else None
         aws.iam.RolePolicy(f"{name}-replica", role=replica.id, policy=pulumi.Output.all(token_arn).apply(
-            lambda arns: _policy(replica_reads + ([{
-                "Sid": "HuggingFaceToken", "Effect": "Allow",
-                "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                "Resource": arns[0]}] if arns[0] else []))), opts=child)
+            lambda arns: _policy(replica_statements(args.stack, args.parameter_prefix, arns[0]))), opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-replica", role=replica.name, tags=tags, opts=child)
 
-        # --- the controller --------------------------------------------------------------------------
         controller = aws.iam.Role(f"{name}-controller", assume_role_policy=_assume("ecs-tasks.amazonaws.com"),
                                   tags=tags, opts=child)
         aws.iam.RolePolicy(f"{name}-controller", role=controller.id, policy=pulumi.Output.all(
-            args.bucket_arn, replica.arn).apply(lambda a: _policy([
-                # Describe calls cannot be scoped to resources (an AWS limit); they read, never change.
-                {"Sid": "Inspect", "Effect": "Allow", "Resource": "*", "Action": [
-                    "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities",
-                    "ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeLaunchTemplates"]},
-                {"Sid": "ScaleOwnGroups", "Effect": "Allow", "Resource": "*", "Condition": tagged, "Action": [
-                    "autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
-                    "autoscaling:SetInstanceProtection", "autoscaling:UpdateAutoScalingGroup"]},
-                # Deployments created through the REST API get their groups from the controller; it
-                # may only create groups carrying this stack's tag (which ScaleOwnGroups then covers).
-                {"Sid": "CreateOwnGroups", "Effect": "Allow", "Resource": "*",
-                 "Action": ["autoscaling:CreateAutoScalingGroup", "autoscaling:CreateOrUpdateTags"],
-                 "Condition": {"StringEquals": {f"aws:RequestTag/{STACK_TAG}": args.stack}}},
-                {"Sid": "LaunchFromOwnTemplates", "Effect": "Allow", "Action": ["ec2:RunInstances"],
-                 "Resource": "arn:aws:ec2:*:*:launch-template/*", "Condition": tagged},
-                {"Sid": "LaunchResources", "Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:CreateTags"],
-                 "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*",
-                              "arn:aws:ec2:*:*:network-interface/*", "arn:aws:ec2:*:*:subnet/*",
-                              "arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*::image/*",
-                              "arn:aws:ec2:*:*:spot-instances-request/*"]},
-                {"Sid": "StopOwnInstances", "Effect": "Allow", "Action": ["ec2:TerminateInstances"],
-                 "Resource": "arn:aws:ec2:*:*:instance/*", "Condition": tagged},
-                {"Sid": "PassReplicaRoleOnly", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": a[1]},
-                {"Sid": "LaunchDocuments", "Effect": "Allow", "Resource": parameters,
-                 "Action": ["ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"]},
-                {"Sid": "BatchFiles", "Effect": "Allow", "Resource": [a[0], f"{a[0]}/*"],
-                 "Action": ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"]},
-            ])), opts=child)
+            args.bucket_arn, replica.arn, args.database_password_secret_arn).apply(lambda a: _policy(
+                controller_statements(args.stack, args.parameter_prefix, a[0], a[1], a[2]))), opts=child)
 
-        # --- ECS task execution ----------------------------------------------------------------------
         execution = aws.iam.Role(f"{name}-execution", assume_role_policy=_assume("ecs-tasks.amazonaws.com"),
                                  tags=tags, opts=child)
         aws.iam.RolePolicyAttachment(
             f"{name}-execution", role=execution.name,
             policy_arn="arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy", opts=child)
+        secrets = [args.api_key_secret_arn, *([args.image_pull_secret_arn] if args.image_pull_secret_arn else [])]
         aws.iam.RolePolicy(f"{name}-execution-secrets", role=execution.id, policy=pulumi.Output.all(
-            args.api_key_secret_arn, args.database_password_secret_arn).apply(lambda arns: _policy([
-                {"Sid": "TaskSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
-                 "Resource": list(arns)}])), opts=child)
+            *secrets).apply(lambda arns: _policy(execution_statements(arns))), opts=child)
 
         self.replica_instance_profile_arn = profile.arn
         self.replica_role_arn = replica.arn
         self.controller_role_arn = controller.arn
+        self.controller_role_id = controller.id
         self.execution_role_arn = execution.arn
         self.register_outputs({"controller_role_arn": self.controller_role_arn,
                                "replica_role_arn": self.replica_role_arn})
+
+
+def launch_policy(name: str, stack: str, controller_role_id: pulumi.Input[str],
+                  template_arns: Sequence[pulumi.Input[str]], opts: pulumi.ResourceOptions) -> aws.iam.RolePolicy:
+    """The controller's launch rights, made once the templates exist (they need the replica profile
+    from `Iam`, so they cannot be inputs of it)."""
+    return aws.iam.RolePolicy(name, role=controller_role_id, policy=pulumi.Output.all(*template_arns).apply(
+        lambda arns: _policy(launch_statements(stack, arns))), opts=opts)

@@ -1,5 +1,9 @@
 """Per declared deployment on AWS: its launch document and the Auto Scaling group(s) of its replicas.
 
+These are Pulumi's: the controller never creates them (it waits for them, then only scales them; see
+`aws_groups.owner_of`), so the two never race for one name. The control plane learns which
+deployments are declared from INFERSTACK_AWS_DECLARED_DEPLOYMENTS (`aws_control_plane.py`).
+
 The group's capacity belongs to the controller (it sets the desired capacity from its decisions and
 terminates the drained instance it chose), so Pulumi ignores `desired_capacity` after creation:
 without that, each `pulumi up` would reset the count and fight the autoscaler.
@@ -24,12 +28,13 @@ from deployment_resource import InferenceDeployment
 from inferstack.engines.container import launch_document
 from inferstack.providers.aws_groups import (
     DEPLOYMENT_TAG,
+    OWNER_TAG,
     PARAMETER_TIER,
     PARAMETER_TYPE,
     STACK_TAG,
     ReplicaGroup,
+    launch_document_name,
     launch_template_id,
-    parameter_name,
     replica_groups,
 )
 from inferstack.spec import DeploymentSpec
@@ -44,7 +49,7 @@ class ReplicaGroupsArgs:
     """Hardware profile -> its launch template."""
     private_subnet_ids: pulumi.Input[list[str]]
     parameter_prefix: str
-    vllm_image: str
+    vllm_image: pulumi.Input[str]
     runtime_image: str
 
 
@@ -63,13 +68,14 @@ class ReplicaGroups(pulumi.ComponentResource):
         assert spec.name
         resource = args.deployments[spec.name]
         document = aws.ssm.Parameter(
-            f"{name}-{spec.name}", name=parameter_name(args.parameter_prefix, spec.name), type=PARAMETER_TYPE,
+            f"{name}-{spec.name}", name=launch_document_name(args.parameter_prefix, spec.name, "pulumi"),
+            type=PARAMETER_TYPE,
             tier=PARAMETER_TIER,
-            insecure_value=resource.deployment_id.apply(
-                lambda deployment_id: launch_document(spec, deployment_id, spec.name or deployment_id, args.vllm_image,
-                                                          args.runtime_image)),
+            insecure_value=pulumi.Output.all(resource.deployment_id, args.vllm_image).apply(
+                lambda a: launch_document(spec, a[0], spec.name or a[0], a[1], args.runtime_image)),
             description=f"inferstack {args.stack}: what replicas of {spec.name} run (no secrets)",
-            tags={STACK_TAG: args.stack, DEPLOYMENT_TAG: spec.name}, opts=pulumi.ResourceOptions(parent=self))
+            tags={STACK_TAG: args.stack, DEPLOYMENT_TAG: spec.name, OWNER_TAG: "pulumi"},
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))  # a fixed name
         groups = replica_groups(
             args.stack, spec.name, spec, deployment_id=resource.deployment_id,
             launch_template_id=launch_template_id(args.launch_template_ids, spec.hardware_profile, args.stack),
@@ -97,7 +103,11 @@ class ReplicaGroups(pulumi.ComponentResource):
                     spot_allocation_strategy=group.spot_allocation_strategy)),
             health_check_type=group.health_check_type, health_check_grace_period=group.health_check_grace_period_s,
             protect_from_scale_in=group.protect_from_scale_in, capacity_rebalance=group.capacity_rebalance,
+            # The controller waits for its replicas (GPU capacity can take longer than `pulumi up` should);
+            # on delete, the instances are protected from scale-in, so only a forced delete ends them.
+            wait_for_capacity_timeout="0", force_delete=True,
             tags=[aws.autoscaling.GroupTagArgs(key=key, value=value, propagate_at_launch=True)
                   for key, value in group.tags.items()],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, ignore_changes=["desired_capacity"]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, ignore_changes=["desired_capacity"],
+                                        delete_before_replace=True),  # a fixed name
         )

@@ -7,6 +7,7 @@ is in the stack, the state or the task definition; ECS injects it from RDS's own
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -49,8 +50,11 @@ class StateStores(pulumi.ComponentResource):
         tags = {STACK_TAG: args.stack}
 
         # --- batch files -----------------------------------------------------------------------------
+        # With deletion_protection (prod), Pulumi refuses to delete what holds state: a `destroy` or a
+        # replacement stops with an error until `protect` is lifted on purpose.
+        stateful = pulumi.ResourceOptions(parent=self, protect=s.deletion_protection)
         bucket = aws.s3.Bucket(f"{name}-files", bucket_prefix=f"inferstack-{args.stack}-files-",
-                               force_destroy=not s.deletion_protection, tags=tags, opts=child)
+                               force_destroy=not s.deletion_protection, tags=tags, opts=stateful)
         aws.s3.BucketPublicAccessBlock(f"{name}-files", bucket=bucket.id, block_public_acls=True,
                                        block_public_policy=True, ignore_public_acls=True,
                                        restrict_public_buckets=True, opts=child)
@@ -60,6 +64,23 @@ class StateStores(pulumi.ComponentResource):
                 apply_server_side_encryption_by_default=aws.s3.
                 BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
                     sse_algorithm="aws:kms"))],
+            opts=child)
+
+        # Only TLS: a request over plain HTTP is refused whoever makes it.
+        aws.s3.BucketPolicy(f"{name}-files-tls-only", bucket=bucket.id, policy=bucket.arn.apply(
+            lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Sid": "DenyPlainHttp", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})),
+            opts=child)
+        # Batch files expire (OpenAI's files carry expires_at); the store deletes what it knows about,
+        # this ends what it does not (a half-written upload, a control plane that died mid-batch).
+        aws.s3.BucketLifecycleConfiguration(f"{name}-files", bucket=bucket.id, rules=[
+            aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="expire-batch-files", status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix="files/"),
+                expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=s.files_retention_days),
+                abort_incomplete_multipart_upload=aws.s3.
+                BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(days_after_initiation=1))],
             opts=child)
 
         # --- the database ----------------------------------------------------------------------------
@@ -73,7 +94,7 @@ class StateStores(pulumi.ComponentResource):
             backup_retention_period=7, deletion_protection=s.deletion_protection,
             skip_final_snapshot=not s.deletion_protection,
             final_snapshot_identifier=f"inferstack-{args.stack}-final" if s.deletion_protection else None,
-            tags=tags, opts=child)
+            tags=tags, opts=stateful)
 
         # --- secrets ---------------------------------------------------------------------------------
         api_key = aws.secretsmanager.Secret(f"{name}-api-key", name_prefix=f"inferstack/{args.stack}/api-key-",
@@ -82,8 +103,10 @@ class StateStores(pulumi.ComponentResource):
                                          secret_string=pulumi.Output.secret(args.api_key), opts=child)
         self.hf_token_secret_arn = None
         if args.hf_token is not None:
+            # A fixed name (the boot script names it): a replacement must delete the old one first.
             token = aws.secretsmanager.Secret(f"{name}-hf-token", name=hf_token_secret_name(args.stack),
-                                              recovery_window_in_days=0, tags=tags, opts=child)
+                                              recovery_window_in_days=0, tags=tags,
+                                              opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
             aws.secretsmanager.SecretVersion(f"{name}-hf-token", secret_id=token.id,
                                              secret_string=pulumi.Output.secret(args.hf_token), opts=child)
             self.hf_token_secret_arn = token.arn

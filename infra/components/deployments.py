@@ -15,7 +15,6 @@ from inferstack.spec import DeploymentSpec
 class DeclaredDeploymentsArgs:
     url: pulumi.Input[str]
     specs: Sequence[DeploymentSpec]
-    api_key: pulumi.Input[str]
     hf_token: pulumi.Input[str] | None = None
 
 
@@ -31,7 +30,7 @@ class DeclaredDeployments(pulumi.ComponentResource):
             assert spec.name, "stack validation requires a name"
             self.deployments[spec.name] = InferenceDeployment(
                 f"{name}-{spec.name}",
-                InferenceDeploymentArgs(url=args.url, spec=spec, api_key=args.api_key, hf_token=args.hf_token),
+                InferenceDeploymentArgs(url=args.url, spec=spec, hf_token=args.hf_token),
                 pulumi.ResourceOptions(parent=self),
             )
         self.register_outputs({

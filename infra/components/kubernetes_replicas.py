@@ -22,6 +22,9 @@ from inferstack.spec import DeploymentSpec
 
 CACHE_PATH = "/root/.cache/huggingface"
 
+GPU_ROLLOUT_TIMEOUT_S = 45 * 60
+"""A 70B model on a fresh node: image pull ~5 min, weights download ~15-25 min, load ~5 min."""
+
 
 @dataclass(frozen=True)
 class KubernetesReplicasArgs:
@@ -73,7 +76,10 @@ class KubernetesReplicas(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=replica_deployment_name(spec.name), namespace=args.namespace, labels=labels,
                 annotations={"inferstack.io/deployment-id": resource.deployment_id,
-                             "inferstack.io/hardware-profile": spec.hardware_profile}),
+                             "inferstack.io/hardware-profile": spec.hardware_profile,
+                             # Pulumi's await of a rollout (10 min by default) is shorter than a GPU
+                             # node's image pull plus a large model's download and load.
+                             "pulumi.com/timeoutSeconds": str(GPU_ROLLOUT_TIMEOUT_S)}),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 # The first count only: afterwards the controller scales this (ignore_changes below).
                 replicas=spec.min_replicas,

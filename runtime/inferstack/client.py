@@ -7,7 +7,9 @@ INFERSTACK_API_KEY) unless given.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
@@ -17,6 +19,29 @@ import httpx
 from inferstack.settings import ClientSettings
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0)
+WAIT_STATUSES = frozenset({502, 503, 504})
+"""A load balancer with no healthy target yet: the control plane is still starting."""
+
+
+def not_coming(exc: httpx.HTTPError) -> str | None:
+    """Why waiting for the control plane is pointless, or None when it may still come up.
+
+    A certificate that fails verification (wrong name, unknown issuer) or a refused connection will
+    not fix itself while a deployment waits; a name that does not resolve yet, or a timeout, may."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed: {cause.verify_message or cause} (is the URL the " \
+                   "certificate's name, e.g. platform.aws.domain_name?)"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (nothing listens on that address and port)"
+    return None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
 
 
 class ControlPlaneError(Exception):
@@ -84,6 +109,34 @@ class ControlPlaneClient:
             return self._http.get("/health").status_code == 200
         except httpx.HTTPError:
             return False
+
+    def wait_ready(self, timeout_s: float, *, poll_s: float = 2.0, sleep: Callable[[float], None] = time.sleep,
+                   now: Callable[[], float] = time.monotonic) -> None:
+        """Return once /health answers 200 and the key is accepted; wait while the control plane is on
+        its way (a new load balancer's name not resolving yet, 502/503/504 while no task is healthy), and
+        raise `ControlPlaneError` at once, with the cause, for what waiting cannot fix: a certificate that
+        does not match the URL, a refused connection, a rejected key."""
+        deadline = now() + timeout_s
+        last = "no answer yet"
+        while True:
+            try:
+                response = self._http.get("/health")
+            except httpx.HTTPError as exc:
+                cause = not_coming(exc)
+                if cause:
+                    raise ControlPlaneError(0, f"cannot reach the control plane at {self.base_url}: {cause}") from None
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    self._call("GET", _path("deployments"), params={"limit": 1})  # a 401 / 403 raises here
+                    return
+                if response.status_code not in WAIT_STATUSES:
+                    raise error_from(response)
+                last = f"HTTP {response.status_code}"
+            if now() >= deadline:
+                raise ControlPlaneError(0, f"the control plane at {self.base_url} did not become healthy in "
+                                           f"{timeout_s:g} s (last: {last})")
+            sleep(poll_s)
 
     # --- deployments -------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from inferstack.db_password import RotatingPassword
 from inferstack.errors import ApiError
 
 RETRY_AFTER_OUTAGE_S = 5
@@ -41,7 +42,7 @@ Row = TypeVar("Row", bound=Base)
 Owned = TypeVar("Owned", bound=TenantOwned)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, password: RotatingPassword | None = None) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -59,7 +60,16 @@ def make_engine(url: str) -> Engine:
     # An unreachable server fails a connection attempt after 5 s, and a connection whose data goes
     # unacknowledged for 10 s (the server vanished mid-statement), rather than after the OS's minutes
     # or hours: callers treat either as an outage (`is_outage`) and retry.
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5, "tcp_user_timeout": 10_000})
+    engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5, "tcp_user_timeout": 10_000})
+    if password is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _current_password(dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+            # Every new connection (and every reconnect after pre-ping finds one dead) reads the password
+            # that is current now, not the one the process started with.
+            return password.connect(lambda **params: dialect.loaded_dbapi.connect(*cargs, **params), cparams)
+
+    return engine
 
 
 def is_outage(error: BaseException) -> bool:
@@ -79,9 +89,9 @@ def database_away() -> ApiError:
 class Database:
     """One database: its engine and its sessions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: RotatingPassword | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, password)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self, tables: Iterable[type[Base]]) -> None:

@@ -18,6 +18,7 @@ from inferstack.batches.tables import BatchResultRow, BatchRow
 from inferstack.clock import Clock, SystemClock
 from inferstack.controller.assembly import build_controller
 from inferstack.db import Base
+from inferstack.db_password import RotatingPassword, secrets_manager_password
 from inferstack.files.blobs import blob_store_from_url
 from inferstack.files.tables import FileRow
 from inferstack.fleet import Fleet
@@ -34,16 +35,20 @@ TABLES: tuple[type[Base], ...] = (TenantRow, ApiKeyRow, DeploymentRow, ReplicaRo
                                   FileRow, BatchRow, BatchResultRow)
 
 
-def open_database(url: str) -> Store:
+def open_database(url: str, password: RotatingPassword | None = None) -> Store:
     """The store at `url`, with every table created that does not exist yet."""
-    store = Store(url)
+    store = Store(url, password)
     store.create_schema(TABLES)
     return store
 
 
 def open_store(settings: Settings) -> Store:
     settings.home.mkdir(parents=True, exist_ok=True)
-    return open_database(settings.resolved_database_url)
+    password = None
+    if settings.database_password_secret:
+        password = RotatingPassword(secrets_manager_password(
+            settings.database_password_secret, settings.aws.region, settings.aws.endpoint_url))
+    return open_database(settings.resolved_database_url, password)
 
 
 def build_provider(settings: Settings, clock: Clock) -> Provider:

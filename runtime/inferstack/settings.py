@@ -24,6 +24,7 @@ class Env:
     # the control plane
     HOME: Final = "INFERSTACK_HOME"
     DATABASE_URL: Final = "INFERSTACK_DATABASE_URL"
+    DATABASE_PASSWORD_SECRET: Final = "INFERSTACK_DATABASE_PASSWORD_SECRET"
     FILES_URL: Final = "INFERSTACK_FILES_URL"
     PROVIDER: Final = "INFERSTACK_PROVIDER"
     CONTROLLER_TICK_S: Final = "INFERSTACK_CONTROLLER_TICK_S"
@@ -39,6 +40,7 @@ class Env:
     AWS_LAUNCH_TEMPLATES: Final = "INFERSTACK_AWS_LAUNCH_TEMPLATES"
     AWS_SUBNETS: Final = "INFERSTACK_AWS_SUBNETS"
     AWS_PARAMETER_PREFIX: Final = "INFERSTACK_AWS_PARAMETER_PREFIX"
+    AWS_DECLARED_DEPLOYMENTS: Final = "INFERSTACK_AWS_DECLARED_DEPLOYMENTS"
     # a kubernetes provider
     K8S_NAMESPACE: Final = "INFERSTACK_K8S_NAMESPACE"
     K8S_PROFILES: Final = "INFERSTACK_K8S_PROFILES"
@@ -128,6 +130,9 @@ class AwsProviderSettings(_FromEnvironment):
                                       description="Comma-separated private subnets of new replica groups.")
     parameter_prefix: str | None = Field(None, alias=Env.AWS_PARAMETER_PREFIX,
                                          description="SSM path of launch documents; unset: infra's default.")
+    declared_deployments: list[str] = Field(
+        default_factory=list, alias=Env.AWS_DECLARED_DEPLOYMENTS,
+        description="Comma-separated names of the stack's declared deployments: Pulumi creates their groups.")
 
     @field_validator("launch_templates", mode="before")
     @classmethod
@@ -139,7 +144,7 @@ class AwsProviderSettings(_FromEnvironment):
         except ValueError as exc:
             raise ValueError(f"is not JSON ({exc})") from None
 
-    @field_validator("subnets", mode="before")
+    @field_validator("subnets", "declared_deployments", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
@@ -175,6 +180,10 @@ class Settings(_FromEnvironment):
     home: Path = Field(default_factory=lambda: Path.home() / ".inferstack", alias=Env.HOME,
                        description="State: the SQLite file, replica logs, uploaded files.")
     database_url: str | None = Field(None, alias=Env.DATABASE_URL, description="Unset: SQLite in the home.")
+    database_password_secret: str | None = Field(
+        None, alias=Env.DATABASE_PASSWORD_SECRET,
+        description="Secrets Manager secret (RDS-managed) holding the database password: read when a connection "
+        "opens and again when the password was rotated. Unset: the URL's or libpq's (PGPASSWORD).")
     files_url: str | None = Field(
         None, alias=Env.FILES_URL,
         description="Where uploads and batch results live: a directory (default) or s3://bucket/prefix.",

@@ -9,9 +9,10 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator, model_validator
 
 from inferstack.hardware import MODELS, PROFILES, HardwareProfile, fit_problem
+from inferstack.secret_scan import secret_findings
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -135,6 +136,16 @@ class DeploymentSpec(ScalingSpec):
     hf_token: SecretStr | None = Field(
         None, description="Write-only: used to pull gated weights.", json_schema_extra=_change("replica")
     )
+
+    @field_validator("engine_args")
+    @classmethod
+    def _no_secrets(cls, args: list[str]) -> list[str]:
+        # engine_args are stored, printed and written to launch documents in clear.
+        findings = secret_findings(args)
+        if findings:
+            raise ValueError(f"looks like a secret ({'; '.join(findings)}): engine_args are stored and shown in "
+                             "clear; pass a Hugging Face token as hf_token, and never give replicas an API key")
+        return args
 
     @model_validator(mode="after")
     def _fits(self) -> DeploymentSpec:

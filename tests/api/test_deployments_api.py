@@ -48,6 +48,7 @@ def test_create_reports_id_and_status_and_comes_up_running(alice: httpx.Client) 
         ({"target_rps": -1}, "target_rps"),
         ({"hardware_profile": "gpu.unknown"}, "hardware_profile"),
         ({"engine": "tgi"}, "engine"),
+        ({"engine_args": ["--api-key", "sk-proj4Fq9Zt7Lm2Xc8Vb1Nw6Ry3"]}, "engine_args"),  # stored in clear: refused
         ({"hf_model_id": "meta-llama/Llama-3.1-405B-Instruct", "engine": "vllm", "hardware_profile": "gpu.l4"},
          "hf_model_id"),
     ],

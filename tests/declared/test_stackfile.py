@@ -11,6 +11,7 @@ from inferstack.declared.stackfile import StackFileError, load_stack_file, parse
 from inferstack.hardware import aws_instance_type
 
 ROOT = Path(__file__).resolve().parents[2]
+AWS_PLATFORM = {"public": True, "aws": {"docker_hub_credentials_secret_arn": "arn:aws:secretsmanager:::secret:x"}}
 
 
 @pytest.mark.parametrize(("stack", "target"), [("local", "local"), ("dev", "kubernetes"), ("prod", "aws")])
@@ -70,7 +71,7 @@ def test_aws_needs_an_instance_type_for_the_gpus_per_replica() -> None:
     assert aws_instance_type("gpu.l4", 1) == "g6.xlarge"
     assert aws_instance_type("gpu.l4", 2) == "g6.12xlarge"  # L4s come in 1, 4 and 8
     assert aws_instance_type("gpu.a100", 1) == "p4d.24xlarge"
-    config = parse_config({"inferstack:target": "aws", "inferstack:deployments": [
+    config = parse_config({"inferstack:target": "aws", "inferstack:platform": AWS_PLATFORM, "inferstack:deployments": [
         {"name": "a", "hf_model_id": "m", "hardware_profile": "gpu.l4", "gpus_per_replica": 8}]}, "prod")
     assert config.hardware_profiles() == ["gpu.l4"]
 
@@ -83,3 +84,24 @@ def test_stack_name_comes_from_the_file_name(tmp_path: Path) -> None:
     broken.write_text("config: [1, 2")
     with pytest.raises(StackFileError, match="not valid YAML"):
         load_stack_file(broken)
+
+
+def test_aws_settings_that_a_real_account_would_break_on_are_refused_at_preview() -> None:
+    def aws_errors(platform: dict[str, Any]) -> str:
+        with pytest.raises(StackFileError) as caught:
+            parse_config({"inferstack:target": "aws", "inferstack:platform": platform, "inferstack:deployments": [
+                {"name": "a", "hf_model_id": "m", "hardware_profile": "gpu.l4"}]}, "prod")
+        return str(caught.value)
+
+    creds = AWS_PLATFORM["aws"]
+    # The certificate is for the user's domain: https://<load balancer name> would fail TLS verification.
+    assert "domain_name: required with certificate_arn" in aws_errors(
+        {"public": True, "aws": {**creds, "certificate_arn": "arn:aws:acm:::certificate/x"}})
+    # An internal load balancer cannot be reached by `pulumi up` in CI, which creates the deployments.
+    assert "cannot reach" in aws_errors({"public": False, "aws": creds})
+    parse_config({"inferstack:target": "aws", "inferstack:platform": {"public": False, "aws": {
+        **creds, "deployer_in_vpc": True}}}, "prod")
+    # Anonymous Docker Hub pulls through one NAT address hit the rate limit.
+    assert "docker_hub_credentials_secret_arn: required" in aws_errors({"public": True})
+    parse_config({"inferstack:target": "aws", "inferstack:platform": {
+        "public": True, "vllm_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/vllm:v1"}}, "prod")

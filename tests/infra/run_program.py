@@ -57,8 +57,25 @@ class RecordingMonitor(MockMonitor):
                 "ignore_changes": list(request.ignoreChanges),
                 "additional_secret_outputs": list(request.additionalSecretOutputs),
                 "dependencies": list(request.dependencies),
+                "delete_before_replace": request.deleteBeforeReplace, "protect": request.protect,
+                "custom_timeouts": json_format.MessageToDict(request.customTimeouts),
             })
         return response
+
+
+ARNS = {
+    "aws:iam/role:Role": "arn:aws:iam::123456789012:role/{name}",
+    "aws:iam/instanceProfile:InstanceProfile": "arn:aws:iam::123456789012:instance-profile/{name}",
+    "aws:secretsmanager/secret:Secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf",
+    "aws:s3/bucket:Bucket": "arn:aws:s3:::{name}-bucket",
+    "aws:ec2/launchTemplate:LaunchTemplate": "arn:aws:ec2:us-east-1:123456789012:launch-template/{name}-id",
+    "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:us-east-1:123456789012:log-group:{name}",
+}
+
+
+def _arn(typ: str, name: str) -> str:
+    """An ARN in the form AWS gives the type (policy linters check resources against those forms)."""
+    return ARNS.get(typ, "arn:aws:mock:us-east-1:123456789012:{name}").format(name=name)
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -69,13 +86,15 @@ class Mocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         name = args.name
         if args.typ.startswith("aws:"):
-            state.setdefault("arn", f"arn:aws:mock:us-east-1:123456789012:{name}")
+            state.setdefault("arn", _arn(args.typ, name))
             state.setdefault("name", state.get("namePrefix", "") + name)
         extra = {
-            "aws:lb/loadBalancer:LoadBalancer": {"dnsName": f"{name}.elb.amazonaws.com"},
+            "aws:lb/loadBalancer:LoadBalancer": {"dnsName": f"{name}.elb.amazonaws.com", "zoneId": "Z35SXDOTRQ7X7K"},
             "aws:rds/instance:Instance": {"address": f"{name}.rds.amazonaws.com",
-                                          "masterUserSecrets": [{"secretArn": f"arn:aws:secretsmanager:::{name}"}]},
+                                          "masterUserSecrets": [{"secretArn": _arn(
+                                              "aws:secretsmanager/secret:Secret", f"rds!{name}")}]},
             "aws:s3/bucket:Bucket": {"bucket": f"{name}-bucket"},
+            "aws:ecr/pullThroughCacheRule:PullThroughCacheRule": {"registryId": "123456789012"},
             "aws:apigatewayv2/api:Api": {"apiEndpoint": f"https://{name}.execute-api.amazonaws.com"},
             "pulumi-python:dynamic/inferstack:Deployment": {"deployment_id": f"dep-{name[-12:]}", "status": "created"},
             "pulumi-python:dynamic/inferstack:LocalControlPlane": {

@@ -1,10 +1,14 @@
 """Contract: the replica groups the prod stack declares are the groups the `aws` provider would create and
-drive for the same deployments. Three views must agree: the Pulumi program rendered under mocks, the
-shared description (`inferstack.providers.aws_groups`), and the provider itself, configured from the
-control plane's task definition as the program renders it and driven against the moto server."""
+drive for the same deployments, and each has one owner: Pulumi creates a declared deployment's groups
+and launch document (the provider waits for them and only scales them), the provider creates an
+API-made deployment's under names Pulumi never uses. Three views must agree: the Pulumi program
+rendered under mocks, the shared description (`inferstack.providers.aws_groups`), and the provider
+itself, configured from the control plane's task definition as the program renders it and driven
+against the moto server."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -17,7 +21,7 @@ from inferstack.clock import SystemClock
 from inferstack.declared.stackfile import load_stack_file
 from inferstack.hardware import aws_instance_type
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
-from inferstack.providers.aws_groups import DEPLOYMENT_TAG, PROFILE_TAG, parameter_name, replica_groups
+from inferstack.providers.aws_groups import DOCUMENT_TAG, PROFILE_TAG, parameter_name, replica_groups
 from inferstack.settings import Settings
 
 PROD = load_stack_file(ROOT / "stacks/Pulumi.prod.yaml")
@@ -109,51 +113,85 @@ def prod_account(moto_reset: str, prod: Program) -> AwsProviderConfig:
         "INFERSTACK_AWS_LAUNCH_TEMPLATES": json.dumps(templates), "INFERSTACK_AWS_SUBNETS": subnet}))
 
 
-async def test_the_provider_creates_and_fills_the_groups_the_program_declares(
+def create_as_pulumi(prod: Program, account: AwsProviderConfig, endpoint: str) -> None:
+    """What `pulumi up` does after the deployments exist: the launch documents, then the groups, as the
+    program declares them (template ids swapped for moto's; numbers are floats on the wire). Plain
+    creates: any name the controller had taken first fails here, as ParameterAlreadyExists would."""
+    ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint)
+    asg = boto3.client("autoscaling", region_name="us-east-1", endpoint_url=endpoint)
+    for name, value in declared_documents(prod).items():
+        ssm.put_parameter(Name=name, Value=value, Type="String", Tier="Standard")
+    profile_of = {f"{r['name']}-id": r["inputs"]["tags"][PROFILE_TAG]
+                  for r in prod.of_type("aws:ec2/launchTemplate:LaunchTemplate")}
+    for name, inputs in declared_groups(prod).items():
+        policy = inputs["mixedInstancesPolicy"]
+        template = policy["launchTemplate"]["launchTemplateSpecification"]
+        distribution = policy["instancesDistribution"]
+        asg.create_auto_scaling_group(
+            AutoScalingGroupName=name, MinSize=int(inputs["minSize"]), MaxSize=int(inputs["maxSize"]),
+            DesiredCapacity=int(inputs["desiredCapacity"]), VPCZoneIdentifier=",".join(account.subnets),
+            MixedInstancesPolicy={
+                "LaunchTemplate": {"LaunchTemplateSpecification": {
+                    "LaunchTemplateId": account.launch_templates[profile_of[template["launchTemplateId"]]],
+                    "Version": template["version"]},
+                    "Overrides": [{"InstanceType": o["instanceType"]}
+                                  for o in policy["launchTemplate"]["overrides"]]},
+                "InstancesDistribution": {
+                    "OnDemandBaseCapacity": int(distribution["onDemandBaseCapacity"]),
+                    "OnDemandPercentageAboveBaseCapacity": int(distribution["onDemandPercentageAboveBaseCapacity"]),
+                    "SpotAllocationStrategy": distribution["spotAllocationStrategy"]}},
+            HealthCheckType=inputs["healthCheckType"], HealthCheckGracePeriod=int(inputs["healthCheckGracePeriod"]),
+            NewInstancesProtectedFromScaleIn=inputs["protectFromScaleIn"],
+            Tags=[{"Key": t["key"], "Value": t["value"], "PropagateAtLaunch": t["propagateAtLaunch"],
+                   "ResourceId": name, "ResourceType": "auto-scaling-group"} for t in inputs["tags"]])
+
+
+async def test_declared_groups_are_pulumis_and_api_made_ones_the_controllers(
         prod: Program, prod_account: AwsProviderConfig, moto_reset: str) -> None:
-    provider = AwsProvider(prod_account, SystemClock(), poll_s=0.02, capacity_timeout_s=0.3, launch_timeout_s=3.0)
+    assert prod_account.declared == {spec.name for spec in PROD.deployments}, "infra tells the controller"
+    provider = AwsProvider(prod_account, SystemClock(), poll_s=0.05, capacity_timeout_s=0.3, launch_timeout_s=20.0)
     ids = deployment_ids(prod)
+    asg = boto3.client("autoscaling", region_name="us-east-1", endpoint_url=moto_reset)
+    ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=moto_reset)
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_reset)
     try:
+        # The deployments exist (Pulumi created them through the API) and the controller wants replicas
+        # before Pulumi has created their groups: it waits, and creates nothing of its own meanwhile.
+        starts = {spec.name: asyncio.create_task(provider.start(ids[spec.name or ""], spec.name or "",
+                                                                f"rep-{spec.name}", spec, "unused"))
+                  for spec in PROD.deployments}
+        await asyncio.sleep(0.5)
+        assert not any(task.done() for task in starts.values())
+        assert asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
+        assert ssm.describe_parameters()["Parameters"] == []
+
+        create_as_pulumi(prod, prod_account, moto_reset)  # would fail on a name the controller took
+        handles = {name: await asyncio.wait_for(task, 20) for name, task in starts.items()}
+        groups = {g["AutoScalingGroupName"]: g for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]}
+        assert sorted(groups) == sorted(declared_groups(prod)), "the controller created no declared group"
         for spec in PROD.deployments:
-            assert spec.name
-            await provider.start(ids[spec.name], spec.name, f"rep-{spec.name}", spec, "unused-replica-key")
+            first = f"inferstack-prod-{spec.name}-{'spot' if spec.allow_spot else 'on-demand'}"
+            # It adopted the instance Pulumi's first desired capacity launched instead of growing the group.
+            assert groups[first]["DesiredCapacity"] == spec.min_replicas == 1
+            assert handles[spec.name].url.startswith("http://10.0.1.")
 
-        asg = boto3.client("autoscaling", region_name="us-east-1", endpoint_url=moto_reset)
-        ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=moto_reset)
-        ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_reset)
-        created = {g["AutoScalingGroupName"]: g for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]}
-        declared = declared_groups(prod)
-        assert sorted(created) == sorted(declared)
-        for name, group in created.items():
-            inputs = declared[name]
-            assert aws_tags(group) == pulumi_tags(inputs), name
-            assert (group["MinSize"], group["MaxSize"]) == (inputs["minSize"], inputs["maxSize"])
-            assert (group["HealthCheckType"], group["HealthCheckGracePeriod"]) == (
-                inputs["healthCheckType"], inputs["healthCheckGracePeriod"])
-            assert group["NewInstancesProtectedFromScaleIn"] is inputs["protectFromScaleIn"]
-            policy, declared_policy = group["MixedInstancesPolicy"], inputs["mixedInstancesPolicy"]
-            assert policy["LaunchTemplate"]["Overrides"] == [
-                {"InstanceType": o["instanceType"]} for o in declared_policy["launchTemplate"]["overrides"]]
-            distribution = declared_policy["instancesDistribution"]
-            assert policy["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == distribution[
-                "onDemandPercentageAboveBaseCapacity"]
-            assert policy["InstancesDistribution"]["SpotAllocationStrategy"] == distribution["spotAllocationStrategy"]
+        # A deployment made through the API: the controller's own group and document, never a Pulumi name.
+        adhoc = PROD.deployments[0].model_copy(update={"name": "adhoc", "allow_spot": False})
+        await provider.start("dep-adhoc", "adhoc", "rep-adhoc", adhoc, "unused")
+        mine = {g["AutoScalingGroupName"] for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]}
+        mine -= set(groups)
+        assert mine == {"inferstack-prod-api.adhoc-on-demand"}
+        written = {p["Name"] for p in ssm.describe_parameters()["Parameters"]}
+        assert written - set(declared_documents(prod)) == {"/inferstack/prod/deployments/api.adhoc"}
 
-        # Same parameter names and, byte for byte, the same launch documents: so the provider adopts
-        # the instances Pulumi's first desired capacity launched instead of replacing them as stale.
-        written = {p["Name"]: ssm.get_parameter(Name=p["Name"])["Parameter"]["Value"]
-                   for p in ssm.describe_parameters()["Parameters"]}
-        assert written == declared_documents(prod)
-
-        # What the boot script reads on each instance: its deployment tag, and that deployment's document.
-        read_by_boot_script = parameter_name(prod_account.parameter_prefix, '"$DEPLOYMENT"')
+        # What the boot script reads on each instance: its document tag, and the document it names.
+        read_by_boot_script = parameter_name(prod_account.parameter_prefix, '"$DOCUMENT"')
         for reservation in ec2.describe_instances()["Reservations"]:
             for instance in reservation["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
                 script = base64.b64decode(ec2.describe_instance_attribute(
                     InstanceId=instance["InstanceId"], Attribute="userData")["UserData"]["Value"]).decode()
-                assert f"tags/instance/{DEPLOYMENT_TAG})" in script
-                assert f"--name {read_by_boot_script}" in script
-                assert parameter_name(prod_account.parameter_prefix, tags[DEPLOYMENT_TAG]) in written
+                assert f"tags/instance/{DOCUMENT_TAG})" in script and f"--name {read_by_boot_script}" in script
+                assert parameter_name(prod_account.parameter_prefix, tags[DOCUMENT_TAG]) in written
     finally:
         await provider.close()

@@ -13,6 +13,7 @@ from inferstack.hardware import PROFILES, aws_instance_type
 
 PROD = load_stack_file(ROOT / "stacks/Pulumi.prod.yaml")
 SPECS = {d.name: d for d in PROD.deployments}
+MIRROR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/prod-docker-hub"
 
 
 def launch_templates(prod: Program) -> dict[str, dict]:
@@ -53,7 +54,7 @@ def test_launch_documents_carry_model_served_names_and_flags(prod: Program) -> N
     assert sorted(documents) == sorted(SPECS)
     large = documents["chat-large"]
     command = large["command"]
-    assert large["image"] == PROD.platform.vllm_image
+    assert large["image"] == f"{MIRROR}/{PROD.platform.vllm_image}", "pulled through the ECR cache"
     assert command[command.index("--model") + 1] == "meta-llama/Llama-3.1-70B-Instruct"
     assert command[command.index("--tensor-parallel-size") + 1] == "8"
     assert command[command.index("--max-model-len") + 1] == "32768"
@@ -96,8 +97,11 @@ def test_secrets_live_in_secrets_manager_and_reach_the_task_by_reference(prod: P
                         "inferstack-prod-state-hf-token": {"$secret": prod.secrets["hf_token"]}}
     (task,) = prod.of_type("aws:ecs/taskDefinition:TaskDefinition")
     container = json.loads(task["inputs"]["containerDefinitions"])[0]
-    assert {s["name"] for s in container["secrets"]} == {"INFERSTACK_BOOTSTRAP_API_KEY", "PGPASSWORD"}
+    assert {s["name"] for s in container["secrets"]} == {"INFERSTACK_BOOTSTRAP_API_KEY"}
     env = {e["name"]: e["value"] for e in container["environment"]}
+    # RDS rotates the password every 7 days: the store reads it from RDS's secret, not once from the env.
+    assert env["INFERSTACK_DATABASE_PASSWORD_SECRET"].startswith("arn:aws:secretsmanager:")
+    assert "PGPASSWORD" not in env
     assert env["INFERSTACK_DATABASE_URL"].startswith("postgresql+psycopg://inferstack@") and ":" not in \
         env["INFERSTACK_DATABASE_URL"].split("@")[0].removeprefix("postgresql+psycopg://")
     assert env["INFERSTACK_FILES_URL"].startswith("s3://")
@@ -108,17 +112,16 @@ def test_secrets_live_in_secrets_manager_and_reach_the_task_by_reference(prod: P
 
 def test_iam_grants_replicas_and_controller_only_what_they_need(prod: Program) -> None:
     policies = {r["name"]: json.loads(r["inputs"]["policy"]) for r in prod.of_type("aws:iam/rolePolicy:RolePolicy")}
-    replica = policies["inferstack-prod-iam-replica"]["Statement"]
-    assert {a for s in replica for a in s["Action"]} == {"ssm:GetParameter", "secretsmanager:GetSecretValue",
-                                                        "secretsmanager:DescribeSecret"}
-    assert replica[0]["Resource"] == "arn:aws:ssm:*:*:parameter/inferstack/prod/deployments/*"
+    replica = {s["Sid"]: s for s in policies["inferstack-prod-iam-replica"]["Statement"]}
+    assert replica["LaunchDocuments"]["Resource"] == "arn:aws:ssm:*:*:parameter/inferstack/prod/deployments/*"
+    assert not any(a.startswith(("s3:", "ec2:")) for s in replica.values() for a in s["Action"])
     controller = {s["Sid"]: s for s in policies["inferstack-prod-iam-controller"]["Statement"]}
-    for sid in ("ScaleOwnGroups", "LaunchFromOwnTemplates", "StopOwnInstances"):
-        assert controller[sid]["Condition"] == {"StringEquals": {"aws:ResourceTag/inferstack:stack": "prod"}}, sid
-    # Groups for deployments created through the API: only with this stack's tag on them.
-    assert controller["CreateOwnGroups"]["Condition"] == {
-        "StringEquals": {"aws:RequestTag/inferstack:stack": "prod"}}
-    assert controller["PassReplicaRoleOnly"]["Resource"].endswith("inferstack-prod-iam-replica")
+    for sid in ("ScaleOwnGroups", "StopOwnInstances", "ClaimOwnInstances"):
+        assert controller[sid]["Condition"]["StringEquals"] == {"aws:ResourceTag/inferstack:stack": "prod"}, sid
+    # Groups and launch documents of API-made deployments: only under names Pulumi never uses.
+    assert controller["CreateOwnGroups"]["Resource"].endswith("autoScalingGroupName/inferstack-prod-api.*")
+    assert controller["WriteOwnLaunchDocuments"]["Resource"].endswith("/inferstack/prod/deployments/api.*")
+    assert controller["PassReplicaRoleToEc2Only"]["Resource"].endswith("inferstack-prod-iam-replica")
     assert all(not a.endswith(":*") and a != "*" for p in policies.values() for s in p["Statement"]
                for a in s["Action"]), "no wildcard actions"
     assert all("Describe" in a for a in controller["Inspect"]["Action"]), "unscoped statements only read"
@@ -152,8 +155,9 @@ def test_batch_bucket_is_private_and_encrypted(prod: Program) -> None:
 
 
 def test_an_existing_vpc_is_used_instead_of_a_new_one(program: Callable[..., Program]) -> None:
-    platform = {"public": True, "aws": {"vpc_id": "vpc-0existing", "public_subnet_ids": ["subnet-pa", "subnet-pb"],
-                                        "private_subnet_ids": ["subnet-qa", "subnet-qb"]}}
+    platform = {"public": True, "vllm_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/vllm-openai:v0.11.0",
+                "aws": {"vpc_id": "vpc-0existing", "public_subnet_ids": ["subnet-pa", "subnet-pb"],
+                        "private_subnet_ids": ["subnet-qa", "subnet-qb"]}}
     built = program("stacks/Pulumi.prod.yaml", "--set", f"inferstack:platform={json.dumps(platform)}")
     assert built.error is None, built.error
     for created in ("aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/natGateway:NatGateway"):
@@ -163,6 +167,6 @@ def test_an_existing_vpc_is_used_instead_of_a_new_one(program: Callable[..., Pro
         assert group["inputs"]["vpcZoneIdentifiers"] == ["subnet-qa", "subnet-qb"]
     (alb,) = built.of_type("aws:lb/loadBalancer:LoadBalancer")
     assert alb["inputs"]["subnets"] == ["subnet-pa", "subnet-pb"]
-    half = {"aws": {"vpc_id": "vpc-0existing"}}
+    half = {"vllm_image": platform["vllm_image"], "aws": {"vpc_id": "vpc-0existing"}}
     refused = program("stacks/Pulumi.prod.yaml", "--set", f"inferstack:platform={json.dumps(half)}")
     assert refused.error is not None and "inferstack:platform.aws.vpc_id: an existing VPC needs" in refused.error

@@ -185,3 +185,36 @@ def test_config_defaults_and_overrides() -> None:
     tuned = PolicyConfig.from_mapping({"max_replicas_ceiling": 4, "production_stacks": ["prod", "staging"]})
     assert tuned.max_replicas_ceiling == 4 and tuned.production_stacks == frozenset({"prod", "staging"})
     assert rules.scale_to_zero_outside_prod(deployment(min_replicas=1), "staging", tuned) == []
+
+
+def replica_group(deployment: str, instance_type: str) -> Resource:
+    return Resource("aws:autoscaling/group:Group", f"inferstack-prod-replicas-{deployment}-on-demand", {
+        "tags": [{"key": "inferstack:deployment", "value": deployment, "propagateAtLaunch": True}],
+        "mixedInstancesPolicy": {"launchTemplate": {"overrides": [{"instanceType": instance_type}]}}})
+
+
+def test_monthly_budget_prices_the_machine_launched_and_the_platform_at_rest() -> None:
+    # A 2-GPU L4 replica runs on g6.12xlarge (4 x L4, 3.20 $/h), not on "2 x 0.80": 10 of them are
+    # 32.00 $/h -> 23,360 USD, over a 20,000 budget that 2 GPUs' worth (11,680) would pass.
+    config = PolicyConfig.from_mapping({"monthly_budget_usd": {"*": 20_000}})
+    chat = deployment(gpus_per_replica=2, max_replicas=10)
+    assert rules.monthly_budget([chat], "dev", config) == []  # without AWS groups: 2 x 0.80 $/h
+    (message,) = rules.monthly_budget([chat, replica_group("chat", "g6.12xlarge")], "dev", config)
+    assert "10 x 3.2 $/h (g6.12xlarge)" in message and "23,360.00 USD" in message
+    # The platform bills at rest: 2 Fargate tasks (1 vCPU, 2 GB), Multi-AZ db.t4g.medium, NAT, ALB.
+    platform = [
+        Resource("aws:ecs/taskDefinition:TaskDefinition", "task", {"requiresCompatibilities": ["FARGATE"],
+                                                                   "cpu": "1024", "memory": "2048"}),
+        Resource("aws:ecs/service:Service", "service", {"desiredCount": 2}),
+        Resource("aws:rds/instance:Instance", "db", {"instanceClass": "db.t4g.medium", "multiAz": True,
+                                                      "allocatedStorage": 20}),
+        Resource("aws:ec2/natGateway:NatGateway", "nat", {}),
+        Resource("aws:lb/loadBalancer:LoadBalancer", "alb", {}),
+    ]
+    tight = PolicyConfig.from_mapping({"monthly_budget_usd": {"*": 100}})
+    (message,) = rules.monthly_budget(platform, "dev", tight)
+    # 2 x (0.04048 + 2 x 0.004445) + 2 x (0.065 + 20 x 0.115 / 730) + 0.045 + 0.0305 = 0.3105 $/h -> 226.70 USD
+    assert "226.70 USD" in message and "NAT gateway" in message and "database db.t4g.medium" in message
+    unknown = Resource("aws:rds/instance:Instance", "db", {"instanceClass": "db.x2g.16xlarge"})
+    (message,) = rules.monthly_budget([unknown], "dev", tight)
+    assert "cannot check its budget" in message and "db.x2g.16xlarge" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import pytest
@@ -11,11 +12,17 @@ from inferstack.providers.aws_groups import (
     CAPACITY_TAG,
     DEPLOYMENT_ID_TAG,
     DEPLOYMENT_TAG,
+    DOCUMENT_TAG,
+    OWNER_TAG,
     STACK_TAG,
     MissingLaunchTemplate,
     ReplicaGroup,
     capacities,
+    controller_group_pattern,
+    group_name,
+    launch_document_name,
     launch_template_id,
+    owner_of,
     parameter_name,
     parameter_prefix,
     replica_groups,
@@ -52,9 +59,27 @@ def test_only_the_first_group_starts_at_min_replicas_and_max_is_the_specs() -> N
     assert (only.min_size, only.max_size) == (0, 5)
 
 
-def test_tags_name_the_stack_deployment_id_and_capacity() -> None:
+def test_tags_name_the_stack_deployment_id_capacity_owner_and_document() -> None:
     spot, _ = groups(allow_spot=True)
-    assert spot.tags == {STACK_TAG: "prod", DEPLOYMENT_TAG: "chat", DEPLOYMENT_ID_TAG: "dep-1", CAPACITY_TAG: "spot"}
+    assert spot.tags == {STACK_TAG: "prod", DEPLOYMENT_TAG: "chat", DEPLOYMENT_ID_TAG: "dep-1", CAPACITY_TAG: "spot",
+                         OWNER_TAG: "pulumi", DOCUMENT_TAG: "chat"}
+
+
+@pytest.mark.parametrize("name", ["chat", "api", "api-chat", "a", "x" * 63])
+def test_names_the_controller_creates_are_never_names_pulumi_creates(name: str) -> None:
+    """A declared deployment's groups and document are Pulumi's; an API-made one's are the controller's.
+    For any two deployment names the two sets never meet, so neither side creates what the other does."""
+    assert owner_of(name, {name}) == "pulumi" and owner_of(name, {"other"}) == "controller"
+    for other in ("chat", "api", "api-chat", "x" * 63):
+        for capacity in ("spot", "on-demand"):
+            assert group_name("prod", name, capacity, "controller") != group_name("prod", other, capacity, "pulumi")
+        assert launch_document_name("/p", name, "controller") != launch_document_name("/p", other, "pulumi")
+    (group,) = replica_groups("prod", name, spec(), deployment_id="d", launch_template_id="lt", instance_type="g6",
+                              owner="controller")
+    assert fnmatch.fnmatchcase(group.name, controller_group_pattern("prod"))
+    assert group.tags[DOCUMENT_TAG] == launch_document_name("/p", name, "controller").removeprefix("/p/")
+    with pytest.raises(ValueError, match="lower-case letters, digits and '-'"):
+        spec(name="api.chat")  # why the two never meet: no deployment name holds the controller's dot
 
 
 def test_deploy_time_values_pass_through_untouched() -> None:

@@ -46,7 +46,7 @@ class Cloud:
 
     def group(self, deployment: str, capacity: str = "on-demand") -> dict[str, Any]:
         found = self.asg.describe_auto_scaling_groups(
-            AutoScalingGroupNames=[group_name(STACK, deployment, capacity)])["AutoScalingGroups"]
+            AutoScalingGroupNames=[group_name(STACK, deployment, capacity, "controller")])["AutoScalingGroups"]
         assert found, f"no {capacity} group for {deployment}"
         return found[0]
 
@@ -193,7 +193,7 @@ async def test_the_launch_document_carries_model_names_and_flags_and_no_secret(
     spec = chat_spec(hf_token=SecretStr(TOKEN))
     handle = await start(provider, "rep-1", spec)
 
-    value = cloud.ssm.get_parameter(Name=f"{PREFIX}/chat")["Parameter"]["Value"]
+    value = cloud.ssm.get_parameter(Name=f"{PREFIX}/api.chat")["Parameter"]["Value"]
     document = json.loads(value)
     assert document["deployment"] == "chat" and document["deployment_id"] == "dep-chat1"
     assert document["image"] == "vllm/vllm-openai:v0.11.0" and document["port"] == 8000 and document["gpus"] == 1
@@ -256,7 +256,7 @@ def starve_spot(cloud: Cloud) -> None:
     instance down to none, so growing this group launches nothing, which is what a spot shortage
     looks like through the API (desired capacity up, no instance)."""
     cloud.asg.create_auto_scaling_group(
-        AutoScalingGroupName=group_name(STACK, "chat", "spot"), MinSize=0, MaxSize=3, DesiredCapacity=0,
+        AutoScalingGroupName=group_name(STACK, "chat", "spot", "controller"), MinSize=0, MaxSize=3, DesiredCapacity=0,
         VPCZoneIdentifier=cloud.config.subnets[0], NewInstancesProtectedFromScaleIn=True,
         MixedInstancesPolicy={"LaunchTemplate": {
             "LaunchTemplateSpecification": {"LaunchTemplateId": cloud.config.launch_templates["gpu.l4"],
@@ -357,21 +357,31 @@ async def test_a_new_hardware_shape_repoints_the_group(cloud: Cloud, provider: A
 # --- the control plane going away ----------------------------------------------------------------------------
 
 
-async def test_close_scales_every_group_it_drove_to_zero(cloud: Cloud) -> None:
-    provider = make_provider(cloud)
-    await start(provider, "rep-1")
-    await start(provider, "rep-2")
-    spot = await start(provider, "rep-3", chat_spec(name="embed", allow_spot=True), deployment_id="dep-embed1")
+async def test_a_stopping_control_plane_leaves_its_replicas_for_the_next_to_adopt(cloud: Cloud) -> None:
+    """Every deploy replaces the control plane's tasks: its replicas (warm GPU instances) stay, and the
+    next control plane's starts adopt them instead of cold-starting new ones."""
+    old = make_provider(cloud)
+    first, second = await start(old, "rep-1"), await start(old, "rep-2")
+    spot = await start(old, "rep-3", chat_spec(name="embed", allow_spot=True), deployment_id="dep-embed1")
+    kept = sorted(cloud.instance_of(h) for h in (first, second))
     spot_id = cloud.instance_of(spot)
 
-    await provider.close()
+    await old.close()
 
-    for deployment, capacity in [("chat", "on-demand"), ("embed", "spot"), ("embed", "on-demand")]:
-        assert cloud.group(deployment, capacity)["DesiredCapacity"] == 0
-        assert cloud.members(deployment, capacity) == []
-    assert cloud.instance(spot_id)["State"]["Name"] == "terminated"
+    assert cloud.members("chat") == kept and cloud.group("chat")["DesiredCapacity"] == 2
+    assert cloud.instance(spot_id)["State"]["Name"] == "running"
+    # Where the replica's output stays readable, also after its instance is gone (the boot script's stream).
+    assert first.log_path == f"cloudwatch:/inferstack/{STACK}/replicas:{cloud.instance_of(first)}"
     with pytest.raises(ProviderError, match="closed"):
-        await start(provider, "rep-4")
+        await start(old, "rep-4")
+
+    successor = make_provider(cloud)
+    adopted = [await start(successor, "rep-5"), await start(successor, "rep-6")]
+    assert sorted(cloud.instance_of(h) for h in adopted) == kept, "the same instances, not new ones"
+    assert cloud.group("chat")["DesiredCapacity"] == 2
+    await successor.stop(adopted[0])
+    assert cloud.group("chat")["DesiredCapacity"] == 1
+    await successor.close()
 
 
 async def test_a_new_control_plane_adopts_running_replicas_instead_of_leaking_them(cloud: Cloud) -> None:
@@ -384,12 +394,10 @@ async def test_a_new_control_plane_adopts_running_replicas_instead_of_leaking_th
 
     assert cloud.members("chat") == [old_id] and cloud.group("chat")["DesiredCapacity"] == 1
     assert cloud.tags(old_id)[REPLICA_TAG] == "rep-new" and new.url == old.url
-    # The crashed plane's late close() (an ECS rolling deployment's old task) leaves what is now
-    # someone else's replica alone.
+    # The crashed plane's late close() (an ECS rolling deployment's old task) leaves it running.
     await crashed.close()
     assert cloud.instance(old_id)["State"]["Name"] == "running"
     await successor.close()
-    assert cloud.group("chat")["DesiredCapacity"] == 0
 
 
 async def test_an_instance_from_an_outdated_launch_document_is_replaced_not_adopted(cloud: Cloud) -> None:
@@ -401,6 +409,6 @@ async def test_an_instance_from_an_outdated_launch_document_is_replaced_not_adop
 
     assert cloud.instance(old_id)["State"]["Name"] == "terminated"
     assert cloud.members("chat") == [cloud.instance_of(new)] and cloud.group("chat")["DesiredCapacity"] == 1
-    document = json.loads(cloud.ssm.get_parameter(Name=f"{PREFIX}/chat")["Parameter"]["Value"])
+    document = json.loads(cloud.ssm.get_parameter(Name=f"{PREFIX}/api.chat")["Parameter"]["Value"])
     assert document["command"][-1] == "float16"
     await successor.close()

@@ -89,6 +89,17 @@ class AwsSettings(_Settings):
     )
     gpu_root_volume_gb: int = Field(300, ge=50, description="Holds the image and the model weights cache.")
     certificate_arn: str | None = Field(None, description="ACM certificate: HTTPS on the load balancer.")
+    domain_name: str | None = Field(
+        None, description="The name the certificate is for: the control plane's URL is https://<domain_name>."
+    )
+    hosted_zone_id: str | None = Field(
+        None, description="Route 53 zone of domain_name: its alias record to the load balancer is created there "
+        "(else point a CNAME at the load balancer's DNS name yourself)."
+    )
+    deployer_in_vpc: bool = Field(
+        False, description="`pulumi up` runs inside the VPC (a self-hosted runner), so it can reach an internal "
+        "load balancer (public: false)."
+    )
     allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
     load_balancer_idle_timeout_s: int = Field(
         900, ge=60, le=4000, description="Long and streamed completions; ALB allows up to 4000 s."
@@ -102,7 +113,15 @@ class AwsSettings(_Settings):
     db_instance_class: str = "db.t4g.medium"
     db_allocated_storage_gb: int = Field(20, ge=20)
     db_multi_az: bool = False
-    deletion_protection: bool = False
+    deletion_protection: bool = Field(False, description="Protect the database and bucket from deletion.")
+    docker_hub_credentials_secret_arn: str | None = Field(
+        None, description="Secrets Manager secret named `ecr-pullthroughcache/...` holding a Docker Hub "
+        "{username, accessToken}: replicas pull Docker Hub images (vllm/vllm-openai) through an ECR "
+        "pull-through cache instead of anonymously through one NAT address (Docker Hub rate-limits that).")
+    image_pull_secret_arn: str | None = Field(
+        None, description="Secrets Manager secret {username, password} for a private control-plane image "
+        "registry (e.g. GHCR with a read:packages token); unset: the image is public or in ECR.")
+    files_retention_days: int = Field(30, ge=1, description="Batch files older than this are deleted from S3.")
 
     @model_validator(mode="after")
     def _existing_network(self) -> AwsSettings:
@@ -111,6 +130,11 @@ class AwsSettings(_Settings):
                              "(two or more each, in different availability zones)")
         if not self.vpc_id and (self.public_subnet_ids or self.private_subnet_ids):
             raise ValueError("vpc_id: subnet ids are only used with an existing VPC (set vpc_id)")
+        if self.certificate_arn and not self.domain_name:
+            raise ValueError("domain_name: required with certificate_arn: the certificate is for your domain, not "
+                             "the load balancer's DNS name, so https://<load balancer> fails TLS verification")
+        if self.hosted_zone_id and not self.domain_name:
+            raise ValueError("domain_name: required with hosted_zone_id (the record to create in it)")
         return self
 
 
@@ -123,6 +147,17 @@ class PlatformSettings(_Settings):
     local: LocalSettings = Field(default_factory=LocalSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
+
+
+def docker_hub_path(image: str) -> str | None:
+    """`vllm/vllm-openai:v0.11.0` -> `vllm/vllm-openai:v0.11.0`; None for an image on another registry.
+    A first part with a dot or colon (or `localhost`) is a registry host; `docker.io/` is Docker Hub."""
+    first, _, rest = image.partition("/")
+    if rest and first in ("docker.io", "registry-1.docker.io", "index.docker.io"):
+        return rest if "/" in rest else f"library/{rest}"
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return None
+    return image if rest else f"library/{image}"
 
 
 # --- the whole stack -------------------------------------------------------------------------------------
@@ -144,6 +179,20 @@ class StackConfig(BaseModel):
     def _coherent(self) -> StackConfig:
         if self.platform.public and not self.platform.require_api_keys:
             raise ValueError("platform.require_api_keys must be true when platform.public is true")
+        if self.target == "aws" and docker_hub_path(self.platform.vllm_image) and \
+                not self.platform.aws.docker_hub_credentials_secret_arn:
+            raise ValueError(
+                f"platform.aws.docker_hub_credentials_secret_arn: required while platform.vllm_image "
+                f"({self.platform.vllm_image}) is on Docker Hub: replicas pull it through an ECR pull-through "
+                "cache with these credentials (anonymous pulls through one NAT address hit Docker Hub's rate "
+                "limit); or mirror the image into ECR and set vllm_image to it")
+        if self.target == "aws" and not self.platform.public and not self.platform.aws.deployer_in_vpc and \
+                self.deployments:
+            raise ValueError(
+                "platform.public: false makes the control plane's load balancer internal, and `pulumi up` run "
+                "from CI creates the declared deployments through it, which it cannot reach: set public: true "
+                "(with aws.allowed_cidrs limited to your CI's addresses), or run pulumi inside the VPC and set "
+                "aws.deployer_in_vpc: true")
         return self
 
     def hardware_profiles(self) -> list[str]:

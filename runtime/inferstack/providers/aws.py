@@ -1,22 +1,21 @@
 """The `aws` provider: replicas are EC2 GPU instances in per-deployment Auto Scaling groups.
 
 The controller's replica decisions become capacity changes of the deployment's groups: the groups
-`aws_groups` describes (`inferstack-<stack>-<deployment>-on-demand`, and `-spot` when the spec allows
-spot), the same description the Pulumi program renders for declared deployments
-(`infra/components/aws_replicas.py`); the provider creates them, from the profile's launch template,
-for deployments created through the API.
+`aws_groups` describes (`-on-demand`, and `-spot` when the spec allows spot). Each has one owner
+(`aws_groups.owner_of`): a deployment the stack declares (INFERSTACK_AWS_DECLARED_DEPLOYMENTS) has its
+groups and launch document created by Pulumi (`infra/components/aws_replicas.py`), and the provider
+only scales them; one made through the API has them created by the provider, under `api.` names.
 
-An instance finds out what to run by itself: the launch template's boot script reads the deployment
-name from the instance's `inferstack:deployment` tag (propagated by its group) and the deployment's
-launch document from SSM `<parameter prefix>/<deployment>`, the same JSON `infra` writes.
+An instance finds out what to run by itself: the launch template's boot script reads the
+`inferstack:document` tag (propagated by its group) and the launch document at SSM
+`<parameter prefix>/<that tag>`.
 
-- `start` makes sure the groups exist, writes the launch document if SSM holds another, then
-  claims an instance for the replica (`aws_claims`: adopt an unclaimed one, else grow a group). Its
-  private IP is the replica's URL.
+- `start` waits for a declared deployment's groups and document, or makes sure an API-made one's
+  exist (writing the document if SSM holds another), then claims an instance for the replica
+  (`aws_claims`: adopt an unclaimed one, else grow a group). Its private IP is the replica's URL.
 - `exit_code` answers from a cache that a background describe refreshes (at most every `poll_s`).
 - `stop` terminates exactly the replica's instance and decrements the group's desired capacity.
-- `close` terminates every instance this provider still holds, so the groups it drove are back at
-  0 (see `AwsProvider.close` for why).
+- `close` leaves every instance running, for the next control plane to adopt (see `AwsProvider.close`).
 
 The replica API key is not used: AWS replicas are guarded by their security group, which admits
 the replica port only from the control plane. The key is never written anywhere (not in SSM, tags,
@@ -42,12 +41,13 @@ from inferstack.providers.aws_claim_rules import EXITED_EC2, GONE, Claim, launch
 from inferstack.providers.aws_claims import InstanceClaims
 from inferstack.providers.aws_cloud import AwsCloud
 from inferstack.providers.aws_groups import (
-    REPLICA_LOG_PATH,
     MissingLaunchTemplate,
+    launch_document_name,
     launch_template_id,
-    parameter_name,
+    owner_of,
     parameter_prefix,
     replica_groups,
+    replica_log_stream,
 )
 from inferstack.providers.base import ProviderError, ReplicaHandle
 from inferstack.settings import Env, Settings
@@ -74,6 +74,7 @@ class AwsProviderConfig(BaseModel):
     parameter_prefix: str = Field(min_length=2, description="SSM path of the launch documents.")
     vllm_image: str = Field(min_length=1)
     runtime_image: str = Field(min_length=1)
+    declared: frozenset[str] = Field(frozenset(), description="Deployments whose groups Pulumi creates.")
 
     @field_validator("parameter_prefix")
     @classmethod
@@ -100,6 +101,7 @@ class AwsProviderConfig(BaseModel):
                 parameter_prefix=aws.parameter_prefix or parameter_prefix(aws.stack),
                 vllm_image=images.vllm_image or DEFAULT_VLLM_IMAGE,
                 runtime_image=images.runtime_image or DEFAULT_RUNTIME_IMAGE,
+                declared=frozenset(aws.declared_deployments),
             )
         except ValidationError as exc:
             described = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -148,15 +150,22 @@ class AwsProvider:
         instance_type = aws_instance_type(spec.hardware_profile, spec.gpus_per_replica)
         if instance_type is None:
             raise ProviderError(f"no EC2 instance type offers {spec.gpus_per_replica} x {spec.profile.gpu}")
-        document = launch_document(spec, deployment_id, name, self._config.vllm_image, self._config.runtime_image)
+        owner = owner_of(name, self._config.declared)
         groups = replica_groups(self._config.stack, name, spec, deployment_id=deployment_id,
-                                launch_template_id=template, instance_type=instance_type)
+                                launch_template_id=template, instance_type=instance_type, owner=owner)
+        parameter = launch_document_name(self._config.parameter_prefix, name, owner)
         try:
-            # Groups first: a bad template or subnet then fails before anything else is written.
-            for group in groups:
-                await self._cloud.ensure_group(group, self._config.subnets)
-            rewritten = await self._cloud.ensure_document(parameter_name(self._config.parameter_prefix, name),
-                                                          document)
+            if owner == "pulumi":
+                # Pulumi creates these right after the deployment: wait for them, never create them.
+                document = await self._instances.await_declared([g.name for g in groups], parameter)
+                rewritten = False
+            else:
+                document = launch_document(spec, deployment_id, name, self._config.vllm_image,
+                                           self._config.runtime_image)
+                # Groups first: a bad template or subnet then fails before anything else is written.
+                for group in groups:
+                    await self._cloud.ensure_group(group, self._config.subnets)
+                rewritten = await self._cloud.ensure_document(parameter, document)
             claim, instance = await self._instances.claim(replica_id, [g.name for g in groups],
                                                           launch_digest(document), rewritten, instance_type)
         except (ClientError, BotoCoreError) as exc:
@@ -166,9 +175,10 @@ class AwsProvider:
         address = instance["PrivateIpAddress"]
         log.info("replica %s of %s is instance %s in %s (%s)", replica_id, name, claim.instance_id, claim.group,
                  address)
-        # pid None: nothing runs here. log_path names where the replica logs (on the instance), not a local file.
+        # pid None: nothing runs here. log_path names where the replica's output is kept (its CloudWatch
+        # stream, readable after the instance is gone), not a local file.
         return ReplicaHandle(replica_id=replica_id, url=f"http://{address}:{REPLICA_PORT}", pid=None,
-                             log_path=f"ec2://{claim.instance_id}{REPLICA_LOG_PATH}")
+                             log_path=replica_log_stream(self._config.stack, claim.instance_id))
 
     def exit_code(self, handle: ReplicaHandle) -> int | None:
         """1 once the replica's instance is stopping, stopped, terminated or gone, else None.
@@ -198,32 +208,28 @@ class AwsProvider:
             self._failed_stops[claim.replica_id] = claim
 
     async def close(self) -> None:
-        """Terminate every instance this provider holds: the groups it drove go back to 0.
+        """Stop watching; leave every instance running for the next control plane to adopt.
 
-        Why not leave cloud replicas running across a control-plane restart? The controller's
-        contract is that a stopped control plane leaves nothing running (`ControllerLoop.stop`), and on
-        start it marks earlier replicas orphaned and starts new ones; instances kept by a closing
-        control plane would bill with nobody routing to them whenever no control plane comes back
-        (e.g. `pulumi destroy` of API-created groups, which Pulumi does not know). So close() is the
-        local contract, scoped to what this process holds: it terminates exactly the instances it
-        claimed (with decrement), and leaves an instance another control plane has since claimed
-        (its `inferstack:replica` tag no longer ours), so the old task of an ECS rolling deployment
-        cannot take down the new task's replicas. A control plane that dies without close() loses no
-        capacity and leaks nothing: the next one's `start` adopts the running, unclaimed instances.
+        A control plane stops when it is replaced (every merge rolls out a new image digest, ECS
+        replaces the tasks), far more often than for good: terminating its instances would make every
+        deploy a cold start of every model. The next control plane marks the earlier replicas orphaned
+        and starts new ones, and each `start` adopts a running instance of the group (its launch
+        document unchanged) before it grows the group. Terminations that failed are retried here once,
+        since those replicas were stopped on purpose. What stays running when no control plane comes
+        back (a `pulumi destroy` of a stack with API-made deployments) is in docs/aws.md.
         """
         self._closed = True
         if self._refresh_task is not None:
             self._refresh_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresh_task
-        claims = [*self._claims.values(), *self._failed_stops.values()]
+        failed = list(self._failed_stops.values())
         self._claims.clear()
         self._failed_stops.clear()
-        alive = [c for c in claims if self._states.get(c.instance_id) not in EXITED_EC2]
-        results = await asyncio.gather(*(self._instances.release(c) for c in alive), return_exceptions=True)
-        for claim, result in zip(alive, results, strict=True):
+        results = await asyncio.gather(*(self._instances.release(c) for c in failed), return_exceptions=True)
+        for claim, result in zip(failed, results, strict=True):
             if isinstance(result, BaseException):
-                log.error("could not terminate instance %s of replica %s: %s", claim.instance_id,
+                log.error("could not terminate instance %s of stopped replica %s: %s", claim.instance_id,
                           claim.replica_id, result)
 
     # --- the exit-code cache -------------------------------------------------------------------------

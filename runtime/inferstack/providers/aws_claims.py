@@ -105,6 +105,21 @@ class InstanceClaims:
         raise ProviderError(f"no EC2 instance came up in {' or '.join(groups)} within {waited:g} s "
                             "(no capacity for the instance type, or the launch failed: see the group's activity)")
 
+    async def await_declared(self, groups: list[str], parameter: str) -> str:
+        """The launch document of a deployment whose groups Pulumi creates, once the groups and the
+        document exist (Pulumi creates them after the deployment: a replica asked for in between waits)."""
+        deadline = self._clock.now() + self._launch_timeout_s
+        while True:
+            missing = [g for g in groups if await self._cloud.describe_group(g) is None]
+            document = await self._cloud.read_document(parameter)
+            if not missing and document is not None:
+                return document
+            if self._clock.now() >= deadline:
+                absent = [*missing, *([] if document is not None else [f"SSM parameter {parameter}"])]
+                raise ProviderError(f"the declared deployment's {', '.join(absent)} did not appear within "
+                                    f"{self._launch_timeout_s:g} s: Pulumi creates them (run `pulumi up`)")
+            await self._clock.sleep(self._poll_s)
+
     async def release(self, claim: Claim) -> None:
         """Terminate the claim's instance with decrement; tolerate it being gone already.
 

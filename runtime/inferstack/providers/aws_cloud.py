@@ -144,6 +144,14 @@ class AwsCloud:
         await _call(self._ec2.terminate_instances, InstanceIds=[instance_id])
 
     # --- launch documents ----------------------------------------------------------------------------
+    async def read_document(self, parameter: str) -> str | None:
+        try:
+            return str((await _call(self._ssm.get_parameter, Name=parameter))["Parameter"]["Value"])
+        except ClientError as exc:
+            if error_code(exc) != "ParameterNotFound":
+                raise
+        return None
+
     async def ensure_document(self, parameter: str, document: str) -> bool:
         """Write the launch document unless SSM already holds exactly it; True if it was (re)written."""
         try:

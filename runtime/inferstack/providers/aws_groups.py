@@ -6,13 +6,20 @@ the `aws` provider creates the groups of deployments made through the REST API a
 split, the group settings, tag keys, the SSM names of the launch documents and the launch-template lookup.
 A boot script on an instance reads the same names (`infra/components/replica.py`).
 
+One owner per resource. A deployment declared in the stack file has its groups and launch document
+created by Pulumi, under the plain names (`inferstack-<stack>-<deployment>-<capacity>`,
+`<prefix>/<deployment>`); the controller only scales them, and waits for them to exist. A deployment
+made through the REST API has its groups and document created by the controller, under names with
+`api.` before the deployment name, which Pulumi never uses (a deployment name cannot contain a dot).
+So neither side ever creates a name the other creates next.
+
 Pure data: no boto3, no Pulumi. Values known only at deploy time (a declared deployment's id, a launch
 template's id) pass through untouched as `V`: `str` for the provider, a Pulumi `Output[str]` for the program.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
@@ -21,12 +28,19 @@ from inferstack.spec import DeploymentSpec
 V = TypeVar("V")
 
 Capacity = Literal["spot", "on-demand"]
+Owner = Literal["pulumi", "controller"]
+CONTROLLER_MARK = "api."
+"""Before the deployment name in every name the controller creates; names cannot contain a dot."""
 
 # --- tag keys -------------------------------------------------------------------------------------------------
 STACK_TAG = "inferstack:stack"
 """On every resource of a stack; the controller's IAM policy is conditioned on it."""
 DEPLOYMENT_TAG = "inferstack:deployment"
-"""The boot script reads this instance tag to find its launch document: it must be the deployment name."""
+"""The deployment's name."""
+DOCUMENT_TAG = "inferstack:document"
+"""The boot script reads this instance tag to find its launch document: `<prefix>/<this tag>`."""
+OWNER_TAG = "inferstack:owner"
+"""Who created the group: `pulumi` (a declared deployment) or `controller` (made through the API)."""
 DEPLOYMENT_ID_TAG = "inferstack:deployment-id"
 CAPACITY_TAG = "inferstack:capacity"
 PROFILE_TAG = "inferstack:profile"
@@ -38,7 +52,18 @@ DIGEST_TAG = "inferstack:launch-digest"
 
 # --- the replica instance -------------------------------------------------------------------------------------
 REPLICA_LOG_PATH = "/var/log/inferstack-replica.log"
-"""Where the boot script and the replica log on the instance."""
+"""Where the boot script logs on the instance (and to its console)."""
+
+
+def replica_log_group(stack: str) -> str:
+    """The CloudWatch log group of a stack's replicas: one stream per instance, named by its id."""
+    return f"/inferstack/{stack}/replicas"
+
+
+def replica_log_stream(stack: str, instance_id: str) -> str:
+    """Where a replica's output is, as its record names it: `cloudwatch:<group>:<stream>`."""
+    return f"cloudwatch:{replica_log_group(stack)}:{instance_id}"
+
 LAUNCH_TEMPLATE_VERSION = "$Latest"
 """Groups follow the template's newest version: a new AMI or boot script reaches the next instance."""
 
@@ -92,21 +117,36 @@ def capacities(spec: DeploymentSpec) -> list[Capacity]:
     return ["spot", "on-demand"] if spec.allow_spot else ["on-demand"]
 
 
-def group_name(stack: str, deployment: str, capacity: Capacity) -> str:
-    return f"inferstack-{stack}-{deployment}-{capacity}"
+def owner_of(deployment: str, declared: Collection[str]) -> Owner:
+    """Who creates a deployment's groups and launch document: Pulumi if the stack declares it."""
+    return "pulumi" if deployment in declared else "controller"
+
+
+def document_key(deployment: str, owner: Owner) -> str:
+    """The last part of the launch document's name, and of the group names."""
+    return deployment if owner == "pulumi" else CONTROLLER_MARK + deployment
+
+
+def group_name(stack: str, deployment: str, capacity: Capacity, owner: Owner = "pulumi") -> str:
+    return f"inferstack-{stack}-{document_key(deployment, owner)}-{capacity}"
+
+
+def controller_group_pattern(stack: str) -> str:
+    """Every group name the controller may create (an IAM resource pattern)."""
+    return f"inferstack-{stack}-{CONTROLLER_MARK}*"
 
 
 def replica_groups(stack: str, deployment: str, spec: DeploymentSpec, *, deployment_id: V,
-                   launch_template_id: V, instance_type: str) -> list[ReplicaGroup[V]]:
+                   launch_template_id: V, instance_type: str, owner: Owner = "pulumi") -> list[ReplicaGroup[V]]:
     """The groups of one deployment, in the order they are grown. `instance_type` is the spec's
     (`aws_instance_type`); it overrides the template's default, which is the smallest in use."""
     grown = capacities(spec)
     return [ReplicaGroup(
-        name=group_name(stack, deployment, capacity), capacity=capacity, max_size=spec.max_replicas,
+        name=group_name(stack, deployment, capacity, owner), capacity=capacity, max_size=spec.max_replicas,
         declared_desired_capacity=spec.min_replicas if capacity == grown[0] else 0,
         launch_template_id=launch_template_id, instance_type=instance_type,
         tags={STACK_TAG: stack, DEPLOYMENT_TAG: deployment, DEPLOYMENT_ID_TAG: deployment_id,
-              CAPACITY_TAG: capacity},
+              CAPACITY_TAG: capacity, OWNER_TAG: owner, DOCUMENT_TAG: document_key(deployment, owner)},
     ) for capacity in grown]
 
 
@@ -120,9 +160,14 @@ def parameter_prefix(stack: str) -> str:
     return f"/inferstack/{stack}/deployments"
 
 
-def parameter_name(prefix: str, deployment: str) -> str:
-    """The SSM parameter holding a deployment's launch document (the JSON of `engines.container`)."""
-    return f"{prefix}/{deployment}"
+def parameter_name(prefix: str, key: str) -> str:
+    """The SSM parameter holding a launch document (the JSON of `engines.container`); `key` is the
+    deployment's `document_key`."""
+    return f"{prefix}/{key}"
+
+
+def launch_document_name(prefix: str, deployment: str, owner: Owner) -> str:
+    return parameter_name(prefix, document_key(deployment, owner))
 
 
 # --- launch templates -----------------------------------------------------------------------------------------
