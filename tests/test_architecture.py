@@ -25,10 +25,12 @@ FLOORS: dict[str, int] = {
     "inferstack.settings": 1,
     "inferstack.hardware": 1,
     "inferstack.spec": 1,
+    "inferstack.plain_text": 1,
     # 2. persistence, the pure deciders, and what a replica runs
     "inferstack.db": 2,
     "inferstack.store": 2,
     "inferstack.auth": 2,
+    "inferstack.secrets_at_rest": 2,
     "inferstack.files": 2,
     "inferstack.autoscaler": 2,
     "inferstack.batches.transitions": 2,

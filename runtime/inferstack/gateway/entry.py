@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -24,14 +23,11 @@ from prometheus_client import Counter, Histogram
 
 from inferstack.auth import KeyRing
 from inferstack.clock import Clock
-from inferstack.errors import ApiError, openai_error_body
+from inferstack.errors import ApiError, engine_error_body, openai_error_body
 from inferstack.fleet import Fleet, LiveDeployment
 from inferstack.gateway.admission import Admission, Lease, WakeRequester
+from inferstack.gateway.body import BodyLimits, Receive, Scope, Send, read_body
 from inferstack.spec import DeploymentStatus, Task
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 INFERENCE_PATHS = {
     "/v1/chat/completions": Task.generate,
@@ -40,12 +36,15 @@ INFERENCE_PATHS = {
 }
 REQUESTS = Counter("inferstack_gateway_requests_total", "Requests proxied", ["deployment", "code"])
 LATENCY = Histogram("inferstack_gateway_request_seconds", "End-to-end latency at the gateway", ["deployment"])
+DEFAULT_LIMITS = BodyLimits(max_bytes=16 * 2**20, timeout_s=30.0)
 
 
 class Gateway:
     def __init__(self, fleet: Fleet, keys: KeyRing, controller: WakeRequester, clock: Clock,
-                 heartbeat_s: float = 5.0, rng: random.Random | None = None) -> None:
+                 heartbeat_s: float = 5.0, rng: random.Random | None = None,
+                 limits: BodyLimits = DEFAULT_LIMITS) -> None:
         self._fleet = fleet
+        self._limits = limits
         self._keys = keys
         self._clock = clock
         self._admission = Admission(controller, clock, heartbeat_s, rng)
@@ -66,9 +65,9 @@ class Gateway:
 
     # --- ASGI entry: the OpenAI inference routes ---------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
         headers = dict(scope["headers"])
         try:
+            body = await read_body(scope, receive, self._limits)
             tenant = self._keys.cached(_header(headers, b"authorization")) or await self._keys.tenant(
                 _header(headers, b"authorization"))
             if tenant is None:
@@ -107,8 +106,14 @@ class Gateway:
                 try:
                     if opened and status != 200:
                         # Heartbeats already promised an event stream: the replica's error becomes an event.
-                        event = b"data: " + await response.read() + b"\n\n"
+                        event = b"data: " + engine_error_body(status, await response.read()) + b"\n\n"
                         await send({"type": "http.response.body", "body": event})
+                        return
+                    if status >= 400:  # the engine's own error shape becomes OpenAI's
+                        await send({"type": "http.response.start", "status": status,
+                                    "headers": _response_headers(response, lease, b"application/json")})
+                        await send({"type": "http.response.body",
+                                    "body": engine_error_body(status, await response.read())})
                         return
                     if not opened:
                         await send({"type": "http.response.start", "status": status,
@@ -176,7 +181,8 @@ class Gateway:
                 response = await self._open(lease, path, orjson.dumps(body))
                 try:
                     status = response.status
-                    return status, await response.read()
+                    content = await response.read()
+                    return status, engine_error_body(status, content) if status >= 400 else content
                 finally:
                     response.release()
             finally:
@@ -248,18 +254,6 @@ def _parse(body: bytes) -> dict[str, Any]:
     return request
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    parts = [body]
-    while message.get("more_body"):
-        message = await receive()
-        parts.append(message.get("body", b""))
-    return b"".join(parts)
-
-
 async def _disconnected(receive: Receive) -> None:
     # The request body is read by now, so the next message is the disconnect.
     while (await receive())["type"] != "http.disconnect":
@@ -271,9 +265,10 @@ def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-def _response_headers(response: aiohttp.ClientResponse, lease: Lease) -> list[tuple[bytes, bytes]]:
-    content_type = response.headers.get("Content-Type", "application/json")
-    return [(b"content-type", content_type.encode()), (b"x-inferstack-replica", lease.replica.replica_id.encode())]
+def _response_headers(response: aiohttp.ClientResponse, lease: Lease,
+                      content_type: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    content_type = content_type or response.headers.get("Content-Type", "application/json").encode()
+    return [(b"content-type", content_type), (b"x-inferstack-replica", lease.replica.replica_id.encode())]
 
 
 async def _send_error(send: Send, error: ApiError) -> None:
