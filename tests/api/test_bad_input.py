@@ -144,3 +144,22 @@ def test_a_client_too_slow_with_its_headers_is_disconnected(plane: ControlPlane)
         assert sock.recv(4096) == b""  # closed by the server, headers never finished
     assert time.monotonic() - started < 3
     assert httpx.get(plane.url + "/health").status_code == 200
+
+
+def test_the_openapi_document_has_the_inference_routes_the_error_shapes_and_the_real_limits(
+        plane: ControlPlane) -> None:
+    document = httpx.get(plane.url + "/openapi.json").json()
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["required"] == ["model"] and body["additionalProperties"] is True
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if path == "/health":
+                continue
+            for status in ("401", "404", "413", "422"):
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert ("success" in schema["properties"]) is path.startswith(("/sg_inf", "/api/v2")), (path, method)
+    update = document["components"]["schemas"]["DeploymentUpdate"]["properties"]
+    engine_args = update["engine_args"]
+    assert engine_args["maxItems"] == 64 and engine_args["items"]["pattern"] == r"^[^\x00-\x1f\x7f]*$"
+    assert update["drain_timeout_s"]["maximum"] == 86400

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from inferstack.api import batches_routes, compat, deployments, files_routes, metrics_routes
+from inferstack.api import batches_routes, compat, deployments, files_routes, metrics_routes, openapi
 from inferstack.api.deps import Services
 from inferstack.api.edge import CONTROL_BODY_LIMITS, admitted_receive
 from inferstack.api.errors import compat_error_response, openai_error_response
@@ -65,6 +65,7 @@ def build_fastapi(services: Services,
     app.include_router(compat.router)
     files_routes.include(app)
     batches_routes.include(app)
+    openapi.install(app, compat.COMPAT_PREFIXES)
     return app
 
 
