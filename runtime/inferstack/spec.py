@@ -16,6 +16,8 @@ from inferstack.hardware import MODELS, PROFILES, HardwareProfile, fit_problem
 from inferstack.plain_text import PlainText, control_character_problem
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# The name rules as one JSON-schema pattern (ids are `dep-...`), so the OpenAPI document agrees with `_fits`.
+NAME_SCHEMA_PATTERN = r"^(?!dep-)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 MAX_ENGINE_ARGS = 64
 MAX_ENGINE_ARG_LENGTH = 1000
 MAX_TOKEN_LENGTH = 1000
@@ -127,8 +129,9 @@ class DeploymentSpec(ScalingSpec):
     Each field says what changing it means (`_change`); unmarked fields (all of ScalingSpec) are live.
     """
 
-    name: PlainText(63) | None = Field(
-        None, description="Unique per tenant; usable as `model` in OpenAI calls.", json_schema_extra=_change("identity")
+    name: str | None = Field(
+        None, max_length=63, description="Unique per tenant; usable as `model` in OpenAI calls.",
+        json_schema_extra={**_change("identity"), "pattern": NAME_SCHEMA_PATTERN}
     )
     hf_model_id: PlainText(200, min_length=1) = Field(..., json_schema_extra=_change("identity"))
     task: Task = Field(Task.generate, json_schema_extra=_change("identity"))
@@ -137,7 +140,8 @@ class DeploymentSpec(ScalingSpec):
         default_factory=list, max_length=MAX_ENGINE_ARGS, description="Extra flags for the engine server.",
         json_schema_extra=_change("replica")
     )
-    hardware_profile: PlainText(64) = Field("gpu.a100", json_schema_extra=_change("replica"))
+    hardware_profile: PlainText(64) = Field("gpu.a100", json_schema_extra={**_change("replica"),
+                                                                           "enum": list(PROFILES)})
     gpus_per_replica: int = Field(
         1, ge=1, le=8, description="vLLM --tensor-parallel-size.", json_schema_extra=_change("replica")
     )

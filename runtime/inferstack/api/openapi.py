@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from inferstack.gateway.entry import INFERENCE_PATHS
+from inferstack.plain_text import PLAIN_PATTERN
 
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["message", "type"],
@@ -37,6 +38,15 @@ def _with_errors(operation: dict[str, Any], compat: bool) -> None:
         responses[status] = {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _plain_parameters(operation: dict[str, Any]) -> None:
+    # The edge refuses a control character in any path or query parameter (api/edge.py): say so.
+    for parameter in operation.get("parameters", []):
+        schema = parameter.get("schema", {})
+        for option in [schema, *schema.get("anyOf", [])]:
+            if option.get("type") == "string":
+                option.setdefault("pattern", PLAIN_PATTERN)
+
+
 def _inference_operation(path: str) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
     if path != "/v1/embeddings":
@@ -61,6 +71,7 @@ def install(app: FastAPI, compat_prefixes: tuple[str, ...]) -> None:
                 for method, operation in operations.items():
                     if path != "/health" and method in {"get", "post", "put", "patch", "delete"}:
                         _with_errors(operation, path.startswith(compat_prefixes))
+                        _plain_parameters(operation)
             schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
             schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
             app.openapi_schema = schema

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferstack.batches.tables import BatchRow
 from inferstack.batches.transitions import COMPLETION_WINDOWS_S, BatchStatus
-from inferstack.plain_text import PlainText, control_character_problem
+from inferstack.plain_text import PLAIN_PATTERN, PlainText, control_character_problem
 
 Endpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 MAX_METADATA_PAIRS = 16
@@ -23,7 +23,10 @@ class CreateBatch(BaseModel):
     input_file_id: PlainText(64, min_length=1)
     endpoint: Endpoint
     completion_window: Literal["24h"]
-    metadata: dict[str, str] | None = None
+    metadata: dict[str, str] | None = Field(None, json_schema_extra={
+        "maxProperties": MAX_METADATA_PAIRS,
+        "propertyNames": {"maxLength": MAX_METADATA_KEY, "pattern": PLAIN_PATTERN},
+        "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE, "pattern": PLAIN_PATTERN}})
 
     @field_validator("metadata")
     @classmethod
