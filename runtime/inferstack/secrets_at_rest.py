@@ -2,13 +2,16 @@
 state directory is its owner's alone.
 
 Tokens are sealed with Fernet (AES-128-CBC with an HMAC, from `cryptography`) under a key that is
-either given (`INFERSTACK_TOKEN_KEY`, from a secret store, for control planes whose home does not
-outlive them) or kept in `INFERSTACK_HOME/token.key`, created 0600 at first start. A database dump or
-a backup alone no longer gives the tokens away.
+either derived from a given secret (`INFERSTACK_TOKEN_KEY`, from a secret store, for control planes
+whose home does not outlive them or that run several instances on one database) or kept in
+`INFERSTACK_HOME/token.key`, created 0600 at first start. A database dump or a backup alone no longer
+gives the tokens away.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from pathlib import Path
 
@@ -27,6 +30,11 @@ class TokenCipher:
         self._fernet = Fernet(key)
 
     @classmethod
+    def from_secret(cls, secret: str) -> TokenCipher:
+        """A key derived from a high-entropy secret of any form (a secret store's random string)."""
+        return cls(base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest()))
+
+    @classmethod
     def ephemeral(cls) -> TokenCipher:
         """A key that lives as long as the process: for stores opened without a home (tests, benchmarks)."""
         return cls(Fernet.generate_key())
@@ -40,8 +48,9 @@ class TokenCipher:
         try:
             return self._fernet.decrypt(stored.encode()).decode()
         except InvalidToken:
-            raise TokenUnreadable("an HF token in the database was encrypted under another key; restore the "
-                                  f"{KEY_FILE} of this database (or its INFERSTACK_TOKEN_KEY)") from None
+            raise TokenUnreadable("its HF token was encrypted under another key: restore the "
+                                  f"{KEY_FILE} (or INFERSTACK_TOKEN_KEY) it was written with, or set the token "
+                                  "again") from None
 
 
 def load_or_create_key(home: Path) -> bytes:

@@ -46,7 +46,8 @@ def open_database(url: str, cipher: TokenCipher | None = None) -> Store:
 
 def open_store(settings: Settings) -> Store:
     make_private(settings.home)
-    cipher = TokenCipher(settings.token_key or load_or_create_key(settings.home))
+    cipher = (TokenCipher.from_secret(settings.token_key) if settings.token_key
+              else TokenCipher(load_or_create_key(settings.home)))
     return open_database(settings.resolved_database_url, cipher)
 
 

@@ -216,8 +216,9 @@ class Settings(_FromEnvironment):
                     "otherwise a key is required and shows its own deployments' series only.",
     )
     token_key: str | None = Field(
-        None, alias=Env.TOKEN_KEY, repr=False,
-        description="Fernet key sealing HF tokens in the database; unset: INFERSTACK_HOME/token.key.",
+        None, alias=Env.TOKEN_KEY, repr=False, min_length=32,
+        description="A secret (32+ characters) the key sealing HF tokens is derived from; "
+                    "unset: INFERSTACK_HOME/token.key.",
     )
     replica_images: ReplicaImages = Field(default_factory=ReplicaImages)
     aws: AwsProviderSettings = Field(default_factory=AwsProviderSettings)

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from inferstack.db import Base, Database
-from inferstack.secrets_at_rest import TokenCipher
+from inferstack.secrets_at_rest import TokenCipher, TokenUnreadable
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
 
@@ -132,6 +132,14 @@ class Store(Database):
         """The row's spec with its token decrypted; raises `TokenUnreadable` under another key."""
         token = SecretStr(self._cipher.unseal(row.hf_token)) if row.hf_token else None
         return DeploymentSpec.model_validate({**row.spec, "hf_token": token})
+
+    def restorable_spec(self, row: DeploymentRow) -> tuple[DeploymentSpec, str]:
+        """The row's spec, and why it cannot run as stored ("" when it can): a token sealed under
+        another key leaves the spec without one, so one such row never stops a control plane."""
+        try:
+            return self.deployment_spec(row), ""
+        except TokenUnreadable as unreadable:
+            return DeploymentSpec.model_validate(row.spec), str(unreadable)
 
     # --- tenants and keys -------------------------------------------------------------------
     def create_key(self, tenant_name: str, now: float) -> tuple[str, str]:

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from controller_support import FakeProbe, FakeReplica, Parts, build_parts, eventually
 
+from inferstack.clock import ManualClock
 from inferstack.controller.recorder import Recorder
-from inferstack.spec import ReplicaStatus
+from inferstack.secrets_at_rest import TokenCipher
+from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
+from inferstack.store import Store
 
 
 @pytest.fixture
@@ -56,3 +59,19 @@ async def test_a_status_change_is_recorded_once_with_its_reason(parts: Parts) ->
     assert event.message == "Status provisioning -> stopped: stopped by the user"
     row = parts.store.get_deployment(deployment.id)
     assert row is not None and (row.status, row.status_reason) == ("stopped", "stopped by the user")
+
+
+async def test_a_token_sealed_under_another_key_fails_its_deployment_with_the_cause_not_the_restart(
+        store: Store) -> None:
+    tenant, _ = store.create_key("acme", now=1.0)
+    fields = {"hf_model_id": "org/model", "hardware_profile": "cpu"}
+    gated = store.create_deployment(tenant, DeploymentSpec(name="gated", hf_token="hf_x", **fields), now=2.0)
+    plain = store.create_deployment(tenant, DeploymentSpec(name="plain", **fields), now=3.0)
+    other_key = Store(store.url, TokenCipher.ephemeral())  # a new home's key file, or a changed INFERSTACK_TOKEN_KEY
+    try:
+        restored = {d.id: d for d in await Recorder(other_key, ManualClock()).restore(10.0)}
+    finally:
+        other_key.engine.dispose()
+    assert restored[gated.id].status is DeploymentStatus.failed and restored[gated.id].spec.hf_token is None
+    assert "another key" in restored[gated.id].status_reason and "hf_x" not in restored[gated.id].status_reason
+    assert restored[plain.id].status is DeploymentStatus.provisioning

@@ -93,3 +93,17 @@ def test_a_paused_vllm_deployment_wakes_for_a_request_and_serves_it(plane: tuple
     assert answer.choices[0].message.content is not None and held_s > 5  # it really waited for a cold start
     events = [e["kind"] for e in rest.get("/v1/deployments/tiny/events").json()["data"]]
     assert "resumed" in events and events.count("replica_ready") >= 2
+
+
+def test_vllms_own_refusal_reaches_the_client_in_openais_error_shape(plane: tuple[ControlPlane, str, Path],
+                                                                      deployment: dict[str, object]) -> None:
+    control, key, _ = plane
+    too_long = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100_000}
+    raw = control.client(key).post("/v1/chat/completions", json=too_long)
+    assert raw.status_code == 400 and raw.headers["content-type"] == "application/json"
+    error = raw.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]  # vLLM says "BadRequestError"
+    client = openai.OpenAI(base_url=control.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**too_long)  # type: ignore[call-overload]
+    assert refused.value.type == "invalid_request_error"

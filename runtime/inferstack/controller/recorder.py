@@ -33,8 +33,14 @@ class Recorder:
     async def restore(self, now: float) -> list[LiveDeployment]:
         """Deployments as the previous control plane left them; its replicas are gone (marked stopped)."""
         await _db(self._store.mark_orphaned_replicas, now, "control plane restarted")
-        return [live_from_row(row, self._store.deployment_spec(row), now)
-                for row in await _db(self._store.list_deployments)]
+        restored = []
+        for row in await _db(self._store.list_deployments):
+            spec, problem = self._store.restorable_spec(row)
+            deployment = live_from_row(row, spec, now)
+            if problem:
+                deployment.status, deployment.status_reason = DeploymentStatus.failed, problem
+            restored.append(deployment)
+        return restored
 
     async def create(self, tenant_id: str, spec: DeploymentSpec, now: float) -> LiveDeployment:
         """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
