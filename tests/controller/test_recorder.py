@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from controller_support import FakeProbe, FakeReplica, Parts, build_parts, eventually
+from sqlalchemy.exc import OperationalError
 
 from inferstack.clock import ManualClock
 from inferstack.controller.recorder import Recorder
 from inferstack.secrets_at_rest import TokenCipher
-from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
+from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, ReplicaStatus
 from inferstack.store import Store
 
 
@@ -75,3 +76,17 @@ async def test_a_token_sealed_under_another_key_fails_its_deployment_with_the_ca
     assert restored[gated.id].status is DeploymentStatus.failed and restored[gated.id].spec.hf_token is None
     assert "another key" in restored[gated.id].status_reason and "hf_x" not in restored[gated.id].status_reason
     assert restored[plain.id].status is DeploymentStatus.provisioning
+
+
+async def test_a_spec_change_the_database_refuses_leaves_the_live_view_as_stored(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    deployment = await parts.create(max_replicas=2)
+
+    def outage(*_args: object) -> None:
+        raise OperationalError("UPDATE deployments", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(parts.store, "save_spec", outage)
+    with pytest.raises(OperationalError):
+        await parts.actions.update(deployment, DeploymentUpdate(max_replicas=5, drain_timeout_s=1))
+    assert (deployment.spec.max_replicas, deployment.spec.drain_timeout_s) == (2, 120)
+    assert parts.events(deployment, "updated") == []
