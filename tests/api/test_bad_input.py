@@ -138,6 +138,19 @@ def test_a_client_too_slow_with_its_body_gets_a_408(plane: ControlPlane, rest: h
     assert time.monotonic() - started < 3
 
 
+def test_an_upload_that_stalls_gets_a_408_and_stores_nothing(plane: ControlPlane, rest: httpx.Client) -> None:
+    before = rest.get("/v1/files").json()["data"]
+    key = rest.headers["authorization"]
+    head = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--b\r\n'
+            b'Content-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n{"x": 1}\n')
+    with _raw(plane, (f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n"
+                      "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n").encode()
+              + head) as sock:
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    assert rest.get("/v1/files").json()["data"] == before
+
+
 def test_a_client_too_slow_with_its_headers_is_disconnected(plane: ControlPlane) -> None:
     with _raw(plane, b"GET /health HTTP/1.1\r\nHost: x\r\n") as sock:
         started = time.monotonic()

@@ -22,6 +22,7 @@ from inferstack.files.blobs import BlobNotFound, aiter_chunks
 from inferstack.files.schemas import FileDeleted, FileList, FileObject
 from inferstack.files.tables import FileRow
 from inferstack.files.upload import PURPOSES, UploadRejected, UploadTooLarge, receive_upload
+from inferstack.gateway.body import paced
 
 routes = APIRouter(tags=["files"])
 Tenant = Annotated[str, Depends(tenant_id)]
@@ -44,7 +45,8 @@ async def upload_file(request: Request, tenant: Tenant) -> FileObject:
     key = f"files/{file_id}"
     length = request.headers.get("content-length")
     try:
-        upload = await receive_upload(request.stream(), request.headers.get("content-type"),
+        chunks = paced(request.stream(), svc.settings.client_timeout_s)
+        upload = await receive_upload(chunks, request.headers.get("content-type"),
                                       int(length) if length and length.isdigit() else None, svc.blobs, key)
     except UploadRejected as rejected:
         status = 413 if isinstance(rejected, UploadTooLarge) else 400

@@ -9,7 +9,7 @@ gets a 408 instead of holding a connection and a buffer for ever.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,22 @@ async def read_body(scope: Scope, receive: Receive, limits: BodyLimits) -> bytes
     except TimeoutError:
         raise ApiError(408, f"The request body did not arrive within {limits.timeout_s:g} s.",
                        code="request_timeout") from None
+
+
+async def paced(chunks: AsyncIterator[bytes], timeout_s: float) -> AsyncIterator[bytes]:
+    """`chunks` as they come, or a 408 when none comes for `timeout_s`: for bodies streamed on (file
+    uploads), whose whole length may rightly take minutes, but whose sender must not stall."""
+    iterator = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ApiError(408, f"No part of the request body arrived for {timeout_s:g} s.",
+                           code="request_timeout") from None
+        yield chunk
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
