@@ -15,6 +15,8 @@ ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
+    408: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
@@ -52,3 +54,20 @@ def openai_error_body(status: int, message: str, code: str | None = None, param:
     if details:
         error["details"] = details
     return orjson.dumps({"error": error})
+
+
+def engine_error_body(status: int, body: bytes) -> bytes:
+    """An engine's error answer in OpenAI's shape. vLLM answers `{"error": {"message", "type":
+    "BadRequestError", "param", "code": 400}}` (older versions `{"object": "error", "message", ...}`):
+    the message and param are kept, the type and code become OpenAI's, so a client sees one shape
+    whichever side refused the request."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        param = error.get("param")
+        return openai_error_body(status, error["message"], param=param if isinstance(param, str) else None)
+    text = body.decode("utf-8", "replace").strip()[:500]
+    return openai_error_body(status, f"The engine answered {status}" + (f": {text}" if text else "."))

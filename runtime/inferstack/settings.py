@@ -32,6 +32,10 @@ class Env:
     BOOTSTRAP_API_KEY: Final = "INFERSTACK_BOOTSTRAP_API_KEY"
     BOOTSTRAP_TENANT: Final = "INFERSTACK_BOOTSTRAP_TENANT"
     VLLM_PYTHON: Final = "INFERSTACK_VLLM_PYTHON"
+    MAX_REQUEST_BYTES: Final = "INFERSTACK_MAX_REQUEST_BYTES"
+    CLIENT_TIMEOUT_S: Final = "INFERSTACK_CLIENT_TIMEOUT_S"
+    METRICS_PUBLIC: Final = "INFERSTACK_METRICS_PUBLIC"
+    TOKEN_KEY: Final = "INFERSTACK_TOKEN_KEY"
     # what replicas run, on providers that run images
     VLLM_IMAGE: Final = "INFERSTACK_VLLM_IMAGE"
     RUNTIME_IMAGE: Final = "INFERSTACK_RUNTIME_IMAGE"
@@ -206,6 +210,24 @@ class Settings(_FromEnvironment):
     vllm_python: str | None = Field(
         None, alias=Env.VLLM_PYTHON,
         description="The Python interpreter of the environment that has vLLM installed.",
+    )
+    max_request_bytes: int = Field(
+        16 * 2**20, alias=Env.MAX_REQUEST_BYTES, ge=1024,
+        description="The largest inference request body the gateway reads (413 past it).",
+    )
+    client_timeout_s: float = Field(
+        30.0, alias=Env.CLIENT_TIMEOUT_S, gt=0,
+        description="How long a client may take to send a request's headers, and then its body.",
+    )
+    metrics_public: bool = Field(
+        False, alias=Env.METRICS_PUBLIC,
+        description="Serve every series at /metrics without a key (a scraper on a private network); "
+                    "otherwise a key is required and shows its own deployments' series only.",
+    )
+    token_key: str | None = Field(
+        None, alias=Env.TOKEN_KEY, repr=False, min_length=32,
+        description="A secret (32+ characters) the key sealing HF tokens is derived from; "
+                    "unset: INFERSTACK_HOME/token.key.",
     )
     replica_images: ReplicaImages = Field(default_factory=ReplicaImages)
     aws: AwsProviderSettings = Field(default_factory=AwsProviderSettings)

@@ -10,11 +10,19 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from inferstack.hardware import MODELS, PROFILES, HardwareProfile, fit_problem
+from inferstack.plain_text import PlainText, control_character_problem
 from inferstack.secret_scan import secret_findings
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# The name rules as one JSON-schema pattern (ids are `dep-...`), so the OpenAPI document agrees with `_fits`.
+NAME_SCHEMA_PATTERN = r"^(?!dep-)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+MAX_ENGINE_ARGS = 64
+MAX_ENGINE_ARG_LENGTH = 1000
+MAX_TOKEN_LENGTH = 1000
+DAY_S = 86_400.0
 
 
 class Engine(StrEnum):
@@ -68,28 +76,36 @@ def _change(kind: FieldChange) -> dict[str, Any]:
 
 
 class ScalingSpec(BaseModel):
-    """The autoscaling fields: everything `autoscaler.decide` reads from a deployment."""
+    """The autoscaling fields: everything `autoscaler.decide` reads from a deployment.
 
-    model_config = ConfigDict(extra="forbid")
+    Every number is finite and bounded: JSON's Infinity passed `ge=0` and then failed the database
+    write (PostgreSQL's JSON has no Infinity), and a timeout of 1e308 s overflows the event loop.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     min_replicas: int = Field(1, ge=0, le=64, description="Floor while awake; 0 allows no warm replica.")
     max_replicas: int = Field(1, ge=1, le=64)
-    target_rps: float = Field(10.0, gt=0, description="Requests per second one replica should carry.")
-    target_latency_p95_ms: float = Field(5000, gt=0, description="p95 end-to-end latency that adds capacity.")
+    target_rps: float = Field(10.0, gt=0, le=1_000_000,
+                              description="Requests per second one replica should carry.")
+    target_latency_p95_ms: float = Field(5000, gt=0, le=DAY_S * 1000,
+                                         description="p95 end-to-end latency that adds capacity.")
     scale_down_below_latency_ms: float | None = Field(
-        None, gt=0, description="Shrink only while p95 is below this (lower latency band)."
+        None, gt=0, le=DAY_S * 1000, description="Shrink only while p95 is below this (lower latency band)."
     )
     stabilisation_window: float = Field(
-        300, ge=0, description="Seconds: shrink only to the highest recommendation seen within it."
+        300, ge=0, le=DAY_S, description="Seconds: shrink only to the highest recommendation seen within it."
     )
-    scale_up_cooldown_s: float = Field(0, ge=0, description="Seconds between two scale-ups (outside panic).")
+    scale_up_cooldown_s: float = Field(0, ge=0, le=DAY_S, description="Seconds between two scale-ups (outside panic).")
     metrics_window_s: float = Field(60, gt=0, le=3600)
     panic_window_s: float = Field(6, gt=0, le=600)
-    idle_timeout_s: float = Field(3600, gt=0, description="No arrivals and nothing in flight -> paused.")
-    max_queue_wait_s: float = Field(600, gt=0, description="How long a request waits for a waking replica.")
+    idle_timeout_s: float = Field(3600, gt=0, le=30 * DAY_S, description="No arrivals and nothing in flight -> paused.")
+    max_queue_wait_s: float = Field(600, gt=0, le=DAY_S,
+                                    description="How long a request waits for a waking replica.")
     max_queued_requests: int = Field(1000, ge=1, le=100_000)
-    max_price_per_hour: float | None = Field(None, gt=0, description="USD/hour cap on all replicas together.")
-    drain_timeout_s: float = Field(120, ge=0, description="How long in-flight requests may finish on shrink.")
+    max_price_per_hour: float | None = Field(None, gt=0, le=1_000_000,
+                                             description="USD/hour cap on all replicas together.")
+    drain_timeout_s: float = Field(120, ge=0, le=DAY_S, description="How long in-flight requests may finish on shrink.")
 
     @model_validator(mode="after")
     def _bounds(self) -> ScalingSpec:
@@ -115,15 +131,18 @@ class DeploymentSpec(ScalingSpec):
     """
 
     name: str | None = Field(
-        None, description="Unique per tenant; usable as `model` in OpenAI calls.", json_schema_extra=_change("identity")
+        None, max_length=63, description="Unique per tenant; usable as `model` in OpenAI calls.",
+        json_schema_extra={**_change("identity"), "pattern": NAME_SCHEMA_PATTERN}
     )
-    hf_model_id: str = Field(..., min_length=1, max_length=200, json_schema_extra=_change("identity"))
+    hf_model_id: PlainText(200, min_length=1) = Field(..., json_schema_extra=_change("identity"))
     task: Task = Field(Task.generate, json_schema_extra=_change("identity"))
     engine: Engine = Field(Engine.vllm, json_schema_extra=_change("identity"))
-    engine_args: list[str] = Field(
-        default_factory=list, description="Extra flags for the engine server.", json_schema_extra=_change("replica")
+    engine_args: list[PlainText(MAX_ENGINE_ARG_LENGTH)] = Field(
+        default_factory=list, max_length=MAX_ENGINE_ARGS, description="Extra flags for the engine server.",
+        json_schema_extra=_change("replica")
     )
-    hardware_profile: str = Field("gpu.a100", json_schema_extra=_change("replica"))
+    hardware_profile: PlainText(64) = Field("gpu.a100", json_schema_extra={**_change("replica"),
+                                                                           "enum": list(PROFILES)})
     gpus_per_replica: int = Field(
         1, ge=1, le=8, description="vLLM --tensor-parallel-size.", json_schema_extra=_change("replica")
     )
@@ -134,7 +153,8 @@ class DeploymentSpec(ScalingSpec):
         "beyond it a 429 with Retry-After, rather than a queue at the engines (none: no bound)."
     )
     hf_token: SecretStr | None = Field(
-        None, description="Write-only: used to pull gated weights.", json_schema_extra=_change("replica")
+        None, max_length=MAX_TOKEN_LENGTH, description="Write-only: used to pull gated weights.",
+        json_schema_extra=_change("replica")
     )
 
     @field_validator("engine_args")
@@ -146,6 +166,14 @@ class DeploymentSpec(ScalingSpec):
             raise ValueError(f"looks like a secret ({'; '.join(findings)}): engine_args are stored and shown in "
                              "clear; pass a Hugging Face token as hf_token, and never give replicas an API key")
         return args
+
+    @field_validator("hf_token")
+    @classmethod
+    def _plain_token(cls, token: SecretStr | None) -> SecretStr | None:
+        # Checked here rather than by type: the message must not echo the secret.
+        if token is not None and control_character_problem(token.get_secret_value()):
+            raise ValueError("must not contain control characters")
+        return token
 
     @model_validator(mode="after")
     def _fits(self) -> DeploymentSpec:
@@ -228,7 +256,7 @@ LIVE_FIELDS = _fields_that_change("live")
 
 
 class _SpecPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     immediate_scale_down: bool = Field(False, description="Skip the stabilisation window once.")
 
@@ -237,13 +265,21 @@ class _SpecPatch(BaseModel):
         return self.model_dump(exclude_unset=True, exclude={"immediate_scale_down"})
 
 
-# Built from the spec's own fields so a new field is patchable the day it is added. The values are
-# checked when merged into the spec (`with_changes`), so an error names the same limit as on create.
+def _patchable(info: FieldInfo) -> tuple[Any, FieldInfo]:
+    # The spec field's type and limits (so the OpenAPI document shows them), but optional: a PATCH names
+    # only what it changes. An explicit null is accepted only where the spec takes one.
+    patch = FieldInfo.merge_field_infos(info, default=None)
+    patch.default_factory = None
+    return info.annotation, patch
+
+
+# Built from the spec's own fields so a new field is patchable the day it is added. The merged spec is
+# checked again (`with_changes`) for the rules between fields, so an error names the same limit as on create.
 DeploymentUpdate = create_model(
     "DeploymentUpdate",
     __base__=_SpecPatch,
     __doc__="A PATCH: any spec field but the identity ones, plus a one-off immediate scale-down.",
-    **{name: (info.annotation | None, None) for name, info in DeploymentSpec.model_fields.items()
+    **{name: _patchable(info) for name, info in DeploymentSpec.model_fields.items()
        if name not in IDENTITY_FIELDS},  # type: ignore[call-overload]
 )
 

@@ -32,6 +32,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from inferstack.access import KeyGrant, KeyLimits, KeyScope
 from inferstack.db import Base, Database
+from inferstack.db_password import RotatingPassword
+from inferstack.secrets_at_rest import TokenCipher, TokenUnreadable
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
 
@@ -89,7 +91,8 @@ class DeploymentRow(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # Write-only secret, kept out of `spec` so no serialisation of the spec can leak it.
+    # Write-only secret, kept out of `spec` so no serialisation of the spec can leak it; encrypted
+    # (`secrets_at_rest.TokenCipher`): only `Store.deployment_spec` can read it.
     hf_token: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(20))
     status_reason: Mapped[str] = mapped_column(Text, default="")
@@ -100,10 +103,6 @@ class DeploymentRow(Base):
     last_activity_at: Mapped[float] = mapped_column(Float)
     replica_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
-
-    def deployment_spec(self) -> DeploymentSpec:
-        token = SecretStr(self.hf_token) if self.hf_token else None
-        return DeploymentSpec.model_validate({**self.spec, "hf_token": token})
 
 
 class ReplicaRow(Base):
@@ -150,7 +149,28 @@ def _key_row(tenant_id: str, key: str, now: float, scope: KeyScope, expires_at: 
 
 
 class Store(Database):
-    """The database, with the reads and writes of tenants, keys, deployments, replicas and events."""
+    """The database, with the reads and writes of tenants, keys, deployments, replicas and events.
+    `cipher` seals HF tokens; without one, a key that lives as long as the process."""
+
+    def __init__(self, url: str, cipher: TokenCipher | None = None, password: RotatingPassword | None = None) -> None:
+        super().__init__(url, password)
+        self._cipher = cipher or TokenCipher.ephemeral()
+
+    def _sealed_token(self, spec: DeploymentSpec) -> str | None:
+        return self._cipher.seal(spec.hf_token.get_secret_value()) if spec.hf_token else None
+
+    def deployment_spec(self, row: DeploymentRow) -> DeploymentSpec:
+        """The row's spec with its token decrypted; raises `TokenUnreadable` under another key."""
+        token = SecretStr(self._cipher.unseal(row.hf_token)) if row.hf_token else None
+        return DeploymentSpec.model_validate({**row.spec, "hf_token": token})
+
+    def restorable_spec(self, row: DeploymentRow) -> tuple[DeploymentSpec, str]:
+        """The row's spec, and why it cannot run as stored ("" when it can): a token sealed under
+        another key leaves the spec without one, so one such row never stops a control plane."""
+        try:
+            return self.deployment_spec(row), ""
+        except TokenUnreadable as unreadable:
+            return DeploymentSpec.model_validate(row.spec), str(unreadable)
 
     # --- tenants and keys -------------------------------------------------------------------
     def create_key(self, tenant_name: str, now: float, *, scope: KeyScope = KeyScope.admin,
@@ -227,7 +247,7 @@ class Store(Database):
         row = DeploymentRow(
             id=deployment_id, tenant_id=tenant_id, name=name,
             spec=spec.stored(),
-            hf_token=spec.hf_token.get_secret_value() if spec.hf_token else None,
+            hf_token=self._sealed_token(spec),
             status=DeploymentStatus.created, status_reason="", autoscaler_state={},
             desired_replicas=0, created_at=now, updated_at=now, last_activity_at=now,
         )
@@ -257,7 +277,7 @@ class Store(Database):
         with self.session() as s:
             s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(
                 spec=spec.stored(),
-                hf_token=spec.hf_token.get_secret_value() if spec.hf_token else None,
+                hf_token=self._sealed_token(spec),
                 updated_at=now))
 
     def update_deployment(self, deployment_id: str, **values: Any) -> None:

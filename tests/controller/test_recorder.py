@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 from controller_support import FakeProbe, FakeReplica, Parts, build_parts, eventually
+from sqlalchemy.exc import OperationalError
 
+from inferstack.clock import ManualClock
 from inferstack.controller.recorder import Recorder
-from inferstack.spec import ReplicaStatus
+from inferstack.secrets_at_rest import TokenCipher
+from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, ReplicaStatus
+from inferstack.store import Store
 
 
 @pytest.fixture
@@ -56,3 +60,33 @@ async def test_a_status_change_is_recorded_once_with_its_reason(parts: Parts) ->
     assert event.message == "Status provisioning -> stopped: stopped by the user"
     row = parts.store.get_deployment(deployment.id)
     assert row is not None and (row.status, row.status_reason) == ("stopped", "stopped by the user")
+
+
+async def test_a_token_sealed_under_another_key_fails_its_deployment_with_the_cause_not_the_restart(
+        store: Store) -> None:
+    tenant, _ = store.create_key("acme", now=1.0)
+    fields = {"hf_model_id": "org/model", "hardware_profile": "cpu"}
+    gated = store.create_deployment(tenant, DeploymentSpec(name="gated", hf_token="hf_x", **fields), now=2.0)
+    plain = store.create_deployment(tenant, DeploymentSpec(name="plain", **fields), now=3.0)
+    other_key = Store(store.url, TokenCipher.ephemeral())  # a new home's key file, or a changed INFERSTACK_TOKEN_KEY
+    try:
+        restored = {d.id: d for d in await Recorder(other_key, ManualClock()).restore(10.0)}
+    finally:
+        other_key.engine.dispose()
+    assert restored[gated.id].status is DeploymentStatus.failed and restored[gated.id].spec.hf_token is None
+    assert "another key" in restored[gated.id].status_reason and "hf_x" not in restored[gated.id].status_reason
+    assert restored[plain.id].status is DeploymentStatus.provisioning
+
+
+async def test_a_spec_change_the_database_refuses_leaves_the_live_view_as_stored(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    deployment = await parts.create(max_replicas=2)
+
+    def outage(*_args: object) -> None:
+        raise OperationalError("UPDATE deployments", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(parts.store, "save_spec", outage)
+    with pytest.raises(OperationalError):
+        await parts.actions.update(deployment, DeploymentUpdate(max_replicas=5, drain_timeout_s=1))
+    assert (deployment.spec.max_replicas, deployment.spec.drain_timeout_s) == (2, 120)
+    assert parts.events(deployment, "updated") == []

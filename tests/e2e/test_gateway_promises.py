@@ -127,8 +127,13 @@ def test_metrics_count_the_gateways_requests(control_plane: ControlPlane) -> Non
     client = openai.OpenAI(base_url=control_plane.url + "/v1", api_key=key, max_retries=0)
     for i in range(5):
         client.chat.completions.create(model="counted", messages=[{"role": "user", "content": f"{i}"}], max_tokens=1)
-    metrics = httpx.get(control_plane.url + "/metrics").text
+    metrics = control_plane.client(key).get("/metrics").text
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(metrics) for s in f.samples}
     assert samples[("inferstack_gateway_requests_total", (("code", "200"), ("deployment", dep_id)))] == 5
     assert samples[("inferstack_gateway_request_seconds_count", (("deployment", dep_id),))] == 5
+    # Without a key nothing; with another tenant's key, none of this tenant's series or ids.
+    anonymous = httpx.get(control_plane.url + "/metrics")
+    assert anonymous.status_code == 401 and dep_id not in anonymous.text
+    other = control_plane.client(control_plane.create_key("other-team")).get("/metrics")
+    assert other.status_code == 200 and dep_id not in other.text

@@ -120,3 +120,17 @@ def test_a_vllm_replica_holds_no_control_plane_setting_and_dies_with_its_reaper(
         return all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in engines)
 
     wait_for(engines_gone, timeout=10, what="vLLM to die with its reaper")
+
+
+def test_vllms_own_refusal_reaches_the_client_in_openais_error_shape(plane: tuple[ControlPlane, str, Path],
+                                                                      deployment: dict[str, object]) -> None:
+    control, key, _ = plane
+    too_long = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100_000}
+    raw = control.client(key).post("/v1/chat/completions", json=too_long)
+    assert raw.status_code == 400 and raw.headers["content-type"] == "application/json"
+    error = raw.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]  # vLLM says "BadRequestError"
+    client = openai.OpenAI(base_url=control.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**too_long)  # type: ignore[call-overload]
+    assert refused.value.type == "invalid_request_error"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from inferstack.secrets_at_rest import TokenCipher, TokenUnreadable
 from inferstack.spec import DeploymentSpec, ReplicaStatus
 from inferstack.store import DuplicateName, ReplicaRow, Store, hash_key
 
@@ -31,10 +32,29 @@ def test_deployments_round_trip_and_keep_the_token_out_of_the_spec(store: Store)
     loaded = store.get_deployment(row.id)
     assert loaded is not None and loaded.name == "chat" and loaded.status == "created"
     assert "hf_topsecret" not in str(loaded.spec)
-    restored = loaded.deployment_spec()
+    restored = store.deployment_spec(loaded)
     assert restored.max_replicas == 3 and restored.hf_token is not None
     assert restored.hf_token.get_secret_value() == "hf_topsecret"
     assert [d.id for d in store.list_deployments(tenant)] == [row.id]
+
+
+def test_the_token_column_holds_ciphertext_that_only_this_key_opens(store: Store) -> None:
+    tenant, _ = store.create_key("acme", now=1.0)
+    row = store.create_deployment(tenant, spec(name="chat", hf_token="hf_topsecret"), now=5.0)
+    store.save_spec(row.id, spec(name="chat", hf_token="hf_rotated"), now=6.0)
+    with store.engine.connect() as connection:
+        (raw,) = connection.execute(text("select hf_token from deployments")).one()
+        everything = " ".join(str(r) for r in connection.execute(text("select * from deployments")))
+    assert "hf_topsecret" not in everything and "hf_rotated" not in everything and raw.startswith("gAAAAA")
+    loaded = store.get_deployment(row.id)
+    assert loaded is not None
+    assert store.deployment_spec(loaded).hf_token.get_secret_value() == "hf_rotated"  # type: ignore[union-attr]
+    other = Store(store.url, TokenCipher.ephemeral())
+    try:
+        with pytest.raises(TokenUnreadable, match="another key"):
+            other.deployment_spec(loaded)
+    finally:
+        other.engine.dispose()
 
 
 def test_a_name_is_unique_per_tenant_only(store: Store) -> None:

@@ -13,22 +13,24 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
-from inferstack.api import batches_routes, compat, deployments, files_routes, keys_routes
+from inferstack.api import batches_routes, compat, deployments, files_routes, keys_routes, metrics_routes, openapi
 from inferstack.api.deps import Services
+from inferstack.api.edge import CONTROL_BODY_LIMITS, admitted_receive
 from inferstack.api.errors import compat_error_response, openai_error_response
 from inferstack.db import database_away, is_outage
 from inferstack.errors import ApiError
+from inferstack.gateway.body import BodyLimits
 from inferstack.gateway.entry import INFERENCE_PATHS, Receive, Scope, Send
 from inferstack.spec import describe_errors, error_fields
 
 
-def _error_response(request: Request, error: ApiError) -> Response:
-    if request.url.path.startswith(compat.COMPAT_PREFIXES):
+def _error_response(path: str, error: ApiError) -> Response:
+    if path.startswith(compat.COMPAT_PREFIXES):
         return compat_error_response(error)
     return openai_error_response(error)
 
@@ -41,12 +43,12 @@ def build_fastapi(services: Services,
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> Response:
-        return _error_response(request, error)
+        return _error_response(request.url.path, error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
         fields = error_fields(error.errors())
-        return _error_response(request, ApiError(422, describe_errors(error.errors()), code="invalid_request",
+        return _error_response(request.url.path, ApiError(422, describe_errors(error.errors()), code="invalid_request",
                                                  param=fields[0]["field"] if fields else None, details=fields))
 
     @app.exception_handler(SQLAlchemyError)
@@ -57,35 +59,54 @@ def build_fastapi(services: Services,
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        return _error_response(request, ApiError(error.status_code, str(error.detail)))
+        headers = dict(error.headers or {})
+        if error.status_code == 405:  # Starlette's Allow names the first matching route's methods only
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return _error_response(request.url.path, ApiError(error.status_code, str(error.detail), headers=headers))
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["operations"])
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
     app.include_router(deployments.router)
+    app.include_router(metrics_routes.router)
     app.include_router(compat.router)
     app.include_router(keys_routes.router)
     files_routes.include(app)
     batches_routes.include(app)
+    openapi.install(app, compat.COMPAT_PREFIXES)
     return app
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    return [method for method in ("DELETE", "GET", "PATCH", "POST", "PUT")
+            if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                   for route in request.app.router.routes)]
 
 
 class ControlPlaneApp:
     """Routes inference POSTs to the gateway and the rest to FastAPI (lifespan included)."""
 
-    def __init__(self, api: FastAPI, gateway: Any) -> None:
+    def __init__(self, api: FastAPI, gateway: Any, body_limits: BodyLimits = CONTROL_BODY_LIMITS) -> None:
         self.api = api
         self._gateway = gateway
+        self._body_limits = body_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
-            await self._gateway(scope, receive, send)
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+        elif scope["path"] in INFERENCE_PATHS:
+            if scope["method"] == "POST":
+                await self._gateway(scope, receive, send)
+            else:
+                error = ApiError(405, f"{scope['path']} answers POST only.", headers={"Allow": "POST"})
+                await _error_response(scope["path"], error)(scope, receive, send)
         else:
+            try:
+                receive = await admitted_receive(scope, receive, self._body_limits)
+            except ApiError as error:
+                await _error_response(scope["path"], error)(scope, receive, send)
+                return
             await self.api(scope, receive, send)
 
 
@@ -102,4 +123,5 @@ def build_app(services: Services) -> ControlPlaneApp:
             await services.controller.stop()
             await services.gateway.close()
 
-    return ControlPlaneApp(build_fastapi(services, lifespan), services.gateway)
+    limits = BodyLimits(CONTROL_BODY_LIMITS.max_bytes, services.settings.client_timeout_s)
+    return ControlPlaneApp(build_fastapi(services, lifespan), services.gateway, limits)

@@ -42,7 +42,9 @@ async def _create_body(request: Request) -> CreateBatch:
                        param=param) from None
 
 
-@routes.post("/batches", response_model=BatchObject)
+# The body is read by `_create_body` (OpenAI answers 400, not FastAPI's 422), so its schema is stated here.
+@routes.post("/batches", response_model=BatchObject, openapi_extra={"requestBody": {
+    "required": True, "content": {"application/json": {"schema": CreateBatch.model_json_schema()}}}})
 async def create_batch(request: Request, tenant: Tenant) -> BatchObject:
     """Check the request and the input file now; the lines are validated by the runner (status
     `validating`), and problems found there fail the batch with per-line errors."""
@@ -73,7 +75,7 @@ async def list_batches(request: Request, tenant: Tenant, after: str | None = Non
         rows, has_more = await asyncio.to_thread(repo.list_batches, services(request).store, tenant,
                                                  after=after, limit=limit)
     except UnknownCursor:
-        raise ApiError(400, f"after: no batch {after!r} to continue from.", param="after") from None
+        raise ApiError(404, f"after: no batch {after!r} to continue from.", param="after") from None
     return BatchList.of(rows, has_more)
 
 

@@ -21,7 +21,8 @@ from inferstack.files import repository as repo
 from inferstack.files.blobs import BlobNotFound, aiter_chunks
 from inferstack.files.schemas import FileDeleted, FileList, FileObject
 from inferstack.files.tables import FileRow
-from inferstack.files.upload import UploadRejected, UploadTooLarge, receive_upload
+from inferstack.files.upload import PURPOSES, UploadRejected, UploadTooLarge, receive_upload
+from inferstack.gateway.body import paced
 
 routes = APIRouter(tags=["files"])
 Tenant = Annotated[str, Depends(tenant_id)]
@@ -31,7 +32,12 @@ def _not_found(file_id: str) -> ApiError:
     return ApiError(404, f"No such File object: {file_id}", code="file_not_found", param="file_id")
 
 
-@routes.post("/files", response_model=FileObject)
+# The form is parsed as it streams in (files/upload.py), so its schema is stated here.
+@routes.post("/files", response_model=FileObject, openapi_extra={"requestBody": {
+    "required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file", "purpose"],
+        "properties": {"file": {"type": "string", "format": "binary"},
+                       "purpose": {"type": "string", "enum": sorted(PURPOSES)}}}}}}})
 async def upload_file(request: Request, tenant: Tenant) -> FileObject:
     """multipart/form-data with `file` (JSONL, at most 200 MB and 50,000 lines) and `purpose=batch`."""
     svc = services(request)
@@ -39,7 +45,8 @@ async def upload_file(request: Request, tenant: Tenant) -> FileObject:
     key = f"files/{file_id}"
     length = request.headers.get("content-length")
     try:
-        upload = await receive_upload(request.stream(), request.headers.get("content-type"),
+        chunks = paced(request.stream(), svc.settings.client_timeout_s)
+        upload = await receive_upload(chunks, request.headers.get("content-type"),
                                       int(length) if length and length.isdigit() else None, svc.blobs, key)
     except UploadRejected as rejected:
         status = 413 if isinstance(rejected, UploadTooLarge) else 400
@@ -63,7 +70,7 @@ async def list_files(request: Request, tenant: Tenant, purpose: str | None = Non
         rows, has_more = await asyncio.to_thread(repo.list_files, svc.store, tenant, purpose=purpose, after=after,
                                                  limit=limit, newest_first=order == "desc")
     except UnknownCursor:
-        raise ApiError(400, f"after: no file {after!r} to continue from.", param="after") from None
+        raise ApiError(404, f"after: no file {after!r} to continue from.", param="after") from None
     return FileList.of(rows, has_more)
 
 

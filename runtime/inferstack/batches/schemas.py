@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferstack.batches.tables import BatchRow
 from inferstack.batches.transitions import COMPLETION_WINDOWS_S, BatchStatus
+from inferstack.plain_text import PLAIN_PATTERN, PlainText, control_character_problem
 
 Endpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 MAX_METADATA_PAIRS = 16
@@ -19,10 +20,13 @@ class CreateBatch(BaseModel):
     # Unknown fields (e.g. output_expires_after from newer clients) are accepted and ignored.
     model_config = ConfigDict(extra="ignore")
 
-    input_file_id: str = Field(min_length=1)
+    input_file_id: PlainText(64, min_length=1)
     endpoint: Endpoint
     completion_window: Literal["24h"]
-    metadata: dict[str, str] | None = None
+    metadata: dict[str, str] | None = Field(None, json_schema_extra={
+        "maxProperties": MAX_METADATA_PAIRS,
+        "propertyNames": {"maxLength": MAX_METADATA_KEY, "pattern": PLAIN_PATTERN},
+        "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE, "pattern": PLAIN_PATTERN}})
 
     @field_validator("metadata")
     @classmethod
@@ -36,6 +40,9 @@ class CreateBatch(BaseModel):
                 raise ValueError(f"key {key[:20]!r}... is longer than {MAX_METADATA_KEY} characters")
             if len(item) > MAX_METADATA_VALUE:
                 raise ValueError(f"the value of {key!r} is longer than {MAX_METADATA_VALUE} characters")
+            problem = control_character_problem(key) or control_character_problem(item)
+            if problem:
+                raise ValueError(f"{key!r}: {problem}")
         return value
 
     @property

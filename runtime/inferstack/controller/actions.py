@@ -39,8 +39,10 @@ class DeploymentActions:
         """Apply a spec change. Replicas started under the old shape are replaced one by one, each
         serving until its replacement is ready."""
         changes = change.changes()
-        deployment.spec = deployment.spec.with_changes(changes)  # raises ValidationError, changes nothing
-        await self._recorder.save_spec(deployment)
+        spec = deployment.spec.with_changes(changes)  # raises ValidationError, changes nothing
+        # The database first: when its write fails, the live view still shows what is stored.
+        await self._recorder.save_spec(deployment, spec)
+        deployment.spec = spec
         if change.immediate_scale_down:
             deployment.autoscaler_state = replace(deployment.autoscaler_state, skip_stabilisation_once=True)
         changed = sorted(changes)  # names only: a token's value never reaches the record

@@ -42,14 +42,21 @@ class Recorder:
     async def restore(self, now: float) -> list[LiveDeployment]:
         """Deployments as the previous control plane left them; its replicas are gone (marked stopped)."""
         await _db(self._store.mark_orphaned_replicas, now, "control plane restarted")
-        return [live_from_row(row, now) for row in await _db(self._store.list_deployments)]
+        restored = []
+        for row in await _db(self._store.list_deployments):
+            spec, problem = self._store.restorable_spec(row)
+            deployment = live_from_row(row, spec, now)
+            if problem:
+                deployment.status, deployment.status_reason = DeploymentStatus.failed, problem
+            restored.append(deployment)
+        return restored
 
     async def create(self, tenant_id: str, spec: DeploymentSpec, now: float) -> LiveDeployment:
         """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
-        return live_from_row(await _db(self._store.create_deployment, tenant_id, spec, now), now)
+        return live_from_row(await _db(self._store.create_deployment, tenant_id, spec, now), spec, now)
 
-    async def save_spec(self, deployment: LiveDeployment) -> None:
-        await _db(self._store.save_spec, deployment.id, deployment.spec, self._clock.now())
+    async def save_spec(self, deployment: LiveDeployment, spec: DeploymentSpec) -> None:
+        await _db(self._store.save_spec, deployment.id, spec, self._clock.now())
 
     async def set_status(self, deployment: LiveDeployment, status: DeploymentStatus, reason: str | None = None) -> None:
         """Record a status (and its reason: a failed or stopped one keeps the reason it has unless given
@@ -110,12 +117,12 @@ def cost_usd(deployment: LiveDeployment) -> float:
     return deployment.replica_seconds / 3600 * deployment.spec.price_per_replica_hour
 
 
-def live_from_row(row: DeploymentRow, now: float) -> LiveDeployment:
+def live_from_row(row: DeploymentRow, spec: DeploymentSpec, now: float) -> LiveDeployment:
     status = DeploymentStatus(row.status)
     if status in DeploymentStatus.managed() and status is not DeploymentStatus.paused:
         status = DeploymentStatus.provisioning  # its replicas went with the previous control plane
     return LiveDeployment(
-        id=row.id, tenant_id=row.tenant_id, name=row.name, spec=row.deployment_spec(), status=status,
+        id=row.id, tenant_id=row.tenant_id, name=row.name, spec=spec, status=status,
         status_reason=row.status_reason, created_at=row.created_at,
         awake_since=max(row.last_activity_at, now if status is DeploymentStatus.provisioning else 0.0),
         autoscaler_state=AutoscalerState.from_json(row.autoscaler_state or {}),

@@ -15,8 +15,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from inferstack.files.blobs import AsyncBlobWriter, BlobStore
 from inferstack.files.limits import MAX_FILE_BYTES, MAX_FILE_LINES
+from inferstack.plain_text import control_character_problem
 
 PURPOSES = frozenset({"batch"})
+MAX_FILENAME_LENGTH = 255
 MAX_FIELD_BYTES = 4096  # the non-file fields (purpose, expires_after[...]) are a few bytes each
 # Multipart framing around the file: boundaries and part headers, generously.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -157,6 +159,10 @@ class _Receiver:
             if self.filename is not None:
                 raise UploadRejected("Send exactly one file per upload.", param="file")
             self.filename = part.filename or "upload.jsonl"
+            problem = control_character_problem(self.filename) or (
+                len(self.filename) > MAX_FILENAME_LENGTH and f"must be at most {MAX_FILENAME_LENGTH} characters")
+            if problem:
+                raise UploadRejected(f"The file name {problem}.", param="file")
 
     def finish(self) -> Upload:
         """After the last chunk: the whole form, or what is wrong with it."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -26,15 +25,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from inferstack.auth import KeyRing
 from inferstack.clock import Clock
 from inferstack.db import database_away, is_outage
-from inferstack.errors import ApiError, openai_error_body
+from inferstack.errors import ApiError, engine_error_body, openai_error_body
 from inferstack.fleet import Fleet, LiveDeployment
 from inferstack.gateway.admission import Admission, Lease, WakeRequester
+from inferstack.gateway.body import BodyLimits, Receive, Scope, Send, read_body
 from inferstack.gateway.limits import RateLimits
 from inferstack.spec import DeploymentStatus, Task
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 INFERENCE_PATHS = {
     "/v1/chat/completions": Task.generate,
@@ -45,16 +41,19 @@ REQUESTS = Counter("inferstack_gateway_requests_total", "Requests proxied", ["de
 CLIENT_CLOSED = 499
 """The `code` of a request whose caller hung up before its answer was complete (nginx's number)."""
 LATENCY = Histogram("inferstack_gateway_request_seconds", "End-to-end latency at the gateway", ["deployment"])
+DEFAULT_LIMITS = BodyLimits(max_bytes=16 * 2**20, timeout_s=30.0)
 
 
 class Gateway:
     def __init__(self, fleet: Fleet, keys: KeyRing, controller: WakeRequester, clock: Clock,
-                 heartbeat_s: float = 5.0, rng: random.Random | None = None) -> None:
+                 heartbeat_s: float = 5.0, rng: random.Random | None = None,
+                 limits: BodyLimits = DEFAULT_LIMITS) -> None:
         self._fleet = fleet
+        self._body_limits = limits
         self._keys = keys
         self._clock = clock
         self._admission = Admission(controller, clock, heartbeat_s, rng)
-        self._limits = RateLimits()
+        self._rate_limits = RateLimits()
         self._session: aiohttp.ClientSession | None = None
         self._counters: dict[tuple[str, int], Any] = {}
         self._histograms: dict[str, Any] = {}
@@ -72,16 +71,16 @@ class Gateway:
 
     # --- ASGI entry: the OpenAI inference routes ---------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
         headers = dict(scope["headers"])
         try:
+            body = await read_body(scope, receive, self._body_limits)
             authorization = _header(headers, b"authorization")
             grant = self._keys.cached(authorization) or await self._keys.grant(authorization)
             if grant is None:
                 raise ApiError(401, "Invalid, expired or revoked API key.", code="invalid_api_key")
             request = _parse(body)
             deployment = self._resolve(grant.tenant_id, request.get("model"), scope["path"])
-            permit = self._limits.admit(grant, deployment, request, self._clock.now())
+            permit = self._rate_limits.admit(grant, deployment, request, self._clock.now())
         except ApiError as error:
             await _send_error(send, error)
             return
@@ -137,8 +136,14 @@ class Gateway:
                 try:
                     if opened and status != 200:
                         # Heartbeats already promised an event stream: the replica's error becomes an event.
-                        event = b"data: " + await _read(response) + b"\n\n"
+                        event = b"data: " + engine_error_body(status, await _read(response)) + b"\n\n"
                         await send({"type": "http.response.body", "body": event})
+                        return
+                    if status >= 400:  # the engine's own error shape becomes OpenAI's
+                        answer = engine_error_body(status, await _read(response))
+                        await send({"type": "http.response.start", "status": status,
+                                    "headers": _response_headers(response, lease, b"application/json")})
+                        await send({"type": "http.response.body", "body": answer})
                         return
                     if not streaming:  # one body message: a whole JSON answer gains nothing from chunks
                         answer = await _read(response)  # before the headers: a replica dying now is a clean 502
@@ -214,7 +219,8 @@ class Gateway:
                 response = await self._open(lease, path, orjson.dumps(body))
                 try:
                     status = response.status
-                    return status, await response.read()
+                    content = await response.read()
+                    return status, engine_error_body(status, content) if status >= 400 else content
                 finally:
                     response.release()
             finally:
@@ -286,18 +292,6 @@ def _parse(body: bytes) -> dict[str, Any]:
     return request
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    parts = [body]
-    while message.get("more_body"):
-        message = await receive()
-        parts.append(message.get("body", b""))
-    return b"".join(parts)
-
-
 async def _read(response: aiohttp.ClientResponse) -> bytes:
     try:
         return await response.read()
@@ -321,9 +315,10 @@ def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-def _response_headers(response: aiohttp.ClientResponse, lease: Lease) -> list[tuple[bytes, bytes]]:
-    content_type = response.headers.get("Content-Type", "application/json")
-    return [(b"content-type", content_type.encode()), (b"x-inferstack-replica", lease.replica.replica_id.encode())]
+def _response_headers(response: aiohttp.ClientResponse, lease: Lease,
+                      content_type: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    content_type = content_type or response.headers.get("Content-Type", "application/json").encode()
+    return [(b"content-type", content_type), (b"x-inferstack-replica", lease.replica.replica_id.encode())]
 
 
 async def _send_error(send: Send, error: ApiError) -> None:
