@@ -58,7 +58,8 @@ async def setup(tmp_path: Path, engine: Engine) -> AsyncIterator[tuple[Gateway, 
     deployment.replicas["r1"] = make_replica("r1", str(engine.server.make_url("")).rstrip("/"))
     fleet = Fleet()
     fleet.add(deployment)
-    gateway = Gateway(fleet, KeyRing(store), Waker(), ManualClock(), limits=BodyLimits(max_bytes=4096, timeout_s=0.1))
+    clock = ManualClock()
+    gateway = Gateway(fleet, KeyRing(store, clock), Waker(), clock, limits=BodyLimits(max_bytes=4096, timeout_s=0.1))
     await gateway.start()
     yield gateway, deployment, key
     await gateway.close()
