@@ -18,25 +18,31 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from inferstack.engines.sim.config import SimConfig
 
 _EPS = 1e-9
 
 
-@dataclass(frozen=True)
-class ReplicaProfile:
-    """How fast one replica starts and serves; `inferstack calibrate` measures one, or take a preset."""
+class ReplicaProfile(BaseModel):
+    """How fast one replica starts and serves; `inferstack calibrate` measures one (JSON), or the default:
+    a sim-like replica (50 ms to first token, 50 tokens/s) with 0.05 ms of prefill per prompt token, 1%
+    slower steps per extra sequence and the ~70 s start-up of a GPU replica loading a 7-8B model."""
 
-    startup_s: float = 70.0
-    ttft_s: float = 0.05
-    prefill_s_per_token: float = 0.0
-    decode_s_per_token: float = 0.02
-    decode_slowdown_per_seq: float = 0.0
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    startup_s: float = Field(70.0, ge=0)
+    ttft_s: float = Field(0.05, ge=0)
+    prefill_s_per_token: float = Field(0.00005, ge=0)
+    decode_s_per_token: float = Field(0.02, ge=0)
+    decode_slowdown_per_seq: float = Field(0.01, ge=0)
 
     @classmethod
     def from_sim_config(cls, config: SimConfig) -> ReplicaProfile:
         decode = 0.0 if config.tokens_per_s <= 0 else 1.0 / config.tokens_per_s
-        return cls(startup_s=config.startup_delay_s, ttft_s=config.ttft_ms / 1000.0, decode_s_per_token=decode)
+        return cls(startup_s=config.startup_delay_s, ttft_s=config.ttft_ms / 1000.0, prefill_s_per_token=0.0,
+                   decode_s_per_token=decode, decode_slowdown_per_seq=0.0)
 
     def prefill_s(self, prompt_tokens: int) -> float:
         return self.ttft_s + prompt_tokens * self.prefill_s_per_token

@@ -8,11 +8,13 @@ one replica sustains at that target (`target_rps`, what the throughput rule and 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from inferstack.autoscaler.metrics_window import nearest_rank
+from inferstack.engines.capacity import engine_capacity
 from inferstack.simulate.replica_model import ReplicaProfile
 from inferstack.simulate.trace import TraceRequest
+from inferstack.spec import DeploymentSpec
 
 UTILISATION = 0.8
 """Share of a replica's slots the rate target plans to fill: the rest absorbs the Poisson jitter."""
@@ -38,3 +40,13 @@ def sustainable_rps(trace: Sequence[TraceRequest], profile: ReplicaProfile, capa
     batch = max(1, math.floor(capacity * UTILISATION))
     mean_s = sum(alone_s(profile, r, batch) for r in trace) / max(1, len(trace))
     return max(0.1, math.floor(batch / mean_s * 10) / 10)
+
+
+def sized(spec: DeploymentSpec, trace: Sequence[TraceRequest], profile: ReplicaProfile,
+          keep: Collection[str] = ()) -> DeploymentSpec:
+    """`spec` with target_rps and target_latency_p95_ms from the trace and the profile, except the fields
+    named in `keep` (the ones the user set)."""
+    capacity = engine_capacity(spec)
+    update = {"target_rps": sustainable_rps(trace, profile, capacity),
+              "target_latency_p95_ms": feasible_target_ms(trace, profile, capacity)}
+    return DeploymentSpec.model_validate({**spec.model_dump(), **{k: v for k, v in update.items() if k not in keep}})
