@@ -27,7 +27,7 @@ def spec(**changes: Any) -> ScalingSpec:
 def observation(*, rps: float = 0.0, panic_rps: float | None = None, p95: float | None = None,
                 in_flight: int = 0, current: int = 1, ready: int | None = None, queued: int = 0,
                 last_activity_at: float | None = NOW - 1, price: float = 1.0, for_slot: int = 0,
-                served: float = 0.0, capacity: int = 16, startup: float | None = None) -> Observation:
+                served: float = 0.0, capacity: int = 0, startup: float | None = None) -> Observation:
     stats = WindowStats(rps=rps, panic_rps=rps if panic_rps is None else panic_rps, in_flight=in_flight,
                         p95_latency_ms=p95, last_activity_at=last_activity_at, completion_rps=served)
     return Observation(stats=stats, current_replicas=current, ready_replicas=current if ready is None else ready,
@@ -39,11 +39,14 @@ def backlog(for_slot: int, ready: int, served: float = 10.0) -> dict[str, Any]:
     """`for_slot` requests held behind `ready` full replicas of 16 slots, served at `served`/s, replicas
     measured to start in 70 s."""
     return {"for_slot": for_slot, "in_flight": 16 * ready + for_slot, "ready": ready, "served": served,
-            "startup": 70.0}
+            "startup": 70.0, "capacity": 16}
+
 
 
 # A history whose only entry left the 300 s window: shrinking is not held back by stabilisation.
 SETTLED = AutoscalerState(recommendations=((NOW - 1000, 1),))
+# Requests have waited for a slot since 6 s ago (a panic window): a backlog that lasts, not a blip.
+LASTING = replace(SETTLED, backlog_since=NOW - 6)
 
 
 @dataclass
@@ -75,14 +78,25 @@ CASES = [
     Case("held-for-a-wake-is-not-queueing", spec(), observation(rps=5, p95=70_000, queued=20, in_flight=20,
                                                                  current=1, ready=0), 1, "hold"),
     Case("queueing-sizes-for-what-is-in-flight", spec(), observation(rps=12, **backlog(24, ready=1)), 3,
-         "queueing", reason_has="24 request(s) waiting for a slot on 1 full replica(s), 40 in flight -> 3"),
+         "queueing", state=LASTING,
+         reason_has="24 request(s) waiting for a slot on 1 full replica(s), 40 in flight -> 3"),
+    Case("a-backlog-of-one-tick-buys-none", spec(), observation(rps=8, **backlog(24, ready=1)), 1, "hold",
+         reason_has="24 request(s) waiting for a slot, for less than 6 s"),
     Case("a-backlog-that-drains-before-a-start-up-buys-none", spec(),
-         observation(rps=4, **backlog(24, ready=1, served=12.0)), 1, "hold",
+         observation(rps=4, **backlog(24, ready=1, served=12.0)), 1, "hold", state=LASTING,
          reason_has="draining in 3 s, before a replica could start (70 s) -> none added"),
     Case("starting-replicas-count", spec(), observation(rps=12, current=3, **backlog(24, ready=1)), 3, "queueing",
-         reason_has="40 in flight -> 3 (2 starting counted)"),
+         state=LASTING, reason_has="40 in flight -> 3 (2 starting counted)"),
     Case("no-start-up-measured-yet-buys", spec(),
-         observation(rps=4, **{**backlog(24, ready=1, served=12.0), "startup": None}), 3, "queueing"),
+         observation(rps=4, **{**backlog(24, ready=1, served=12.0), "startup": None}), 3, "queueing",
+         state=LASTING),
+    # Throughput adds replicas only once 90% of the slots there run; what runs is never shrunk away.
+    Case("throughput-waits-for-busy-slots", spec(), observation(rps=25, current=2, in_flight=20, capacity=16), 2,
+         "hold", reason_has="but 20 of 32 slots run (under 90%) -> hold 2"),
+    Case("throughput-with-busy-slots", spec(), observation(rps=25, current=2, in_flight=29, capacity=16), 3,
+         "throughput"),
+    Case("running-requests-keep-their-replicas", spec(), observation(rps=5, current=3, in_flight=40, capacity=16),
+         3, "hold", reason_has="40 running fill 3 replicas of 16 slots"),
     # --- lower latency band (shrink only while p95 < 1000 ms) ---
     Case("band-blocks-shrink", spec(scale_down_below_latency_ms=1000), observation(rps=5, p95=1400, current=3),
          3, "latency", reason_has="p95 1400 ms, not below 1000 ms -> hold 3"),
@@ -96,7 +110,7 @@ CASES = [
     Case("panic-without-backlog-buys-nothing", spec(), observation(rps=12, panic_rps=40, current=2), 2, "hold",
          reason_has="no backlog a new replica could fix"),
     Case("panic-on-2x-burst", spec(), observation(rps=12, panic_rps=40, current=2, **backlog(1, ready=2, served=5.0)),
-         4, "panic",
+         4, "panic", state=LASTING,
          reason_has="capacity 20 rps -> 4 replicas"),
     Case("just-under-2x-is-no-panic", spec(), observation(rps=12, panic_rps=39, current=2), 2, "hold"),
     Case("never-shrink-in-panic", spec(), observation(rps=5, current=4),
@@ -105,7 +119,7 @@ CASES = [
          1, "throughput", state=replace(SETTLED, panic_until=NOW)),
     Case("panic-ignores-cooldown", spec(scale_up_cooldown_s=300),
          observation(rps=12, panic_rps=40, current=2, **backlog(1, ready=2, served=5.0)),
-         4, "panic", state=replace(SETTLED, last_scale_up_at=NOW - 10)),
+         4, "panic", state=replace(LASTING, last_scale_up_at=NOW - 10)),
     # --- scale-up cooldown ---
     Case("cooldown-holds", spec(scale_up_cooldown_s=120), observation(rps=30, current=2), 2, "cooldown",
          state=replace(SETTLED, last_scale_up_at=NOW - 45), reason_has="45 s ago (cooldown 120 s)"),
@@ -161,7 +175,7 @@ CASES = [
     Case("wake-on-arrivals", spec(min_replicas=0), observation(rps=0.2, current=0), 1, "wake"),
     # At 0 replicas there is no panic (issue 11): the wake sizes itself from the held requests, 40 / 16 slots.
     Case("wake-sizes-from-held-requests", spec(min_replicas=0),
-         observation(rps=3, panic_rps=35, queued=40, current=0), 3, "wake"),
+         observation(rps=3, panic_rps=35, queued=40, current=0, capacity=16), 3, "wake"),
     Case("queued-while-starting-holds", spec(min_replicas=0), observation(queued=3, in_flight=3, current=1, ready=0),
          1, "hold"),
 ]
@@ -231,11 +245,12 @@ def test_panic_never_shrinks_until_a_stable_window_after_the_burst() -> None:
         (0.0, {"rps": 12, "panic_rps": 40, **backlog(1, ready=2, served=5.0)}, 4, "panic"),
         (10.0, {"rps": 8, "panic_rps": 2}, 4, "panic"),  # would be 1: held
         # 85 >= 2 x 40: panic again, until t=90
-        (30.0, {"rps": 30, "panic_rps": 85, **backlog(1, ready=4, served=5.0)}, 9, "panic"),
+        (24.0, {"rps": 30, "panic_rps": 85, **backlog(1, ready=4, served=5.0)}, 4, "hold"),  # waiting: a blip?
+        (30.0, {"rps": 30, "panic_rps": 85, **backlog(1, ready=4, served=5.0)}, 9, "panic"),  # it lasts
         (60.0, {"rps": 5, "panic_rps": 2}, 9, "panic"),
         (89.0, {"rps": 5, "panic_rps": 2}, 9, "panic"),
         (90.0, {"rps": 5, "panic_rps": 2}, 1, "throughput"),
-    ], current=2)
+    ], current=2, state=replace(SETTLED, backlog_since=-6.0))
 
 
 def test_cooldown_spaces_scale_ups() -> None:
@@ -269,7 +284,8 @@ def test_no_scale_up_on_latency_while_nothing_waits_for_a_slot() -> None:
         (35.0, {"queued": 3, "in_flight": 3, "ready": 0}, 1, "hold"),  # starting: the held wait for it
         (70.0, {"rps": 0.05, "p95": 72_000, "startup": 70.0}, 1, "hold"),  # ready, the 3 served, nothing new
         (71.0, {"rps": 0.1, "p95": 72_000, "startup": 70.0}, 1, "hold"),  # a trickle, still nothing waits
-        (80.0, {"rps": 5, "p95": 9_000, **backlog(30, ready=1, served=4.0)}, 3, "queueing"),
+        (80.0, {"rps": 5, "p95": 9_000, **backlog(30, ready=1, served=4.0)}, 1, "hold"),  # waiting: a blip?
+        (86.0, {"rps": 5, "p95": 9_000, **backlog(30, ready=1, served=4.0)}, 3, "queueing"),  # 6 s: it lasts
     ], current=0, state=AutoscalerState())
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from inferstack.engines.capacity import SIM_DEFAULT_MAX_CONCURRENCY, VLLM_DEFAULT_MAX_NUM_SEQS, engine_capacity
+from inferstack.engines.sim.config import SimConfig
 from inferstack.spec import DeploymentSpec
 
 
@@ -28,4 +29,4 @@ def test_capacity_is_the_engines_own_sequence_limit(fields: dict[str, Any], expe
 
 
 def test_the_sim_default_is_the_sim_engines() -> None:
-    assert SIM_DEFAULT_MAX_CONCURRENCY == 16
+    assert SimConfig(served_model_names=("m",)).max_concurrency == SIM_DEFAULT_MAX_CONCURRENCY

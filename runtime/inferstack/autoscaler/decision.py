@@ -41,6 +41,10 @@ from inferstack.autoscaler.metrics_window import WindowStats
 from inferstack.autoscaler.state import AutoscalerState
 from inferstack.spec import ScalingSpec
 
+BUSY_SLOTS = 0.9
+"""Throughput adds replicas only once this share of the slots there runs: the measured capacity overrules a
+target_rps set low (3 replicas running 36 of 48 slots hold at 3 whatever rps / target_rps says)."""
+
 PANIC_THRESHOLD = 2.0
 """Panic when the panic-window rate reaches this multiple of capacity (Knative's default: 200%)."""
 
@@ -102,10 +106,12 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
     if _is_idle(spec, obs, now):
         return _pause(spec, obs, state, now)
     panic_until = _panic_until(spec, obs, state, now)
+    backlog_since = (state.backlog_since or now) if obs.backlog().waiting > 0 else None
+    lasting = backlog_since is not None and now - backlog_since >= spec.panic_window_s
     proposal = _throughput(spec, obs)
-    proposal = _queueing(spec, obs, proposal)
+    proposal = _queueing(spec, obs, proposal, lasting)
     if panic_until is not None:
-        proposal = _panic(spec, obs, proposal, panic_until, now)
+        proposal = _panic(spec, obs, proposal, panic_until, now, lasting)
     proposal = _wake(spec, obs, proposal)
     recommended = proposal.replicas
     if state.skip_stabilisation_once:
@@ -126,6 +132,7 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
         recommendations=history,
         last_scale_up_at=now if desired > current else state.last_scale_up_at,
         panic_until=panic_until,
+        backlog_since=backlog_since,
     )
     rule = "hold" if desired == current and proposal.rule == "throughput" else proposal.rule
     inputs = {**_inputs(obs), "recommended": recommended, "panic_until": panic_until}
@@ -159,7 +166,9 @@ def _pause(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
 # --- 1. throughput -----------------------------------------------------------------------------
 def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
     """ceil(rps / target_rps): rps 23.4, target 10/replica -> 3 replicas. No requests -> 0 (the clamp
-    lifts it to min_replicas). Anything in flight needs a replica: rps 0.0 but one stream -> 1."""
+    lifts it to min_replicas). Anything in flight needs a replica: rps 0.0 but one stream -> 1. And the
+    requests running now keep their slots busy: 38 running on 16-slot replicas -> at least 3, whatever
+    target_rps says (a target_rps set too high must not shrink replicas that are full)."""
     rps = obs.stats.rps
     if rps == 0 and obs.stats.in_flight == 0:
         quiet = f"no requests in the last {spec.metrics_window_s:g} s -> 0 replicas"
@@ -169,19 +178,32 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
                          (f"rps {rps:.1f} over target {spec.target_rps:g}/replica -> {replicas} replicas",))
     if replicas == 0 and obs.stats.in_flight > 0:
         proposal = proposal.override(1, "throughput", f"{obs.stats.in_flight} in flight -> 1 replica")
+    running, current = max(0, obs.stats.in_flight - obs.queued_requests), obs.current_replicas
+    busy = replicas_for(running, obs.capacity_per_replica)
+    if busy > proposal.replicas:
+        proposal = proposal.override(busy, "throughput", f"{running} running fill {busy} replicas of "
+                                                         f"{obs.capacity_per_replica} slots")
+    slots = current * obs.capacity_per_replica
+    if proposal.replicas > current > 0 and running < BUSY_SLOTS * slots:
+        proposal = proposal.override(current, "throughput", f"but {running} of {slots} slots run "
+                                                            f"(under {BUSY_SLOTS:.0%}) -> hold {current}")
     return proposal
 
 
 # --- 2. queueing at the replicas -----------------------------------------------------------------
-def _queueing(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
+def _queueing(spec: ScalingSpec, obs: Observation, proposal: _Proposal, lasting: bool) -> _Proposal:
     """Requests waiting for a slot -> enough replicas for everything in flight: 40 in flight (24 of them
     waiting) on 1 replica of 16 slots -> 3, replicas still starting included (no shrink meanwhile).
     Unless the backlog drains first: 24 waiting, served 12/s,
     arriving 4/s -> gone in 3 s, before a replica starting now (70 s) could take any -> no change.
+    A backlog counts once it has lasted a panic window (6 s): one tick's blip is not a trend.
     Latency alone never adds a replica: time held while waking and decode time are not queueing."""
     backlog = obs.backlog()
     if backlog.waiting <= 0:
         return proposal
+    if not lasting:
+        return proposal.note(f"{backlog.waiting} request(s) waiting for a slot, for less than "
+                             f"{spec.panic_window_s:g} s")
     needed = max(1, replicas_for(obs.stats.in_flight, obs.capacity_per_replica))
     waiting = f"{backlog.waiting} request(s) waiting for a slot on {obs.ready_replicas} full replica(s)"
     if not backlog.outlasts_startup():
@@ -213,13 +235,14 @@ def _panic_until(spec: ScalingSpec, obs: Observation, state: AutoscalerState, no
     return None
 
 
-def _panic(spec: ScalingSpec, obs: Observation, proposal: _Proposal, panic_until: float, now: float) -> _Proposal:
+def _panic(spec: ScalingSpec, obs: Observation, proposal: _Proposal, panic_until: float, now: float,
+           lasting: bool) -> _Proposal:
     """In panic, follow the short window: panic_rps 40, target 10/replica -> 4 replicas, while requests wait
     for a slot and longer than a start-up; a burst the replicas there absorb, or one that will be over
     before a new replica is ready, buys none (panic still holds off any shrink)."""
     panic_rps = obs.stats.panic_rps
     replicas = _ceil(panic_rps / spec.target_rps)
-    if replicas > proposal.replicas and not obs.backlog().outlasts_startup():
+    if replicas > proposal.replicas and not (lasting and obs.backlog().outlasts_startup()):
         return proposal.note(f"in panic for {panic_until - now:.0f} s more, no backlog a new replica could fix")
     if replicas <= proposal.replicas:
         return proposal.note(f"in panic for {panic_until - now:.0f} s more")

@@ -22,6 +22,7 @@ class AutoscalerState:
     last_scale_up_at: float | None = None
     panic_until: float | None = None
     skip_stabilisation_once: bool = False  # set by an update with immediate_scale_down
+    backlog_since: float | None = None  # since when requests have waited for a slot, tick after tick
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -29,6 +30,7 @@ class AutoscalerState:
             "last_scale_up_at": self.last_scale_up_at,
             "panic_until": self.panic_until,
             "skip_stabilisation_once": self.skip_stabilisation_once,
+            "backlog_since": self.backlog_since,
         }
 
     @classmethod
@@ -39,6 +41,7 @@ class AutoscalerState:
             last_scale_up_at=_optional_float(d.get("last_scale_up_at")),
             panic_until=_optional_float(d.get("panic_until")),
             skip_stabilisation_once=bool(d.get("skip_stabilisation_once", False)),
+            backlog_since=_optional_float(d.get("backlog_since")),
         )
 
 

@@ -51,6 +51,6 @@ def table(rows: Sequence[Summary]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for s in rows:
         cells = (s.policy, f"{s.inside_target:.2%}", f"{s.p50_ms:.0f}", f"{s.p95_ms:.0f}", f"{s.p95_ttft_ms:.0f}",
-                 f"{s.replica_hours:.2f}", f"{s.cost_usd:.2f}", str(s.scale_events), f"{s.oracle_ratio:.2f}")
+                 f"{s.replica_hours:.3f}", f"{s.cost_usd:.2f}", str(s.scale_events), f"{s.oracle_ratio:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

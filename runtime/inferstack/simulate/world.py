@@ -28,6 +28,9 @@ from inferstack.simulate.replica_model import ReplicaModel, ReplicaProfile
 from inferstack.simulate.trace import TraceRequest
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
+WARM_START_S = 60.0
+"""The deployment starts the replay with the replicas the trace's first this-many seconds need."""
+
 Policy = Callable[[LiveDeployment, float], Decision]
 """What sets the replica count each tick: production's `observe` + `decide`, or a baseline."""
 
@@ -99,9 +102,9 @@ class World:
 
     def run(self, trace: Sequence[TraceRequest]) -> Replay:
         """Replay `trace` on a deployment that was running before it: ready with min_replicas, or the
-        replicas the first 10 s of the trace need if more (the oracle's count; a trace is a window cut
-        from traffic that did not start at zero)."""
-        first = needed_per_bucket([r.arrival_s for r in trace[:1000]], self.spec.target_rps)[:1]
+        replicas the trace's first minute needs if more (the oracle's count; a trace is a window cut from
+        traffic that did not start at zero, and the oracle too starts its replicas ahead of it)."""
+        first = needed_per_bucket([r.arrival_s for r in trace if r.arrival_s < WARM_START_S], self.spec.target_rps)
         self._grow(min(self.spec.max_replicas, max([self.spec.min_replicas, *first])), -self.profile.startup_s)
         self._turn_ready(0.0)
         requests = [SimRequest(t) for t in trace]
