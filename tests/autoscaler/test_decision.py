@@ -92,7 +92,7 @@ CASES = [
          state=LASTING),
     # Throughput adds replicas only once 90% of the slots there run; what runs is never shrunk away.
     Case("throughput-waits-for-busy-slots", spec(), observation(rps=25, current=2, in_flight=20, capacity=16), 2,
-         "hold", reason_has="but 20 of 32 slots run (under 90%) -> hold 2"),
+         "hold", reason_has="but 20 of 32 ready slots run (under 90%) -> hold 2"),
     Case("throughput-with-busy-slots", spec(), observation(rps=25, current=2, in_flight=29, capacity=16), 3,
          "throughput"),
     Case("running-requests-keep-their-replicas", spec(), observation(rps=5, current=3, in_flight=40, capacity=16),

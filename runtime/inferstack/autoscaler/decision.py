@@ -183,10 +183,12 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
     if busy > proposal.replicas:
         proposal = proposal.override(busy, "throughput", f"{running} running fill {busy} replicas of "
                                                          f"{obs.capacity_per_replica} slots")
-    slots = current * obs.capacity_per_replica
-    if proposal.replicas > current > 0 and running < BUSY_SLOTS * slots:
-        proposal = proposal.override(current, "throughput", f"but {running} of {slots} slots run "
+    slots = obs.ready_replicas * obs.capacity_per_replica
+    if proposal.replicas > current > 0 and obs.capacity_per_replica and running < BUSY_SLOTS * slots:
+        proposal = proposal.override(current, "throughput", f"but {running} of {slots} ready slots run "
                                                             f"(under {BUSY_SLOTS:.0%}) -> hold {current}")
+    elif proposal.replicas > current > 0 and obs.capacity_per_replica and not obs.ready_replicas:
+        proposal = proposal.override(current, "throughput", f"no replica ready yet to measure -> hold {current}")
     return proposal
 
 
@@ -259,7 +261,7 @@ def _wake(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal
     enough for the held requests.
 
     3 requests queued at 0 replicas, min_replicas 0 -> 1; min_replicas 2 -> 2 (waking restores the
-    awake floor); 40 queued at 0 replicas of 16 slots -> 3. The rule is "wake" whenever it brings a
+    awake floor); 40 queued while no replica is ready yet, 16 slots each -> 3. The rule is "wake" whenever it brings a
     deployment up from 0.
     """
     current, stats = obs.current_replicas, obs.stats
@@ -267,7 +269,7 @@ def _wake(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal
     if not demand:
         return proposal
     floor = max(spec.min_replicas, 1)
-    if current == 0:
+    if obs.ready_replicas == 0:
         floor = max(floor, replicas_for(obs.queued_requests, obs.capacity_per_replica))
     replicas = max(proposal.replicas, floor)
     if replicas == proposal.replicas and current > 0:

@@ -87,8 +87,9 @@ class Replay:
 
 class World:
     def __init__(self, spec: DeploymentSpec, profile: ReplicaProfile, policy: Policy = production_policy,
-                 tick_s: float = 1.0, seed: int = 0) -> None:
+                 tick_s: float = 1.0, seed: int = 0, warm_start: bool = True) -> None:
         self.spec, self.profile, self.policy, self.tick_s = spec, profile, policy, tick_s
+        self.warm_start = warm_start
         self.capacity = engine_capacity(spec)
         self.deployment = LiveDeployment(id="dep-sim", tenant_id="sim", name="sim", spec=spec,
                                          status=DeploymentStatus.running, status_reason="", created_at=0.0,
@@ -103,8 +104,10 @@ class World:
     def run(self, trace: Sequence[TraceRequest]) -> Replay:
         """Replay `trace` on a deployment that was running before it: ready with min_replicas, or the
         replicas the trace's first minute needs if more (the oracle's count; a trace is a window cut from
-        traffic that did not start at zero, and the oracle too starts its replicas ahead of it)."""
-        first = needed_per_bucket([r.arrival_s for r in trace if r.arrival_s < WARM_START_S], self.spec.target_rps)
+        traffic that did not start at zero, and the oracle too starts its replicas ahead of it). Without
+        `warm_start`, it starts with min_replicas only (0: the first request wakes it)."""
+        window = [r.arrival_s for r in trace if r.arrival_s < WARM_START_S] if self.warm_start else []
+        first = needed_per_bucket(window, self.spec.target_rps)
         self._grow(min(self.spec.max_replicas, max([self.spec.min_replicas, *first])), -self.profile.startup_s)
         self._turn_ready(0.0)
         requests = [SimRequest(t) for t in trace]
