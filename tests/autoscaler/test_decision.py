@@ -90,11 +90,9 @@ CASES = [
     Case("no-start-up-measured-yet-buys", spec(),
          observation(rps=4, **{**backlog(24, ready=1, served=12.0), "startup": None}), 3, "queueing",
          state=LASTING),
-    # Throughput adds replicas only once 90% of the slots there run; what runs is never shrunk away.
-    Case("throughput-waits-for-busy-slots", spec(), observation(rps=25, current=2, in_flight=20, capacity=16), 2,
-         "hold", reason_has="but 20 of 32 ready slots run (under 90%) -> hold 2"),
-    Case("throughput-with-busy-slots", spec(), observation(rps=25, current=2, in_flight=29, capacity=16), 3,
-         "throughput"),
+    # What runs is never shrunk away, whatever target_rps says; while waking, the rate does not add replicas.
+    Case("waking-rate-adds-none", spec(), observation(rps=25, current=1, ready=0, queued=5, in_flight=5,
+                                                      capacity=16), 1, "hold", reason_has="no replica ready yet"),
     Case("running-requests-keep-their-replicas", spec(), observation(rps=5, current=3, in_flight=40, capacity=16),
          3, "hold", reason_has="40 running fill 3 replicas of 16 slots"),
     # --- lower latency band (shrink only while p95 < 1000 ms) ---

@@ -41,10 +41,6 @@ from inferstack.autoscaler.metrics_window import WindowStats
 from inferstack.autoscaler.state import AutoscalerState
 from inferstack.spec import ScalingSpec
 
-BUSY_SLOTS = 0.9
-"""Throughput adds replicas only once this share of the slots there runs: the measured capacity overrules a
-target_rps set low (3 replicas running 36 of 48 slots hold at 3 whatever rps / target_rps says)."""
-
 PANIC_THRESHOLD = 2.0
 """Panic when the panic-window rate reaches this multiple of capacity (Knative's default: 200%)."""
 
@@ -183,12 +179,9 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
     if busy > proposal.replicas:
         proposal = proposal.override(busy, "throughput", f"{running} running fill {busy} replicas of "
                                                          f"{obs.capacity_per_replica} slots")
-    slots = obs.ready_replicas * obs.capacity_per_replica
-    if proposal.replicas > current > 0 and obs.capacity_per_replica and running < BUSY_SLOTS * slots:
-        proposal = proposal.override(current, "throughput", f"but {running} of {slots} ready slots run "
-                                                            f"(under {BUSY_SLOTS:.0%}) -> hold {current}")
-    elif proposal.replicas > current > 0 and obs.capacity_per_replica and not obs.ready_replicas:
-        proposal = proposal.override(current, "throughput", f"no replica ready yet to measure -> hold {current}")
+    if proposal.replicas > current > 0 and obs.capacity_per_replica and not obs.ready_replicas:
+        # Waking: the rate of the first seconds is noise; the held requests size the wake (rule 4).
+        proposal = proposal.override(current, "throughput", f"no replica ready yet -> hold {current}")
     return proposal
 
 
