@@ -8,15 +8,16 @@ The same inputs always give the same decision, so the tests are tables that trav
 The rules, in the order they apply (each is one helper below, with a worked number):
 
   0. idle       no activity for idle_timeout_s, nothing in flight or queued -> 0 (pause); stops here.
-  1. throughput ceil(rps / target_rps), at least 1 while anything is in flight.
-  2. queueing   requests waiting for a slot on full, ready replicas (never time held while waking, never
-                decode time) -> enough replicas for what is in flight, unless the backlog drains before
-                a replica could start (autoscaler/backlog.py).
+  1. throughput ceil(rps / target_rps), at least 1 while anything is in flight and never below the
+                replicas the running requests fill; while no replica is ready, the rate adds none.
+  2. queueing   requests waiting for a slot on full, ready replicas for a panic window (never time held
+                while waking, never decode time) -> enough replicas for what is in flight, unless the
+                backlog drains before a replica could start (autoscaler/backlog.py).
   3. panic      a burst of >= 2x capacity over the panic window -> ceil(panic_rps / target_rps), only
                 while requests wait for a slot (a burst the replicas there absorb buys nothing); never
                 at 0 replicas, where the wake sizes itself.
-  4. wake       queued requests, or demand at 0 replicas -> at least max(min_replicas, 1), and at 0
-                replicas enough for the held requests.
+  4. wake       queued requests, or demand at 0 replicas -> at least max(min_replicas, 1), and while
+                no replica is ready enough for the held requests.
      -> the recommendation, remembered for stabilisation.
   5. stabilising  scale-down only to the highest recommendation of the stabilisation window; once a
                 start-up has been measured, the window is at most two start-ups (cost-aware: an idle
