@@ -6,9 +6,11 @@ and SLO attainment within 10% of each other."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 import openai
+import pytest
 
 from inferstack.engines.sim.config import SimConfig
 from inferstack.simulate.replica_model import ReplicaProfile
@@ -17,7 +19,7 @@ from inferstack.simulate.synthetic import poisson_trace
 from inferstack.simulate.trace import TraceRequest
 from inferstack.simulate.world import World
 from inferstack.spec import DeploymentSpec
-from support import SIM_SPEC, ControlPlane, wait_for, wait_running
+from support import INFERSTACK, SIM_SPEC, ControlPlane, wait_for, wait_running
 
 SIM_FLAGS = {"ttft_ms": 50.0, "tokens_per_s": 40.0, "max_concurrency": 4}
 SPEC = {
@@ -79,3 +81,19 @@ def test_a_live_replay_and_the_simulator_agree_within_10_percent(control_plane: 
     assert replay.events, "the trace must make the simulator scale, or the comparison shows nothing"
     assert abs(live_rate - sim_rate) <= 0.1 * sim_rate, detail
     assert abs(live_inside - simulated.inside_target) <= 0.1 * simulated.inside_target, detail
+
+
+def test_calibrate_measures_a_live_sim_replica(control_plane: ControlPlane) -> None:
+    """`inferstack calibrate` through the control plane: the fitted profile is the sim's flags (50 ms to the
+    first token, 40 tokens/s = 25 ms a token), give or take the HTTP path on a loaded machine."""
+    key = control_plane.create_key("calibrate")
+    rest = control_plane.client(key)
+    dep = rest.post("/v1/deployments", json={**SPEC, "name": "measured", "max_replicas": 1}).json()
+    wait_running(rest, dep["id"])
+    result = subprocess.run([INFERSTACK, "calibrate", "--url", control_plane.url + "/v1", "--model", "measured",
+                             "--api-key", key, "--concurrency", "1,4", "--max-tokens", "16"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    profile = ReplicaProfile.model_validate_json(result.stdout)
+    assert 0.05 <= profile.ttft_s < 0.3, profile
+    assert profile.decode_s_per_token == pytest.approx(0.025, rel=0.2), profile
