@@ -54,6 +54,7 @@ FLOORS: dict[str, int] = {
     "inferstack.declared": 5,
     "inferstack.server": 5,
     "inferstack.cli": 5,
+    "inferstack.simulate": 5,
     "inferstack.__main__": 5,
 }
 PACKAGE_ROOT_FLOOR = 0  # `inferstack/__init__.py` itself: it imports nothing

@@ -58,6 +58,9 @@ class LiveDeployment:
     """Replicas asked of the provider that have no handle yet (a cloud instance takes minutes)."""
     queued: int = 0
     """Requests held by the gateway until a replica is ready."""
+    queued_for_slot: int = 0
+    """Of those, the ones held while replicas were ready but full: queueing more replicas can fix (the rest
+    wait for a wake, which more replicas would not make any sooner)."""
     consecutive_start_failures: int = 0
     failed_attempts: int = 0
     """Times in a row the deployment failed to start: the exponent of its retry backoff."""

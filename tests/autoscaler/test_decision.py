@@ -26,15 +26,27 @@ def spec(**changes: Any) -> ScalingSpec:
 
 def observation(*, rps: float = 0.0, panic_rps: float | None = None, p95: float | None = None,
                 in_flight: int = 0, current: int = 1, ready: int | None = None, queued: int = 0,
-                last_activity_at: float | None = NOW - 1, price: float = 1.0) -> Observation:
+                last_activity_at: float | None = NOW - 1, price: float = 1.0, for_slot: int = 0,
+                served: float = 0.0, capacity: int = 0, startup: float | None = None) -> Observation:
     stats = WindowStats(rps=rps, panic_rps=rps if panic_rps is None else panic_rps, in_flight=in_flight,
-                        p95_latency_ms=p95, last_activity_at=last_activity_at)
+                        p95_latency_ms=p95, last_activity_at=last_activity_at, completion_rps=served)
     return Observation(stats=stats, current_replicas=current, ready_replicas=current if ready is None else ready,
-                       queued_requests=queued, price_per_replica_hour=price)
+                       queued_requests=queued + for_slot, price_per_replica_hour=price, capacity_per_replica=capacity,
+                       queued_for_slot=for_slot, startup_s=startup)
+
+
+def backlog(for_slot: int, ready: int, served: float = 10.0) -> dict[str, Any]:
+    """`for_slot` requests held behind `ready` full replicas of 16 slots, served at `served`/s, replicas
+    measured to start in 70 s."""
+    return {"for_slot": for_slot, "in_flight": 16 * ready + for_slot, "ready": ready, "served": served,
+            "startup": 70.0, "capacity": 16}
+
 
 
 # A history whose only entry left the 300 s window: shrinking is not held back by stabilisation.
 SETTLED = AutoscalerState(recommendations=((NOW - 1000, 1),))
+# Requests have waited for a slot since 6 s ago (a panic window): a backlog that lasts, not a blip.
+LASTING = replace(SETTLED, backlog_since=NOW - 6)
 
 
 @dataclass
@@ -61,12 +73,28 @@ CASES = [
     Case("no-data-at-min-holds-by-min", spec(), observation(current=1), 1, "min"),
     Case("a-stream-in-flight-needs-a-replica", spec(min_replicas=0), observation(in_flight=1), 1, "hold"),
     Case("no-data-min-0-shrinks-to-0", spec(min_replicas=0), observation(current=1), 0, "throughput"),
-    # --- latency guardrail (target 5000 ms) ---
-    Case("latency-adds-one", spec(), observation(rps=5, p95=7200, current=2), 3, "latency",
-         reason_has="p95 7200 ms over target 5000 ms -> 3"),
-    Case("latency-waits-for-starting-replica", spec(), observation(rps=5, p95=7200, current=2, ready=1), 2,
-         "latency", reason_has="still starting"),
-    Case("latency-under-target-no-effect", spec(), observation(rps=5, p95=4000, current=2), 1, "throughput"),
+    # --- queueing at the replicas (16 slots each, 70-s start-ups); latency alone adds nothing (issue 11) ---
+    Case("latency-without-queueing-adds-nothing", spec(), observation(rps=5, p95=7200, current=2), 1, "throughput"),
+    Case("held-for-a-wake-is-not-queueing", spec(), observation(rps=5, p95=70_000, queued=20, in_flight=20,
+                                                                 current=1, ready=0), 1, "hold"),
+    Case("queueing-sizes-for-what-is-in-flight", spec(), observation(rps=12, **backlog(24, ready=1)), 3,
+         "queueing", state=LASTING,
+         reason_has="24 request(s) waiting for a slot on 1 full replica(s), 40 in flight -> 3"),
+    Case("a-backlog-of-one-tick-buys-none", spec(), observation(rps=8, **backlog(24, ready=1)), 1, "hold",
+         reason_has="24 request(s) waiting for a slot, for less than 6 s"),
+    Case("a-backlog-that-drains-before-a-start-up-buys-none", spec(),
+         observation(rps=4, **backlog(24, ready=1, served=12.0)), 1, "hold", state=LASTING,
+         reason_has="draining in 3 s, before a replica could start (70 s) -> none added"),
+    Case("starting-replicas-count", spec(), observation(rps=12, current=3, **backlog(24, ready=1)), 3, "queueing",
+         state=LASTING, reason_has="40 in flight -> 3 (2 starting counted)"),
+    Case("no-start-up-measured-yet-buys", spec(),
+         observation(rps=4, **{**backlog(24, ready=1, served=12.0), "startup": None}), 3, "queueing",
+         state=LASTING),
+    # What runs is never shrunk away, whatever target_rps says; while waking, the rate does not add replicas.
+    Case("waking-rate-adds-none", spec(), observation(rps=25, current=1, ready=0, queued=5, in_flight=5,
+                                                      capacity=16), 1, "hold", reason_has="no replica ready yet"),
+    Case("running-requests-keep-their-replicas", spec(), observation(rps=5, current=3, in_flight=40, capacity=16),
+         3, "hold", reason_has="40 running fill 3 replicas of 16 slots"),
     # --- lower latency band (shrink only while p95 < 1000 ms) ---
     Case("band-blocks-shrink", spec(scale_down_below_latency_ms=1000), observation(rps=5, p95=1400, current=3),
          3, "latency", reason_has="p95 1400 ms, not below 1000 ms -> hold 3"),
@@ -77,15 +105,19 @@ CASES = [
     Case("band-does-not-block-growth", spec(scale_down_below_latency_ms=1000), observation(rps=45, current=3),
          5, "throughput"),
     # --- panic: capacity = current x target_rps ---
-    Case("panic-on-2x-burst", spec(), observation(rps=12, panic_rps=40, current=2), 4, "panic",
+    Case("panic-without-backlog-buys-nothing", spec(), observation(rps=12, panic_rps=40, current=2), 2, "hold",
+         reason_has="no backlog a new replica could fix"),
+    Case("panic-on-2x-burst", spec(), observation(rps=12, panic_rps=40, current=2, **backlog(1, ready=2, served=5.0)),
+         4, "panic", state=LASTING,
          reason_has="capacity 20 rps -> 4 replicas"),
     Case("just-under-2x-is-no-panic", spec(), observation(rps=12, panic_rps=39, current=2), 2, "hold"),
     Case("never-shrink-in-panic", spec(), observation(rps=5, current=4),
          4, "panic", state=replace(SETTLED, panic_until=NOW + 30)),
     Case("panic-over-shrinks", spec(), observation(rps=5, current=4),
          1, "throughput", state=replace(SETTLED, panic_until=NOW)),
-    Case("panic-ignores-cooldown", spec(scale_up_cooldown_s=300), observation(rps=12, panic_rps=40, current=2),
-         4, "panic", state=replace(SETTLED, last_scale_up_at=NOW - 10)),
+    Case("panic-ignores-cooldown", spec(scale_up_cooldown_s=300),
+         observation(rps=12, panic_rps=40, current=2, **backlog(1, ready=2, served=5.0)),
+         4, "panic", state=replace(LASTING, last_scale_up_at=NOW - 10)),
     # --- scale-up cooldown ---
     Case("cooldown-holds", spec(scale_up_cooldown_s=120), observation(rps=30, current=2), 2, "cooldown",
          state=replace(SETTLED, last_scale_up_at=NOW - 45), reason_has="45 s ago (cooldown 120 s)"),
@@ -99,6 +131,12 @@ CASES = [
          reason_has="highest recommendation in the last 300 s is 3 -> 3"),
     Case("stabilising-never-above-current", spec(), observation(rps=5, current=4), 4, "stabilising",
          state=AutoscalerState(recommendations=((NOW - 120, 9),))),
+    # Cost-aware: with 70-s start-ups measured, an idle replica is kept 2 start-ups (140 s), not 300 s.
+    Case("stabilising-window-is-two-start-ups", spec(), observation(rps=5, current=4, startup=70.0), 1,
+         "throughput", state=AutoscalerState(recommendations=((NOW - 140, 3),))),
+    Case("stabilising-within-two-start-ups", spec(), observation(rps=5, current=4, startup=70.0), 3,
+         "stabilising", state=AutoscalerState(recommendations=((NOW - 139, 3),)),
+         reason_has="highest recommendation in the last 140 s is 3 -> 3"),
     Case("stabilising-window-edge-has-passed", spec(), observation(rps=5, current=4), 1, "throughput",
          state=AutoscalerState(recommendations=((NOW - 300, 3),))),
     Case("fresh-state-does-not-shrink-at-once", spec(), observation(rps=5, current=4), 4, "stabilising",
@@ -133,8 +171,9 @@ CASES = [
          reason_has="3 request(s) queued at 0 replicas -> wake to 1"),
     Case("wake-restores-min", spec(min_replicas=2), observation(queued=1, current=0), 2, "wake"),
     Case("wake-on-arrivals", spec(min_replicas=0), observation(rps=0.2, current=0), 1, "wake"),
-    Case("wake-follows-a-burst", spec(min_replicas=0), observation(rps=3, panic_rps=35, queued=40, current=0),
-         4, "wake"),
+    # At 0 replicas there is no panic (issue 11): the wake sizes itself from the held requests, 40 / 16 slots.
+    Case("wake-sizes-from-held-requests", spec(min_replicas=0),
+         observation(rps=3, panic_rps=35, queued=40, current=0, capacity=16), 3, "wake"),
     Case("queued-while-starting-holds", spec(min_replicas=0), observation(queued=3, in_flight=3, current=1, ready=0),
          1, "hold"),
 ]
@@ -200,13 +239,16 @@ def test_stabilisation_shrinks_only_after_the_window_to_its_max() -> None:
 
 def test_panic_never_shrinks_until_a_stable_window_after_the_burst() -> None:
     replay(spec(stabilisation_window=0), [
-        (0.0, {"rps": 12, "panic_rps": 40}, 4, "panic"),  # 40 rps >= 2 x (2 x 10): panic until t=60
+        # 40 rps >= 2 x (2 x 10) with requests waiting for a slot: panic until t=60
+        (0.0, {"rps": 12, "panic_rps": 40, **backlog(1, ready=2, served=5.0)}, 4, "panic"),
         (10.0, {"rps": 8, "panic_rps": 2}, 4, "panic"),  # would be 1: held
-        (30.0, {"rps": 30, "panic_rps": 85}, 9, "panic"),  # 85 >= 2 x 40: panic again, until t=90
+        # 85 >= 2 x 40: panic again, until t=90
+        (24.0, {"rps": 30, "panic_rps": 85, **backlog(1, ready=4, served=5.0)}, 4, "hold"),  # waiting: a blip?
+        (30.0, {"rps": 30, "panic_rps": 85, **backlog(1, ready=4, served=5.0)}, 9, "panic"),  # it lasts
         (60.0, {"rps": 5, "panic_rps": 2}, 9, "panic"),
         (89.0, {"rps": 5, "panic_rps": 2}, 9, "panic"),
         (90.0, {"rps": 5, "panic_rps": 2}, 1, "throughput"),
-    ], current=2)
+    ], current=2, state=replace(SETTLED, backlog_since=-6.0))
 
 
 def test_cooldown_spaces_scale_ups() -> None:
@@ -231,13 +273,18 @@ def test_immediate_scale_down_skips_stabilisation_once() -> None:
     assert (after.desired, after.rule) == (3, "stabilising")
 
 
-def test_latency_guardrail_adds_one_at_a_time_as_replicas_become_ready() -> None:
-    replay(spec(stabilisation_window=0), [
-        (0.0, {"rps": 5, "p95": 9000}, 2, "latency"),
-        (5.0, {"rps": 5, "p95": 9000, "ready": 1}, 2, "latency"),  # the new one is still starting: wait
-        (60.0, {"rps": 5, "p95": 9000}, 3, "latency"),  # it is ready and p95 is still high: one more
-        (120.0, {"rps": 5, "p95": 3000}, 1, "throughput"),
-    ], current=1)
+def test_no_scale_up_on_latency_while_nothing_waits_for_a_slot() -> None:
+    """Issue 11, point 1: the window's p95 holds the time requests were held while waking (70 s here) and
+    plain decode time. The tick the replica turns ready, with no traffic, used to add one (`p95 72000 ms
+    over target -> 2`); only requests waiting for a slot on a full replica add one now."""
+    replay(spec(min_replicas=0, stabilisation_window=0), [
+        (0.0, {"queued": 3, "in_flight": 3}, 1, "wake"),
+        (35.0, {"queued": 3, "in_flight": 3, "ready": 0}, 1, "hold"),  # starting: the held wait for it
+        (70.0, {"rps": 0.05, "p95": 72_000, "startup": 70.0}, 1, "hold"),  # ready, the 3 served, nothing new
+        (71.0, {"rps": 0.1, "p95": 72_000, "startup": 70.0}, 1, "hold"),  # a trickle, still nothing waits
+        (80.0, {"rps": 5, "p95": 9_000, **backlog(30, ready=1, served=4.0)}, 1, "hold"),  # waiting: a blip?
+        (86.0, {"rps": 5, "p95": 9_000, **backlog(30, ready=1, served=4.0)}, 3, "queueing"),  # 6 s: it lasts
+    ], current=0, state=AutoscalerState())
 
 
 def test_state_json_round_trip() -> None:
@@ -305,8 +352,13 @@ def test_scenario_rising_load_to_max_then_shrink_then_idle_then_wake() -> None:
         tick(float(now))
 
     assert trace[10.0] == (1, "wake")  # first requests at 0 replicas
-    assert trace[70.0] == (3, "panic")  # 25 rps over the last 6 s >= 2 x 10 rps of capacity
-    assert trace[190.0] == (4, "max")  # 60 rps wants 6: max_replicas 4
+    # 25 rps over the last 6 s >= 2 x 10 rps of capacity is a panic, but no request waits for a slot here
+    # (replicas are ready at once and nothing queues), so the burst alone buys nothing (issue 11): the
+    # 60-s rate leads, one replica at a time.
+    assert trace[70.0] == (1, "hold")
+    assert (trace[80.0], trace[110.0]) == ((2, "throughput"), (3, "throughput"))
+    assert trace[190.0] == (4, "throughput")  # 60 rps wants 6: max_replicas 4
+    assert trace[210.0] == (4, "max")
     # Load stops at 300; the 60 s window still reads > 30 rps (wants 4+) until ~330, and 120 s of
     # stabilisation later the deployment steps down with the decaying recommendations.
     shrink_at = min(t for t, (n, _) in trace.items() if t > 300 and n < 4)

@@ -44,3 +44,18 @@ def test_the_same_deployment_at_the_same_time_is_observed_the_same() -> None:
     for t in (10.0, 20.0, 30.0):
         live.metrics.arrival(t)
     assert observe(live, now=40.0) == observe(live, now=40.0)
+
+
+def test_it_sees_the_engines_capacity_their_queues_and_the_last_measured_start_up() -> None:
+    live = deployment(awake_since=0.0)
+    add(live, "a", ReplicaStatus.ready)
+    add(live, "b", ReplicaStatus.ready)
+    add(live, "c", ReplicaStatus.starting)
+    live.replicas["a"].started_at, live.replicas["a"].ready_at, live.replicas["a"].engine_waiting = 10.0, 80.0, 2
+    live.replicas["b"].started_at, live.replicas["b"].ready_at, live.replicas["b"].engine_waiting = 200.0, 245.0, 3
+    live.queued, live.queued_for_slot = 5, 4
+    obs = observe(live, now=300.0)
+    assert obs.capacity_per_replica == 16  # the sim engine's default --max-concurrency
+    assert (obs.engine_waiting, obs.queued_for_slot) == (5, 4)
+    assert obs.startup_s == 45.0  # b is the most recent to turn ready
+    assert observe(deployment(awake_since=0.0), now=1.0).startup_s is None

@@ -8,12 +8,20 @@ The same inputs always give the same decision, so the tests are tables that trav
 The rules, in the order they apply (each is one helper below, with a worked number):
 
   0. idle       no activity for idle_timeout_s, nothing in flight or queued -> 0 (pause); stops here.
-  1. throughput ceil(rps / target_rps), at least 1 while anything is in flight.
-  2. latency    p95 over target -> at least current + 1 (only once every replica is ready).
-  3. panic      a burst of >= 2x capacity over the panic window -> ceil(panic_rps / target_rps).
-  4. wake       queued requests, or demand at 0 replicas -> at least max(min_replicas, 1).
+  1. throughput ceil(rps / target_rps), at least 1 while anything is in flight and never below the
+                replicas the running requests fill; while no replica is ready, the rate adds none.
+  2. queueing   requests waiting for a slot on full, ready replicas for a panic window (never time held
+                while waking, never decode time) -> enough replicas for what is in flight, unless the
+                backlog drains before a replica could start (autoscaler/backlog.py).
+  3. panic      a burst of >= 2x capacity over the panic window -> ceil(panic_rps / target_rps), only
+                while requests wait for a slot (a burst the replicas there absorb buys nothing); never
+                at 0 replicas, where the wake sizes itself.
+  4. wake       queued requests, or demand at 0 replicas -> at least max(min_replicas, 1), and while
+                no replica is ready enough for the held requests.
      -> the recommendation, remembered for stabilisation.
-  5. stabilising  scale-down only to the highest recommendation of the last stabilisation_window s.
+  5. stabilising  scale-down only to the highest recommendation of the stabilisation window; once a
+                start-up has been measured, the window is at most two start-ups (cost-aware: an idle
+                replica kept longer costs more than starting one again).
   6. latency band scale-down only while p95 is known and below scale_down_below_latency_ms.
   7. panic      never shrink while in panic.
   8. cooldown   outside panic, no scale-up within scale_up_cooldown_s of the last one.
@@ -26,11 +34,12 @@ to hold it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from inferstack.autoscaler.backlog import Backlog, replicas_for
+from inferstack.autoscaler.bounds import clamp
 from inferstack.autoscaler.metrics_window import WindowStats
+from inferstack.autoscaler.state import AutoscalerState
 from inferstack.spec import ScalingSpec
 
 PANIC_THRESHOLD = 2.0
@@ -51,47 +60,24 @@ class Observation:
     ready_replicas: int
     queued_requests: int  # requests held by the gateway waiting for a replica (e.g. while waking)
     price_per_replica_hour: float
+    capacity_per_replica: int = 0  # requests one replica runs at once (the engine's); 0 when unknown
+    queued_for_slot: int = 0  # of queued_requests, those held while replicas were ready but full
+    engine_waiting: int = 0  # the ready replicas' own queues at the last scrape
+    startup_s: float | None = None  # the last replica's measured start-up; None before any was ready
 
-
-@dataclass(frozen=True)
-class AutoscalerState:
-    """The autoscaler's memory between ticks, passed in and out explicitly; stored as JSON.
-
-    `recommendations` keeps only the entries that can still be the maximum of the stabilisation
-    window: times rising, replica counts strictly falling (a newer, larger-or-equal recommendation
-    outlives every older smaller one). So it holds at most max_replicas-ish entries however often
-    the controller ticks, and its first entry is the window's maximum.
-    """
-
-    recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommended replicas) in the window
-    last_scale_up_at: float | None = None
-    panic_until: float | None = None
-    skip_stabilisation_once: bool = False  # set by an update with immediate_scale_down
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "recommendations": [[t, n] for t, n in self.recommendations],
-            "last_scale_up_at": self.last_scale_up_at,
-            "panic_until": self.panic_until,
-            "skip_stabilisation_once": self.skip_stabilisation_once,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> AutoscalerState:
-        """Missing keys take their defaults, so `{}` (a deployment never decided on) is a fresh state."""
-        return cls(
-            recommendations=tuple((float(t), int(n)) for t, n in d.get("recommendations") or ()),
-            last_scale_up_at=_optional_float(d.get("last_scale_up_at")),
-            panic_until=_optional_float(d.get("panic_until")),
-            skip_stabilisation_once=bool(d.get("skip_stabilisation_once", False)),
-        )
+    def backlog(self) -> Backlog:
+        """Requests waiting for a slot: held at the gateway while replicas were ready but full (not those
+        held for a wake), plus the engines' own queues."""
+        waiting = self.queued_for_slot + self.engine_waiting
+        served = max(self.stats.completion_rps, self.stats.panic_completion_rps)
+        return Backlog(waiting, self.stats.rps, served, self.startup_s)
 
 
 @dataclass(frozen=True)
 class Decision:
     desired: int
     reason: str  # plain words with the numbers behind it
-    rule: str  # throughput, latency, panic, stabilising, idle, wake, min, max, price_cap, cooldown, hold
+    rule: str  # throughput, queueing, latency, panic, stabilising, idle, wake, min, max, price_cap, cooldown, hold
     next_state: AutoscalerState
     inputs: dict[str, float | int | None]  # the numbers behind it, for the event record
 
@@ -117,18 +103,21 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
     if _is_idle(spec, obs, now):
         return _pause(spec, obs, state, now)
     panic_until = _panic_until(spec, obs, state, now)
+    backlog_since = (state.backlog_since or now) if obs.backlog().waiting > 0 else None
+    lasting = backlog_since is not None and now - backlog_since >= spec.panic_window_s
     proposal = _throughput(spec, obs)
-    proposal = _latency_guardrail(spec, obs, proposal)
+    proposal = _queueing(spec, obs, proposal, lasting)
     if panic_until is not None:
-        proposal = _panic(spec, obs, proposal, panic_until, now)
+        proposal = _panic(spec, obs, proposal, panic_until, now, lasting)
     proposal = _wake(spec, obs, proposal)
     recommended = proposal.replicas
     if state.skip_stabilisation_once:
         history: tuple[tuple[float, int], ...] = ((now, recommended),)
         proposal = proposal.note("stabilisation skipped once (immediate_scale_down)")
     else:
-        history = _remember(state.recommendations, recommended, now, spec.stabilisation_window, current)
-        proposal = _stabilise(spec, proposal, history, current)
+        window_s = _stabilisation_window(spec, obs)
+        history = _remember(state.recommendations, recommended, now, window_s, current)
+        proposal = _stabilise(window_s, proposal, history, current)
     proposal = _latency_band(spec, obs, proposal)
     if panic_until is not None:
         proposal = _no_shrink_in_panic(proposal, current, panic_until, now)
@@ -140,6 +129,7 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
         recommendations=history,
         last_scale_up_at=now if desired > current else state.last_scale_up_at,
         panic_until=panic_until,
+        backlog_since=backlog_since,
     )
     rule = "hold" if desired == current and proposal.rule == "throughput" else proposal.rule
     inputs = {**_inputs(obs), "recommended": recommended, "panic_until": panic_until}
@@ -173,7 +163,9 @@ def _pause(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
 # --- 1. throughput -----------------------------------------------------------------------------
 def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
     """ceil(rps / target_rps): rps 23.4, target 10/replica -> 3 replicas. No requests -> 0 (the clamp
-    lifts it to min_replicas). Anything in flight needs a replica: rps 0.0 but one stream -> 1."""
+    lifts it to min_replicas). Anything in flight needs a replica: rps 0.0 but one stream -> 1. And the
+    requests running now keep their slots busy: 38 running on 16-slot replicas -> at least 3, whatever
+    target_rps says (a target_rps set too high must not shrink replicas that are full)."""
     rps = obs.stats.rps
     if rps == 0 and obs.stats.in_flight == 0:
         quiet = f"no requests in the last {spec.metrics_window_s:g} s -> 0 replicas"
@@ -183,30 +175,41 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
                          (f"rps {rps:.1f} over target {spec.target_rps:g}/replica -> {replicas} replicas",))
     if replicas == 0 and obs.stats.in_flight > 0:
         proposal = proposal.override(1, "throughput", f"{obs.stats.in_flight} in flight -> 1 replica")
+    running, current = max(0, obs.stats.in_flight - obs.queued_requests), obs.current_replicas
+    busy = replicas_for(running, obs.capacity_per_replica)
+    if busy > proposal.replicas:
+        proposal = proposal.override(busy, "throughput", f"{running} running fill {busy} replicas of "
+                                                         f"{obs.capacity_per_replica} slots")
+    if proposal.replicas > current > 0 and obs.capacity_per_replica and not obs.ready_replicas:
+        # Waking: the rate of the first seconds is noise; the held requests size the wake (rule 4).
+        proposal = proposal.override(current, "throughput", f"no replica ready yet -> hold {current}")
     return proposal
 
 
-# --- 2. latency guardrail ----------------------------------------------------------------------
-def _latency_guardrail(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
-    """p95 over target -> at least current + 1: p95 7200 ms, target 5000 ms, 2 replicas -> 3.
-
-    While a replica is still starting it only holds (at least current, no shrink): the starting one
-    is capacity already on its way, and the gateway's latency includes time held waiting for it, so
-    a cold start (minutes) would otherwise add a replica every tick. 2 current, 1 ready -> at least 2.
-    """
-    p95, current = obs.stats.p95_latency_ms, obs.current_replicas
-    if p95 is None or p95 <= spec.target_latency_p95_ms:
+# --- 2. queueing at the replicas -----------------------------------------------------------------
+def _queueing(spec: ScalingSpec, obs: Observation, proposal: _Proposal, lasting: bool) -> _Proposal:
+    """Requests waiting for a slot -> enough replicas for everything in flight: 40 in flight (24 of them
+    waiting) on 1 replica of 16 slots -> 3, replicas still starting included (no shrink meanwhile).
+    Unless the backlog drains first: 24 waiting, served 12/s,
+    arriving 4/s -> gone in 3 s, before a replica starting now (70 s) could take any -> no change.
+    A backlog counts once it has lasted a panic window (6 s): one tick's blip is not a trend.
+    Latency alone never adds a replica: time held while waking and decode time are not queueing."""
+    backlog = obs.backlog()
+    if backlog.waiting <= 0:
         return proposal
-    over = f"p95 {p95:.0f} ms over target {spec.target_latency_p95_ms:g} ms"
-    if obs.ready_replicas < current:
-        floor = current
-        reason = f"{over}, {current - obs.ready_replicas} replica(s) still starting -> at least {current}"
-    else:
-        floor = current + 1
-        reason = f"{over} -> {floor}"
-    if proposal.replicas >= floor:
+    if not lasting:
+        return proposal.note(f"{backlog.waiting} request(s) waiting for a slot, for less than "
+                             f"{spec.panic_window_s:g} s")
+    needed = max(1, replicas_for(obs.stats.in_flight, obs.capacity_per_replica))
+    waiting = f"{backlog.waiting} request(s) waiting for a slot on {obs.ready_replicas} full replica(s)"
+    if not backlog.outlasts_startup():
+        return proposal.note(f"{waiting}, draining in {backlog.drain_s():.0f} s, before a replica could start "
+                             f"({backlog.startup_s:.0f} s) -> none added")
+    if needed <= proposal.replicas:
         return proposal
-    return proposal.override(floor, "latency", reason)
+    starting = obs.current_replicas - obs.ready_replicas
+    counted = f" ({starting} starting counted)" if starting else ""
+    return proposal.override(needed, "queueing", f"{waiting}, {obs.stats.in_flight} in flight -> {needed}{counted}")
 
 
 # --- 3. panic ----------------------------------------------------------------------------------
@@ -216,21 +219,27 @@ def _panic_until(spec: ScalingSpec, obs: Observation, state: AutoscalerState, no
     capacity = current x target_rps: 2 replicas x 10 = 20 rps; panic_rps 40 over the last 6 s is
     2x -> panic until now + metrics_window_s. Like Knative, panic lasts a stable window (60 s by
     default) past the last burst, so the stable-window rate has caught up before shrinking may start.
-    At 0 replicas the capacity is 0 and any arrival is a burst.
+    Never at 0 replicas: there every arrival would be a burst of the short, noisy window; the wake
+    sizes itself from the held requests instead.
     """
     capacity = obs.current_replicas * spec.target_rps
     panic_rps = obs.stats.panic_rps
-    if panic_rps > 0 and panic_rps >= PANIC_THRESHOLD * capacity:
+    if capacity > 0 and panic_rps >= PANIC_THRESHOLD * capacity:
         return now + spec.metrics_window_s
     if state.panic_until is not None and now < state.panic_until:
         return state.panic_until
     return None
 
 
-def _panic(spec: ScalingSpec, obs: Observation, proposal: _Proposal, panic_until: float, now: float) -> _Proposal:
-    """In panic, follow the short window: panic_rps 40, target 10/replica -> 4 replicas."""
+def _panic(spec: ScalingSpec, obs: Observation, proposal: _Proposal, panic_until: float, now: float,
+           lasting: bool) -> _Proposal:
+    """In panic, follow the short window: panic_rps 40, target 10/replica -> 4 replicas, while requests wait
+    for a slot and longer than a start-up; a burst the replicas there absorb, or one that will be over
+    before a new replica is ready, buys none (panic still holds off any shrink)."""
     panic_rps = obs.stats.panic_rps
     replicas = _ceil(panic_rps / spec.target_rps)
+    if replicas > proposal.replicas and not (lasting and obs.backlog().outlasts_startup()):
+        return proposal.note(f"in panic for {panic_until - now:.0f} s more, no backlog a new replica could fix")
     if replicas <= proposal.replicas:
         return proposal.note(f"in panic for {panic_until - now:.0f} s more")
     return proposal.override(
@@ -242,16 +251,20 @@ def _panic(spec: ScalingSpec, obs: Observation, proposal: _Proposal, panic_until
 
 # --- 4. wake -----------------------------------------------------------------------------------
 def _wake(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
-    """Requests waiting, or demand at 0 replicas -> at least max(min_replicas, 1).
+    """Requests waiting, or demand at 0 replicas -> at least max(min_replicas, 1), and at 0 replicas
+    enough for the held requests.
 
     3 requests queued at 0 replicas, min_replicas 0 -> 1; min_replicas 2 -> 2 (waking restores the
-    awake floor). The rule is "wake" whenever it brings a deployment up from 0.
+    awake floor); 40 queued while no replica is ready yet, 16 slots each -> 3. The rule is "wake" whenever it brings a
+    deployment up from 0.
     """
     current, stats = obs.current_replicas, obs.stats
     demand = obs.queued_requests > 0 or (current == 0 and (stats.rps > 0 or stats.in_flight > 0))
     if not demand:
         return proposal
     floor = max(spec.min_replicas, 1)
+    if obs.ready_replicas == 0:
+        floor = max(floor, replicas_for(obs.queued_requests, obs.capacity_per_replica))
     replicas = max(proposal.replicas, floor)
     if replicas == proposal.replicas and current > 0:
         return proposal
@@ -279,7 +292,15 @@ def _remember(history: tuple[tuple[float, int], ...], recommended: int, now: flo
     return tuple(kept)
 
 
-def _stabilise(spec: ScalingSpec, proposal: _Proposal, history: tuple[tuple[float, int], ...],
+def _stabilisation_window(spec: ScalingSpec, obs: Observation) -> float:
+    """The spec's window, at most two measured start-ups (never under the metrics window): with 70-s
+    start-ups an idle replica is kept 140 s, not 300: past that, starting it again is the cheaper risk."""
+    if obs.startup_s is None:
+        return spec.stabilisation_window
+    return min(spec.stabilisation_window, max(spec.metrics_window_s, 2 * obs.startup_s))
+
+
+def _stabilise(window_s: float, proposal: _Proposal, history: tuple[tuple[float, int], ...],
                current: int) -> _Proposal:
     """Scale-up is immediate; scale-down goes only to the highest recommendation in the window (HPA).
 
@@ -293,7 +314,7 @@ def _stabilise(spec: ScalingSpec, proposal: _Proposal, history: tuple[tuple[floa
         return proposal
     return proposal.override(
         stabilised, "stabilising",
-        f"highest recommendation in the last {spec.stabilisation_window:g} s is {highest} -> {stabilised}",
+        f"highest recommendation in the last {window_s:.0f} s is {highest} -> {stabilised}",
     )
 
 
@@ -340,31 +361,6 @@ def _cooldown(spec: ScalingSpec, state: AutoscalerState, proposal: _Proposal, cu
 
 
 # --- 9. bounds: the one place ------------------------------------------------------------------
-def clamp(desired: int, spec: ScalingSpec, price_per_replica_hour: float) -> tuple[int, str | None]:
-    """Bound an awake deployment's replica count; return it and the bound that applied ("min", "max",
-    "price_cap") or None.
-
-    [min_replicas, max_replicas], then the price cap floor(max_price_per_hour / price per replica):
-    gpu.h100 at 12.29/h with a 30/h cap -> at most 2 (30 / 12.29 = 2.44). The cap wins over
-    min_replicas: it is a spending limit (the spec refuses a min_replicas the cap cannot pay for). A
-    price of 0 (local CPU replicas) means no cap applies. The idle pause to 0 is decided before this
-    step and is the only way below min_replicas.
-    """
-    bounded = min(max(desired, spec.min_replicas), spec.max_replicas)
-    rule = None if bounded == desired else ("min" if desired < spec.min_replicas else "max")
-    cap = _price_cap(spec, price_per_replica_hour)
-    if cap is not None and bounded > cap:
-        return cap, "price_cap"
-    return bounded, rule
-
-
-def _price_cap(spec: ScalingSpec, price_per_replica_hour: float) -> int | None:
-    if spec.max_price_per_hour is None or price_per_replica_hour <= 0:
-        return None
-    # round(): 24.58 / 12.29 must be 2, not 1.9999999999999998 -> 1.
-    return math.floor(round(spec.max_price_per_hour / price_per_replica_hour, 9))
-
-
 def _bounded(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
     desired, bound = clamp(proposal.replicas, spec, obs.price_per_replica_hour)
     if bound is None:
@@ -385,10 +381,6 @@ def _ceil(value: float) -> int:
     return max(0, math.ceil(round(value, 9)))
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def _inputs(obs: Observation) -> dict[str, float | int | None]:
     stats = obs.stats
     return {
@@ -404,5 +396,9 @@ def _inputs(obs: Observation) -> dict[str, float | int | None]:
         "current": obs.current_replicas,
         "ready": obs.ready_replicas,
         "queued": obs.queued_requests,
+        "queued_for_slot": obs.queued_for_slot,
+        "engine_waiting": obs.engine_waiting,
+        "capacity_per_replica": obs.capacity_per_replica,
+        "startup_s": obs.startup_s,
         "price_per_replica_hour": obs.price_per_replica_hour,
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MAX_SAMPLES = 100_000
@@ -30,6 +31,10 @@ class WindowStats:
     """Arrivals per second over the metrics window (see `MetricsWindow.observe` for a fresh window)."""
     panic_rps: float = 0.0
     """Arrivals per second over the (short) panic window."""
+    completion_rps: float = 0.0
+    """Completions (successful or not) per second over the metrics window: what the replicas get through."""
+    panic_completion_rps: float = 0.0
+    """The same over the panic window: while replicas are full, what they get through at most."""
     in_flight: int = 0
     """Requests that arrived and have not completed yet, including ones held while a replica wakes."""
     p50_latency_ms: float | None = None
@@ -65,6 +70,7 @@ class MetricsWindow:
         # Arrival counts are complete from this time on: the first arrival, raised when the cap evicts
         # a sample or `observe` trims. Rates divide by the span since then when it is shorter.
         self._arrivals_complete_since: float | None = None
+        self._completions_complete_since: float | None = None
 
     # --- the gateway's side (hot path) ---------------------------------------------------------
     def arrival(self, now: float) -> None:
@@ -78,6 +84,10 @@ class MetricsWindow:
         self._touch(now)
 
     def completion(self, now: float, latency_s: float, ttft_s: float | None, ok: bool) -> None:
+        if self._completions_complete_since is None:
+            self._completions_complete_since = now
+        elif len(self._completions) == self._max_samples:
+            self._completions_complete_since = max(self._completions_complete_since, self._completions[0][0])
         self._completions.append((now, latency_s, ttft_s, ok))  # maxlen evicts the oldest
         # Never below zero: a completion without its arrival must not hide a later request in flight.
         self._in_flight = max(0, self._in_flight - 1)
@@ -105,14 +115,17 @@ class MetricsWindow:
         self._trim(now - max(window_s, panic_window_s))
         cutoff = now - window_s
         recent = [c for c in self._completions if cutoff < c[0] <= now]
+        done = [c[0] for c in self._completions]
         # Percentiles over successful requests only: a replica failing fast (502s in 5 ms) must not
         # read as a fast replica and let the autoscaler shrink.
         successes = [c for c in recent if c[3]]
         latencies_ms = sorted(c[1] * 1000.0 for c in successes)
         ttfts_ms = sorted(c[2] * 1000.0 for c in successes if c[2] is not None)
         return WindowStats(
-            rps=self._rate(now, window_s),
-            panic_rps=self._rate(now, panic_window_s),
+            rps=_rate(self._arrivals, self._arrivals_complete_since, now, window_s),
+            panic_rps=_rate(self._arrivals, self._arrivals_complete_since, now, panic_window_s),
+            completion_rps=_rate(done, self._completions_complete_since, now, window_s),
+            panic_completion_rps=_rate(done, self._completions_complete_since, now, panic_window_s),
             in_flight=self._in_flight,
             p50_latency_ms=nearest_rank(latencies_ms, 50),
             p95_latency_ms=nearest_rank(latencies_ms, 95),
@@ -128,29 +141,32 @@ class MetricsWindow:
             self._arrivals.popleft()
         while self._completions and self._completions[0][0] <= cut:
             self._completions.popleft()
+        # Nothing before `cut` is kept any more: a later, larger window must not count it as zero.
         if self._arrivals_complete_since is not None and self._arrivals_complete_since < cut:
-            # Nothing before `cut` is kept any more: a later, larger window must not count it as zero.
             self._arrivals_complete_since = cut
+        if self._completions_complete_since is not None and self._completions_complete_since < cut:
+            self._completions_complete_since = cut
 
-    def _rate(self, now: float, window_s: float) -> float:
-        """Arrivals per second in (now - window_s, now].
 
-        A window younger than `window_s` divides by its age (at least 1 s, or `window_s` if shorter),
-        so a fresh burst is not diluted: 30 arrivals in the first 3 s of a 60 s window is 10 rps, not
-        0.5. A window 3 ms old with one arrival is 1 rps (the 1 s floor), not 333.
-        """
-        if self._arrivals_complete_since is None:
-            return 0.0
-        cutoff = now - window_s
-        count = 0
-        for t in reversed(self._arrivals):  # newest first: stops at the window's edge
-            if t <= cutoff:
-                break
-            if t <= now:
-                count += 1
-        age = now - self._arrivals_complete_since
-        span = window_s if age >= window_s else max(age, min(1.0, window_s))
-        return count / span
+def _rate(times: Sequence[float], complete_since: float | None, now: float, window_s: float) -> float:
+    """Samples per second in (now - window_s, now], `times` ascending and complete since `complete_since`.
+
+    A window younger than `window_s` divides by its age (at least 1 s, or `window_s` if shorter),
+    so a fresh burst is not diluted: 30 arrivals in the first 3 s of a 60 s window is 10 rps, not
+    0.5. A window 3 ms old with one arrival is 1 rps (the 1 s floor), not 333.
+    """
+    if complete_since is None:
+        return 0.0
+    cutoff = now - window_s
+    count = 0
+    for t in reversed(times):  # newest first: stops at the window's edge
+        if t <= cutoff:
+            break
+        if t <= now:
+            count += 1
+    age = now - complete_since
+    span = window_s if age >= window_s else max(age, min(1.0, window_s))
+    return count / span
 
 
 def nearest_rank(sorted_values: list[float], percentile: float) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from inferstack.cli import deployments
+from inferstack.cli import deployments, simulate
 from inferstack.cli.apply import apply
 from inferstack.cli.files import batch_app, files_app
 from inferstack.cli.keys import keys_app
@@ -41,3 +41,4 @@ app.add_typer(deployments.app)
 app.add_typer(files_app, name="files")
 app.add_typer(batch_app, name="batch")
 app.command("apply")(apply)
+app.add_typer(simulate.app)

@@ -4,26 +4,32 @@
 counts on its replica is given back by the same object that took it, and the two can never drift. The
 kind of request (interactive or batch) is a parameter of `acquire` only; the relay never sees it.
 
-While no replica can take a request, admission holds it: the request counts in the deployment's
-`queued` (the autoscaler wakes a paused deployment on it), the controller is nudged, and the request
-waits for `ready_changed`, bounded by `max_queue_wait_s` and `max_queued_requests`. The choice among
-the replicas that can take it is `routing.choose_replica`'s.
+A replica takes at most `engine_capacity(spec)` requests at once (the engine's own sequence limit), so
+work never piles up on one replica while another idles. While no replica can take a request, admission
+holds it in the deployment's `HoldQueue`, first come first served: the request counts in `queued` (the
+autoscaler wakes a paused deployment on it), the controller is nudged, and whichever replica frees a slot
+or turns ready first serves the oldest held request; bounded by `max_queue_wait_s` and
+`max_queued_requests`. The choice among the replicas with room is `routing.choose_replica`'s. The
+simulator (`inferstack.simulate`) runs the same `HoldQueue` and `pick_replica`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 from inferstack.clock import Clock
+from inferstack.engines.capacity import engine_capacity
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment, LiveReplica
 from inferstack.gateway.routing import choose_replica
 from inferstack.spec import DeploymentStatus
 
-# Each replica takes at most this many batch requests at once; interactive requests are never limited,
-# so they are not queued behind a batch at the gateway (vLLM's own scheduler shares the GPU).
+# Each replica takes at most this many batch requests at once, so interactive requests are not queued
+# behind a batch at the gateway; both together stay within the engine's capacity.
 BATCH_SLOTS_PER_REPLICA = 8
 
 Heartbeat = Callable[[], Awaitable[None]]
@@ -68,6 +74,58 @@ class Lease:
             self.deployment.notify()  # a batch slot is free: a held batch request may go
         else:
             self.replica.outstanding -= 1
+            if self.deployment.queued:
+                self.deployment.notify()  # a slot is free: the oldest held request may go
+
+
+def pick_replica(ready: Sequence[LiveReplica], rng: random.Random, capacity: int, batch: bool,
+                 exclude: str | None = None) -> LiveReplica | None:
+    """A ready replica with room for one more request (fewer than `capacity` in flight, and a free batch
+    slot for a batch request); the excluded (failed) one only if it is the only one with room."""
+    room = [r for r in ready if r.outstanding + r.batch_outstanding < capacity
+            and (not batch or r.batch_outstanding < BATCH_SLOTS_PER_REPLICA)]
+    return choose_replica(room, rng, exclude) or (choose_replica(room, rng) if exclude else None)
+
+
+W = TypeVar("W")
+
+
+class HoldQueue(Generic[W]):
+    """Requests held for one deployment, in arrival order. `serve` places them oldest first on whichever
+    replica has room, so a wake spreads 40 held requests over the replicas as each turns ready (16 on the
+    first, the next 16 on the second...) and no later request overtakes an earlier one of its kind."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[W] = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def push(self, waiter: W) -> None:
+        self._waiting.append(waiter)
+
+    def discard(self, waiter: W) -> None:
+        if waiter in self._waiting:
+            self._waiting.remove(waiter)
+
+    def serve(self, place: Callable[[W], LiveReplica | None], give: Callable[[W, LiveReplica], None]) -> None:
+        """Offer each held request, oldest first, a replica (`place`); `give` hands it over. A request that
+        finds no room is skipped, not blocking: a batch request waiting for a batch slot must not hold up
+        an interactive one behind it."""
+        for waiter in list(self._waiting):
+            replica = place(waiter)
+            if replica is not None:
+                self._waiting.remove(waiter)
+                give(waiter, replica)
+
+
+class _Held:
+    __slots__ = ("exclude", "lease", "placed")
+
+    def __init__(self, lease: Lease, exclude: str | None) -> None:
+        self.lease = lease
+        self.exclude = exclude
+        self.placed = False
 
 
 class Admission:
@@ -77,13 +135,19 @@ class Admission:
         self._clock = clock
         self._heartbeat_s = heartbeat_s
         self._rng = rng or random.Random()
+        self._queues: dict[str, HoldQueue[_Held]] = {}
 
     async def acquire(self, deployment: LiveDeployment, deadline: float, *, batch: bool = False,
                       heartbeat: Heartbeat | None = None) -> Lease:
         """A lease on a replica for one request, holding it until `deadline` while none can take it;
-        `heartbeat` is awaited every `heartbeat_s` of waiting (streaming callers' SSE comments)."""
+        `heartbeat` is awaited every `heartbeat_s` of waiting (streaming callers' SSE comments). Nobody
+        overtakes the held: while requests are held, a new one joins the end of the queue."""
         lease = Lease(deployment, batch, deadline, heartbeat)
-        lease._take(self._pick(deployment, batch, None) or await self._hold(lease, None))
+        replica = None if self._queues.get(deployment.id) else self._pick(deployment, batch, None)
+        if replica is not None:
+            lease._take(replica)
+        else:
+            await self._hold(lease, None)
         return lease
 
     async def reacquire(self, lease: Lease) -> None:
@@ -91,35 +155,65 @@ class Admission:
         if there is one, under the request's original bounds. If that raises, the lease holds nothing."""
         failed = lease.replica.replica_id
         lease.release()
-        lease._take(self._pick(lease.deployment, lease.batch, failed) or await self._hold(lease, failed))
+        replica = self._pick(lease.deployment, lease.batch, failed)
+        if replica is not None:
+            lease._take(replica)
+        else:
+            await self._hold(lease, failed)
 
-    async def _hold(self, lease: Lease, exclude: str | None) -> LiveReplica:
-        """Wait until a replica can take the request (one must have become ready, or a batch slot freed)."""
+    def _queue(self, deployment: LiveDeployment) -> HoldQueue[_Held]:
+        queue = self._queues.get(deployment.id)
+        if queue is None:
+            queue = self._queues[deployment.id] = HoldQueue()
+        return queue
+
+    async def _hold(self, lease: Lease, exclude: str | None) -> None:
+        """Hold the request in the deployment's queue until `serve` gives it a replica (one became ready
+        or freed a slot); the lease has taken that replica when this returns."""
         deployment = lease.deployment
-        queued = False
+        self._check_open(deployment)
+        if deployment.queued >= deployment.spec.max_queued_requests:
+            raise ApiError(503, f"Deployment {deployment.id} has {deployment.queued} requests waiting "
+                                "for capacity already; retry later.", code="queue_full", headers={"Retry-After": "5"})
+        queue, held = self._queue(deployment), _Held(lease, exclude)
+        queue.push(held)
+        for_slot = bool(deployment.ready_replicas())
+        deployment.queued += 1
+        deployment.queued_for_slot += for_slot
         try:
             while True:
-                if deployment.status in _CLOSED:
-                    raise ApiError(409 if deployment.status is DeploymentStatus.stopped else 503,
-                                   f"Deployment {deployment.id} is {deployment.status}"
-                                   + (f": {deployment.status_reason}" if deployment.status_reason else "."),
-                                   code="deployment_unavailable")
-                if not queued:
-                    if deployment.queued >= deployment.spec.max_queued_requests:
-                        raise ApiError(503, f"Deployment {deployment.id} has {deployment.queued} requests waiting "
-                                            "for capacity already; retry later.", code="queue_full",
-                                       headers={"Retry-After": "5"})
-                    deployment.queued += 1
-                    queued = True
+                self._serve(deployment)
+                if held.placed:
+                    return
+                self._check_open(deployment)
                 if not deployment.ready_replicas():
                     self._controller.wake(deployment)
                 await self._wait(lease)
-                replica = self._pick(deployment, lease.batch, exclude)
-                if replica is not None:
-                    return replica
+        except BaseException:
+            if held.placed:
+                lease.release()  # placed, then cancelled before it could use the replica: give it back
+            raise
         finally:
-            if queued:
-                deployment.queued -= 1
+            queue.discard(held)
+            deployment.queued -= 1
+            deployment.queued_for_slot -= for_slot
+            if not queue:
+                self._queues.pop(deployment.id, None)
+
+    def _serve(self, deployment: LiveDeployment) -> None:
+        def give(held: _Held, replica: LiveReplica) -> None:
+            held.lease._take(replica)
+            held.placed = True
+
+        self._queue(deployment).serve(lambda held: self._pick(deployment, held.lease.batch, held.exclude), give)
+
+    @staticmethod
+    def _check_open(deployment: LiveDeployment) -> None:
+        if deployment.status in _CLOSED:
+            raise ApiError(409 if deployment.status is DeploymentStatus.stopped else 503,
+                           f"Deployment {deployment.id} is {deployment.status}"
+                           + (f": {deployment.status_reason}" if deployment.status_reason else "."),
+                           code="deployment_unavailable")
 
     async def _wait(self, lease: Lease) -> None:
         deployment = lease.deployment
@@ -136,9 +230,4 @@ class Admission:
                 await lease.heartbeat()
 
     def _pick(self, deployment: LiveDeployment, batch: bool, exclude: str | None) -> LiveReplica | None:
-        """A replica that can take the request now; the failed one again only if it is the only one."""
-        ready = deployment.ready_replicas()
-        if batch:
-            ready = [r for r in ready if r.batch_outstanding < BATCH_SLOTS_PER_REPLICA]
-        return choose_replica(ready, self._rng, exclude) or (
-            choose_replica(ready, self._rng) if exclude else None)
+        return pick_replica(deployment.ready_replicas(), self._rng, engine_capacity(deployment.spec), batch, exclude)
