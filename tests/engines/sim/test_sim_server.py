@@ -158,8 +158,8 @@ async def test_stream_first_chunk_arrives_long_before_the_end(start_sim: StartSi
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.perf_counter() - started)
     assert len(arrivals) == 8
-    assert arrivals[0] < 0.15  # the first token is not held back until the end
-    assert arrivals[-1] >= 0.3  # 7 more tokens at 20 tokens/s
+    # 7 more tokens at 20 tokens/s after the first: the first is not held back until the end. Measured
+    # between arrivals, not from the start, so a loaded machine's start-up delay cannot fail it.
     assert arrivals[-1] - arrivals[0] >= 0.3
 
 
