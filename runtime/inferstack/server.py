@@ -17,6 +17,15 @@ from inferstack.batches.runner import BatchRunner
 from inferstack.batches.tables import BatchResultRow, BatchRow
 from inferstack.clock import Clock, SystemClock
 from inferstack.controller.assembly import build_controller
+from inferstack.controller.leadership import (
+    FileLeadership,
+    LeaderLeaseRow,
+    Leadership,
+    PostgresLeadership,
+    check_single_host,
+    instance_identity,
+)
+from inferstack.controller.sync import ChangeFeed, PollingFeed, PostgresFeed
 from inferstack.db import Base
 from inferstack.files.blobs import blob_store_from_url
 from inferstack.files.tables import FileRow
@@ -31,7 +40,7 @@ from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, ReplicaRow, Sto
 # Every table of the schema, named here so that no table module needs to know the others: the store
 # knows nothing of files or batches, and files nothing of batches.
 TABLES: tuple[type[Base], ...] = (TenantRow, ApiKeyRow, DeploymentRow, ReplicaRow, EventRow,
-                                  FileRow, BatchRow, BatchResultRow)
+                                  FileRow, BatchRow, BatchResultRow, LeaderLeaseRow)
 
 
 def open_database(url: str) -> Store:
@@ -56,6 +65,16 @@ def build_provider(settings: Settings, clock: Clock) -> Provider:
     return LocalProvider(settings.replica_log_dir, settings.vllm_python)
 
 
+def coordination(settings: Settings, store: Store, clock: Clock) -> tuple[Leadership, ChangeFeed]:
+    """How this instance finds the leader and hears of the others' changes: through PostgreSQL, or on
+    SQLite through a file lock and a short resync (one host only: a second host is refused here)."""
+    holder, host = instance_identity()
+    if store.url.startswith("sqlite"):
+        check_single_host(store, host, clock.now())
+        return FileLeadership(store, settings.home / "leader.lock", holder, host, clock.now), PollingFeed()
+    return PostgresLeadership(store, holder, host, clock.now), PostgresFeed(store.url)
+
+
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     store = open_store(settings)
@@ -64,12 +83,14 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     keys = KeyRing(store)
     fleet = Fleet()
     provider = build_provider(settings, clock)
-    controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s)
-    gateway = Gateway(fleet, keys, controller.loop, clock, heartbeat_s=settings.heartbeat_s)
+    leadership, feed = coordination(settings, store, clock)
+    controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s,
+                                  leadership=leadership, feed=feed)
+    gateway = Gateway(fleet, keys, controller.instance, clock, heartbeat_s=settings.heartbeat_s)
     blobs = blob_store_from_url(settings.files_url, settings.files_dir, settings.s3)
     batches = BatchRunner(store, blobs, gateway, clock)
     return Services(settings=settings, store=store, clock=clock, keys=keys, fleet=fleet,
-                    controller=controller.loop, actions=controller.actions, gateway=gateway, blobs=blobs,
+                    controller=controller.instance, actions=controller.actions, gateway=gateway, blobs=blobs,
                     batches=batches)
 
 
@@ -77,11 +98,20 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
     return build_app(build_services(settings or Settings.from_env()))
 
 
-def serve(host: str, port: int, settings: Settings | None = None) -> None:
+def serve(host: str, port: int, settings: Settings | None = None, *, workers: int = 1) -> None:
+    """`workers` > 1: uvicorn binds the socket once and runs that many processes on it, each a whole
+    instance (API, gateway, fleet sync) that reads its settings from the environment (`settings` is
+    for one worker only); one of them leads."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    app: ControlPlaneApp | str = "inferstack.server:create_app"
+    if workers == 1:
+        app = create_app(settings)
+    else:  # checked once in the parent: a bad setting or a second host fails with its message, not N times
+        checked = settings or Settings.from_env()
+        coordination(checked, open_store(checked), SystemClock())
     # uvloop + httptools: the fastest pair uvicorn offers for the gateway's hot path.
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", log_level="info",
+    uvicorn.run(app, host=host, port=port, workers=workers, factory=workers > 1, loop="uvloop", http="httptools",
+                log_level="info",
                 access_log=False, timeout_graceful_shutdown=30,
                 # Nothing reads forwarded-for or these headers; each costs time on every request.
                 proxy_headers=False, server_header=False, date_header=False)

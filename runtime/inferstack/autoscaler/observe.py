@@ -33,6 +33,11 @@ class Observed(Protocol):
         """Requests the gateway holds until a replica is ready."""
         ...
 
+    @property
+    def held_elsewhere_until(self) -> float:
+        """Another control-plane instance holds a request for it until then."""
+        ...
+
     def wanted(self) -> int:
         """Replicas of the current shape that exist or are on their way."""
         ...
@@ -49,6 +54,7 @@ def observe(deployment: Observed, now: float) -> Observation:
         stats=replace(stats, last_activity_at=last),
         current_replicas=deployment.wanted(),
         ready_replicas=deployment.count(ReplicaStatus.ready),
-        queued_requests=deployment.queued,
+        # A request held on another instance counts as one queued here until its wait runs out.
+        queued_requests=deployment.queued + (1 if now < deployment.held_elsewhere_until else 0),
         price_per_replica_hour=spec.price_per_replica_hour,
     )

@@ -42,10 +42,18 @@ class ControllerLoop:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Bring back every deployment from the store, then run the loop in the background."""
+        """Bring back every deployment from the store, then run the loop in the background. A deployment
+        already in the fleet (mirrored while this instance followed) is taken over in place."""
         await self._probes.start()
-        for deployment in await self._recorder.restore(self._clock.now()):
-            self._fleet.add(deployment)
+        restored = await self._recorder.restore(self._clock.now())
+        for deployment in restored:
+            existing = self._fleet.get(deployment.id)
+            if existing is None:
+                self._fleet.add(deployment)
+            else:
+                existing.take_over(deployment)
+        for gone in {d.id for d in self._fleet.all()} - {d.id for d in restored}:
+            self._fleet.remove(gone)
         self._task = asyncio.create_task(self._run(), name="controller-loop")
 
     async def stop(self) -> None:
@@ -59,6 +67,11 @@ class ControllerLoop:
         for deployment in self._fleet.all():
             self._recorder.account(deployment, now)
             await self._recorder.save(deployment)
+            # Other instances route on these rows: they must not send requests to replicas gone with it.
+            for replica in list(deployment.replicas.values()):
+                await self._recorder.replica(replica.replica_id, ReplicaStatus.stopped, stopped_at=now,
+                                             reason="its control plane stopped")
+            deployment.replicas.clear()
         await self._probes.close()
 
     def wake(self, deployment: LiveDeployment) -> None:

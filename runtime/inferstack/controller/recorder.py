@@ -2,7 +2,8 @@
 
 Every write the controller makes to the store goes through here, off the event loop (the store is
 synchronous SQLAlchemy), so the live fleet and the store change together and every change leaves an
-event with the numbers behind it.
+event with the numbers behind it. After each write it calls `changed`, which tells the other
+control-plane instances (`controller/sync.py`).
 """
 
 from __future__ import annotations
@@ -24,46 +25,58 @@ T = TypeVar("T")
 
 
 class Recorder:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, changed: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._clock = clock
+        self._changed = changed
         self._saved_at: dict[str, float] = {}
 
     # --- deployments ---------------------------------------------------------------------------
     async def restore(self, now: float) -> list[LiveDeployment]:
-        """Deployments as the previous control plane left them; its replicas are gone (marked stopped)."""
-        await _db(self._store.mark_orphaned_replicas, now, "control plane restarted")
+        """Deployments as the previous leader left them. Called by the instance taking the lead: the
+        replicas recorded live were the previous leader's and went with it (marked stopped)."""
+        await self._write(self._store.mark_orphaned_replicas, now, "the control plane that ran it is gone")
         return [live_from_row(row, now) for row in await _db(self._store.list_deployments)]
 
     async def create(self, tenant_id: str, spec: DeploymentSpec, now: float) -> LiveDeployment:
         """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
-        return live_from_row(await _db(self._store.create_deployment, tenant_id, spec, now), now)
+        live = live_from_row(await self._write(self._store.create_deployment, tenant_id, spec, now), now)
+        live.row_updated_at = now
+        return live
 
     async def save_spec(self, deployment: LiveDeployment) -> None:
-        await _db(self._store.save_spec, deployment.id, deployment.spec, self._clock.now())
+        deployment.row_updated_at = now = self._clock.now()
+        await self._write(self._store.save_spec, deployment.id, deployment.spec, now)
 
-    async def set_status(self, deployment: LiveDeployment, status: DeploymentStatus) -> None:
+    async def set_status(self, deployment: LiveDeployment, status: DeploymentStatus, *, by_user: bool = False) -> None:
+        """`by_user`: a user's stop, resume or delete. Any other change (the controller's) leaves a row
+        alone that a user stopped or deleted meanwhile on another instance, and its `updated_at` too."""
         if status is deployment.status:
             return
         before, deployment.status = deployment.status, status
         if status is not DeploymentStatus.failed and status is not DeploymentStatus.stopped:
             deployment.status_reason = ""
-        await _db(self._store.update_deployment, deployment.id, status=status,
-                  status_reason=deployment.status_reason, updated_at=self._clock.now())
+        if by_user:  # `updated_at` is the time of the last change a user made: other instances act on it
+            deployment.row_updated_at = now = self._clock.now()
+            await self._write(self._store.update_deployment, deployment.id, status=status,
+                              status_reason=deployment.status_reason, updated_at=now)
+        else:
+            await self._write(self._store.set_status_unless_closed, deployment.id, status=status,
+                              status_reason=deployment.status_reason)
         await self.event(deployment, "status", f"Status {before} -> {status}"
                          + (f": {deployment.status_reason}" if deployment.status_reason else ""),
                          {"before": before.value, "after": status.value})
 
     async def event(self, deployment: LiveDeployment, kind: str, message: str, data: dict[str, Any]) -> None:
         log.info("%s %s: %s", deployment.id, kind, message)
-        await _db(self._store.add_event, deployment.id, self._clock.now(), kind, message, data)
+        await self._write(self._store.add_event, deployment.id, self._clock.now(), kind, message, data)
 
     # --- replicas ------------------------------------------------------------------------------
     async def add_replica(self, row: ReplicaRow) -> None:
-        await _db(self._store.add_replica, row)
+        await self._write(self._store.add_replica, row)
 
     async def replica(self, replica_id: str, status: ReplicaStatus, **fields: Any) -> None:
-        await _db(self._store.update_replica, replica_id, status=status, **fields)
+        await self._write(self._store.update_replica, replica_id, status=status, **fields)
 
     # --- cost and memory -----------------------------------------------------------------------
     @staticmethod
@@ -81,12 +94,18 @@ class Recorder:
     async def save(self, deployment: LiveDeployment) -> None:
         """The autoscaler's memory, the replica count and the cost so far, for the next control plane."""
         self._saved_at[deployment.id] = self._clock.now()
-        await _db(self._store.update_deployment, deployment.id,
-                  autoscaler_state=deployment.autoscaler_state.to_json(),
-                  desired_replicas=deployment.wanted(),
-                  replica_seconds=deployment.replica_seconds,
-                  cost_usd=cost_usd(deployment),
-                  last_activity_at=max(deployment.metrics.last_activity_at or 0.0, deployment.awake_since))
+        await self._write(self._store.update_deployment, deployment.id,
+                          autoscaler_state=deployment.autoscaler_state.to_json(),
+                          desired_replicas=deployment.wanted(),
+                          replica_seconds=deployment.replica_seconds,
+                          cost_usd=cost_usd(deployment),
+                          last_activity_at=max(deployment.metrics.last_activity_at or 0.0, deployment.awake_since))
+
+
+    async def _write(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        result = await _db(function, *args, **kwargs)
+        self._changed()
+        return result
 
 
 def cost_usd(deployment: LiveDeployment) -> float:
@@ -104,6 +123,7 @@ def live_from_row(row: DeploymentRow, now: float) -> LiveDeployment:
         awake_since=max(row.last_activity_at, now if status is DeploymentStatus.provisioning else 0.0),
         autoscaler_state=AutoscalerState.from_json(row.autoscaler_state or {}),
         replica_seconds=row.replica_seconds, last_replica_seconds_at=now,
+        row_updated_at=row.updated_at, wake_seen_at=row.wake_requested_at,
     )
 
 

@@ -71,7 +71,7 @@ class ReplicaLifecycle:
         deployment.replicas[replica_id] = replica
         await self._recorder.add_replica(ReplicaRow(
             id=replica_id, deployment_id=deployment.id, status=ReplicaStatus.starting, url=handle.url,
-            pid=handle.pid, log_path=handle.log_path, created_at=now))
+            api_key=api_key, pid=handle.pid, log_path=handle.log_path, created_at=now))
         self._spawn(self._await_healthy(deployment, replica))
 
     async def _await_healthy(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
