@@ -98,12 +98,22 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
     return build_app(build_services(settings or Settings.from_env()))
 
 
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def worker_app() -> ControlPlaneApp:
+    """What each of `serve --workers N`'s processes runs (uvicorn starts them fresh, by import string)."""
+    configure_logging()
+    return create_app()
+
+
 def serve(host: str, port: int, settings: Settings | None = None, *, workers: int = 1) -> None:
     """`workers` > 1: uvicorn binds the socket once and runs that many processes on it, each a whole
     instance (API, gateway, fleet sync) that reads its settings from the environment (`settings` is
     for one worker only); one of them leads."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app: ControlPlaneApp | str = "inferstack.server:create_app"
+    configure_logging()
+    app: ControlPlaneApp | str = "inferstack.server:worker_app"
     if workers == 1:
         app = create_app(settings)
     else:  # checked once in the parent: a bad setting or a second host fails with its message, not N times

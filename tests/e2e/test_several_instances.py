@@ -159,3 +159,24 @@ def test_kill_9_of_the_leader_under_load_hands_over_and_loses_no_request(
     assert served > 0 and lost == [], lost[:3]
     live = [r for r in replicas_ever(rest_b, dep["id"]) if r["status"] in ("starting", "ready", "draining")]
     assert len(live) == 2
+
+
+def test_serve_with_two_workers_has_one_leader_and_serves_on_every_connection(tmp_path: Path) -> None:
+    plane = ControlPlane(home=tmp_path / "home", serve_args=["--workers", "2"]).start()
+    try:
+        key = plane.create_key("acme")
+        rest = plane.client(key)
+        created = rest.post("/v1/deployments", json={**SIM_SPEC, "name": "chat", "min_replicas": 1,
+                                                     "engine_args": ["--ttft-ms", "1", "--tokens-per-s", "0"]})
+        assert created.status_code == 201, created.text
+        wait_running(rest, created.json()["id"])
+        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        for _ in range(20):  # a new connection each: the kernel hands them to either worker
+            with plane.client(key) as fresh:
+                assert fresh.post("/v1/chat/completions", json=body).status_code == 200
+                assert fresh.get("/v1/models").json()["data"][0]["name"] == "chat"
+        time.sleep(0.5)
+        assert len(replicas_ever(rest, created.json()["id"])) == 1
+        assert plane.log_text().count("leading (epoch") == 1
+    finally:
+        plane.stop()
