@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from inferstack.autoscaler.decision import AutoscalerState
 from inferstack.autoscaler.metrics_window import MetricsWindow
+from inferstack.autoscaler.shared_window import WindowShare
 from inferstack.providers.base import ReplicaHandle
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
@@ -70,6 +71,8 @@ class LiveDeployment:
     """The last wake-up another instance asked for that the leader has acted on."""
     held_elsewhere_until: float = 0.0
     """Another instance holds a request for this deployment until then (it asked for a wake-up)."""
+    peer_windows: list[WindowShare] = field(default_factory=list)
+    """The leader's copy of the other instances' fresh metrics windows (`controller/window_exchange.py`)."""
 
     def ready_replicas(self) -> list[LiveReplica]:
         return [r for r in self.replicas.values() if r.status is ReplicaStatus.ready]

@@ -26,6 +26,7 @@ from inferstack.controller.leadership import (
     instance_identity,
 )
 from inferstack.controller.sync import ChangeFeed, PollingFeed, PostgresFeed
+from inferstack.controller.window_exchange import InstanceWindowRow
 from inferstack.db import Base
 from inferstack.files.blobs import blob_store_from_url
 from inferstack.files.tables import FileRow
@@ -40,7 +41,8 @@ from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, ReplicaRow, Sto
 # Every table of the schema, named here so that no table module needs to know the others: the store
 # knows nothing of files or batches, and files nothing of batches.
 TABLES: tuple[type[Base], ...] = (TenantRow, ApiKeyRow, DeploymentRow, ReplicaRow, EventRow,
-                                  FileRow, BatchRow, BatchResultRow, LeaderLeaseRow)
+                                  FileRow, BatchRow, BatchResultRow, LeaderLeaseRow,
+                                  InstanceWindowRow)
 
 
 def open_database(url: str) -> Store:
@@ -65,10 +67,10 @@ def build_provider(settings: Settings, clock: Clock) -> Provider:
     return LocalProvider(settings.replica_log_dir, settings.vllm_python)
 
 
-def coordination(settings: Settings, store: Store, clock: Clock) -> tuple[Leadership, ChangeFeed]:
+def coordination(settings: Settings, store: Store, clock: Clock, holder: str, host: str) -> tuple[Leadership,
+                                                                                                 ChangeFeed]:
     """How this instance finds the leader and hears of the others' changes: through PostgreSQL, or on
     SQLite through a file lock and a short resync (one host only: a second host is refused here)."""
-    holder, host = instance_identity()
     if store.url.startswith("sqlite"):
         check_single_host(store, host, clock.now())
         return FileLeadership(store, settings.home / "leader.lock", holder, host, clock.now), PollingFeed()
@@ -83,9 +85,10 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     keys = KeyRing(store)
     fleet = Fleet()
     provider = build_provider(settings, clock)
-    leadership, feed = coordination(settings, store, clock)
+    holder, host = instance_identity()
+    leadership, feed = coordination(settings, store, clock, holder, host)
     controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s,
-                                  leadership=leadership, feed=feed)
+                                  leadership=leadership, feed=feed, instance_id=holder)
     gateway = Gateway(fleet, keys, controller.instance, clock, heartbeat_s=settings.heartbeat_s)
     blobs = blob_store_from_url(settings.files_url, settings.files_dir, settings.s3)
     batches = BatchRunner(store, blobs, gateway, clock)
@@ -118,7 +121,7 @@ def serve(host: str, port: int, settings: Settings | None = None, *, workers: in
         app = create_app(settings)
     else:  # checked once in the parent: a bad setting or a second host fails with its message, not N times
         checked = settings or Settings.from_env()
-        coordination(checked, open_store(checked), SystemClock())
+        coordination(checked, open_store(checked), SystemClock(), *instance_identity())
     # uvloop + httptools: the fastest pair uvicorn offers for the gateway's hot path.
     uvicorn.run(app, host=host, port=port, workers=workers, factory=workers > 1, loop="uvloop", http="httptools",
                 log_level="info",

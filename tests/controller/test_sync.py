@@ -15,6 +15,7 @@ from inferstack.controller.actions import DeploymentActions
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.controller.sync import FleetSync, PollingFeed
+from inferstack.controller.window_exchange import FRESH_S, WindowExchange
 from inferstack.fleet import Fleet
 from inferstack.spec import DeploymentStatus, DeploymentUpdate, ReplicaStatus
 
@@ -164,3 +165,31 @@ async def test_create_update_resume_and_delete_on_a_follower_reach_the_leader(pa
     assert not leader.store.list_replicas(made.id, live_only=True) or all(
         r.status != ReplicaStatus.ready for r in leader.store.list_replicas(made.id, live_only=True))
     await asyncio.sleep(0)
+
+
+async def test_the_leader_scales_on_the_traffic_of_every_instance(pair: Pair) -> None:
+    leader, follower = pair.leader, pair.follower
+    deployment = await leader.create(name="chat", min_replicas=1, max_replicas=4, target_rps=10)
+    await follower.sync.refresh()
+    mirrored = follower.fleet.get(deployment.id)
+    assert mirrored is not None
+    start = leader.clock.now()
+    for i in range(8 * 60):  # 8 rps for a minute on each instance: 16 in all -> 2 replicas of 10 rps
+        for live in (deployment, mirrored):
+            live.metrics.arrival(start + i / 8)
+            live.metrics.completion(start + i / 8 + 0.05, 0.05, 0.01, ok=True)
+    leader.clock.advance(60)
+    assert (await leader.loop.reconcile(deployment)).desired == 1  # alone, the leader sees 8 rps
+
+    here, there = WindowExchange(leader.store, leader.fleet, leader.clock, "leader"), WindowExchange(
+        leader.store, follower.fleet, leader.clock, "follower")
+    await there.exchange(leading=False)
+    await here.exchange(leading=True)
+    decision = await leader.loop.reconcile(deployment)
+    assert decision.desired == 2 and decision.inputs["rps"] == pytest.approx(16, rel=0.01)
+    scaled = leader.events(deployment, "scaled")[-1]
+    assert scaled.data["instances_reporting"] == 2
+
+    leader.clock.advance(FRESH_S + 1)  # the follower stopped publishing: its window no longer counts
+    await here.exchange(leading=True)
+    assert deployment.peer_windows == []

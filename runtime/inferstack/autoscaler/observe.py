@@ -2,8 +2,10 @@
 
 A pure function of plain data (the spec, the metrics window, replica counts, requests held by the
 gateway): no clock, no I/O. It reads the deployment through `Observed`, the few things it needs, so
-the autoscaler knows nothing of the live fleet. The window's read also forgets samples older than
-its longest window, which changes nothing a later read at the same or a later `now` returns.
+the autoscaler knows nothing of the live fleet. Other control-plane instances' windows, when there
+are any, are added to the deployment's own (`shared_window.merge`). The window's read also forgets
+samples older than its longest window, which changes nothing a later read at the same or a later
+`now` returns.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Protocol
 
 from inferstack.autoscaler.decision import Observation
 from inferstack.autoscaler.metrics_window import MetricsWindow
+from inferstack.autoscaler.shared_window import WindowShare, merge, share
 from inferstack.spec import DeploymentSpec, ReplicaStatus
 
 
@@ -38,6 +41,11 @@ class Observed(Protocol):
         """Another control-plane instance holds a request for it until then."""
         ...
 
+    @property
+    def peer_windows(self) -> list[WindowShare]:
+        """The fresh windows other control-plane instances published for it (none on one instance)."""
+        ...
+
     def wanted(self) -> int:
         """Replicas of the current shape that exist or are on their way."""
         ...
@@ -47,7 +55,9 @@ class Observed(Protocol):
 
 def observe(deployment: Observed, now: float) -> Observation:
     spec = deployment.spec
-    stats = deployment.metrics.observe(now, spec.metrics_window_s, spec.panic_window_s)
+    own, latencies_ms, ttfts_ms = deployment.metrics.observe_with_samples(now, spec.metrics_window_s,
+                                                                          spec.panic_window_s)
+    stats = merge(share(own, latencies_ms, ttfts_ms), deployment.peer_windows) if deployment.peer_windows else own
     # The idle clock starts at creation or wake-up, so a fresh deployment is not paused at once.
     last = max(stats.last_activity_at or 0.0, deployment.awake_since)
     return Observation(

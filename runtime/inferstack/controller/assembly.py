@@ -14,6 +14,7 @@ from inferstack.controller.probes import Probes
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.controller.sync import ChangeFeed, FleetSync, PollingFeed
+from inferstack.controller.window_exchange import WindowExchange
 from inferstack.fleet import Fleet
 from inferstack.providers.base import Provider
 from inferstack.store import Store
@@ -30,9 +31,10 @@ class ControllerParts:
 
 
 def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Clock, *, tick_s: float = 1.0,
-                     leadership: Leadership | None = None, feed: ChangeFeed | None = None) -> ControllerParts:
+                     leadership: Leadership | None = None, feed: ChangeFeed | None = None,
+                     instance_id: str = "solo") -> ControllerParts:
     """Without `leadership` the instance is alone and leads; without `feed` other instances' changes
-    arrive by a short-interval resync only."""
+    arrive by a short-interval resync only. `instance_id` names its published metrics windows."""
     kick = asyncio.Event()  # set by the lifecycle and the actions to ask the loop for a pass now
     feed = feed or PollingFeed()
     probes = Probes()
@@ -40,6 +42,7 @@ def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Cloc
     replicas = ReplicaLifecycle(provider, recorder, probes, clock, kick.set)
     loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=tick_s)
     sync = FleetSync(store, fleet, feed, replicas, clock, kick.set, resync_s=feed.resync_s)
-    instance = Instance(loop, leadership or SoleLeadership(), sync)
+    windows = WindowExchange(store, fleet, clock, instance_id)
+    instance = Instance(loop, leadership or SoleLeadership(), sync, windows)
     actions = DeploymentActions(fleet, recorder, replicas, clock, kick.set, leading=lambda: instance.leading)
     return ControllerParts(loop=loop, actions=actions, instance=instance)

@@ -19,17 +19,19 @@ import logging
 from inferstack.controller.leadership import ELECTION_POLL_S, Leadership
 from inferstack.controller.loop import ControllerLoop
 from inferstack.controller.sync import FleetSync
+from inferstack.controller.window_exchange import WindowExchange
 from inferstack.fleet import LiveDeployment
 
 log = logging.getLogger("inferstack.instance")
 
 
 class Instance:
-    def __init__(self, loop: ControllerLoop, leadership: Leadership, sync: FleetSync, *,
+    def __init__(self, loop: ControllerLoop, leadership: Leadership, sync: FleetSync, windows: WindowExchange, *,
                  poll_s: float = ELECTION_POLL_S) -> None:
         self._loop = loop
         self._leadership = leadership
         self._sync = sync
+        self._windows = windows
         self._poll_s = poll_s
         self._task: asyncio.Task[None] | None = None
         self.leading = False
@@ -39,6 +41,7 @@ class Instance:
         await self._sync.start(lambda: self.leading)
         if await self._leadership.try_lead():
             await self._elected()
+        await self._windows.start(lambda: self.leading)
         self._task = asyncio.create_task(self._run(), name="leader-election")
 
     async def stop(self) -> None:
@@ -47,6 +50,7 @@ class Instance:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._windows.stop()
         if self.leading:
             async with self._sync.lock:
                 await self._loop.stop()

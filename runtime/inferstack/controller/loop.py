@@ -120,7 +120,7 @@ class ControllerLoop:
             await self._recorder.event(
                 deployment, "scaled", f"{current} -> {decision.desired} replicas: {decision.reason}",
                 {**decision.inputs, **engine_queues(deployment), "rule": decision.rule, "before": current,
-                 "after": decision.desired})
+                 "after": decision.desired, "instances_reporting": 1 + len(deployment.peer_windows)})
         await self._recorder.set_status(deployment, derived_status(deployment, decision.desired))
         if decision.desired != current or self._recorder.save_due(deployment, now, STATE_SAVE_INTERVAL_S):
             await self._recorder.save(deployment)

@@ -29,6 +29,7 @@ class Recorder:
         self._store = store
         self._clock = clock
         self._changed = changed
+        self._writing = asyncio.Lock()
         self._saved_at: dict[str, float] = {}
 
     # --- deployments ---------------------------------------------------------------------------
@@ -103,7 +104,10 @@ class Recorder:
 
 
     async def _write(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        result = await _db(function, *args, **kwargs)
+        # One write at a time, in the order they were asked for: two status writes racing in two threads
+        # could leave the row with the older one, and other instances read the row.
+        async with self._writing:
+            result = await _db(function, *args, **kwargs)
         self._changed()
         return result
 
