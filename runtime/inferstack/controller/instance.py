@@ -45,15 +45,18 @@ class Instance:
         self._task = asyncio.create_task(self._run(), name="leader-election")
 
     async def stop(self) -> None:
-        """A graceful stop (SIGTERM): the loop stops first, then the lead is given up for the next instance."""
+        """A graceful stop (SIGTERM): the loop stops first, then the lead is given up for the next instance.
+        When another instance is alive, the replicas that can outlive this process are handed over."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._windows.stop()
         if self.leading:
+            # Another live instance leads next: replicas that can outlive this process stay for it.
+            hand_over = await self._windows.peers_alive()
             async with self._sync.lock:
-                await self._loop.stop()
+                await self._loop.stop(hand_over=hand_over)
                 self.leading = False
         await self._leadership.resign()
         await self._sync.stop()

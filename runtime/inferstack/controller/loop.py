@@ -56,19 +56,21 @@ class ControllerLoop:
             self._fleet.remove(gone)
         self._task = asyncio.create_task(self._run(), name="controller-loop")
 
-    async def stop(self) -> None:
-        """Stop the loop and every replica: a stopped control plane leaves nothing running."""
+    async def stop(self, *, hand_over: bool = False) -> None:
+        """Stop the loop and every replica: a stopped control plane leaves nothing running. With
+        `hand_over` another instance leads next: replicas that can outlive this process keep running
+        (and their rows live) for it to adopt."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._replicas.close()
+        kept = await self._replicas.close(hand_over=hand_over)
         now = self._clock.now()
         for deployment in self._fleet.all():
             self._recorder.account(deployment, now)
             await self._recorder.save(deployment)
             # Other instances route on these rows: they must not send requests to replicas gone with it.
-            for replica in list(deployment.replicas.values()):
+            for replica in [] if kept else list(deployment.replicas.values()):
                 await self._recorder.replica(replica.replica_id, ReplicaStatus.stopped, stopped_at=now,
                                              reason="its control plane stopped")
             deployment.replicas.clear()

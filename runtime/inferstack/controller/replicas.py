@@ -41,12 +41,17 @@ class ReplicaLifecycle:
         self._health_poll_s = health_poll_s
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def close(self) -> None:
-        """End every start, health check and drain in progress, then stop every replica the provider runs."""
+    async def close(self, *, hand_over: bool = False) -> bool:
+        """End every start, health check and drain in progress, then stop every replica the provider runs
+        (with `hand_over`, only those that cannot outlive this process: another instance takes over).
+        True if the replicas keep running."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hand_over:
+            return await self._provider.hand_over()
         await self._provider.close()
+        return False
 
     # --- up ------------------------------------------------------------------------------------
     def grow(self, deployment: LiveDeployment, count: int, now: float) -> None:

@@ -1,6 +1,7 @@
 """Metrics that add up across control-plane instances: followers publish, the leader gathers.
 
-Every `PUBLISH_S` a follower writes, for each deployment its gateway saw traffic for, its window
+Every `PUBLISH_S` a follower writes a row saying it is alive (`ALIVE`) and, for each deployment its
+gateway saw traffic for, its window
 (`autoscaler/shared_window.WindowShare`) into `instance_windows`, one row per (instance,
 deployment). The leader reads the rows at the same pace and hands each deployment the windows
 published in the last `FRESH_S` by instances other than itself (`LiveDeployment.peer_windows`);
@@ -48,10 +49,23 @@ def publish(store: Store, instance_id: str, now: float, windows: dict[str, dict[
                                     window=window) for deployment_id, window in windows.items())
 
 
+ALIVE = "*"
+"""The deployment id of the row every instance publishes each round, traffic or not: it is alive."""
+
+
+def live_peers(store: Store, instance_id: str, now: float) -> int:
+    """Other instances that published in the last FRESH_S: one of them will lead if this one goes."""
+    with store.session() as s:
+        return len(list(s.scalars(select(InstanceWindowRow.instance_id).where(
+            InstanceWindowRow.instance_id != instance_id, InstanceWindowRow.deployment_id == ALIVE,
+            InstanceWindowRow.published_at > now - FRESH_S))))
+
+
 def fresh_windows(store: Store, instance_id: str, now: float) -> dict[str, list[WindowShare]]:
     """Windows other instances published in the last FRESH_S, by deployment."""
     with store.session() as s:
         rows = s.scalars(select(InstanceWindowRow).where(InstanceWindowRow.instance_id != instance_id,
+                                                         InstanceWindowRow.deployment_id != ALIVE,
                                                          InstanceWindowRow.published_at > now - FRESH_S))
         by_deployment: dict[str, list[WindowShare]] = defaultdict(list)
         for row in rows:
@@ -84,6 +98,9 @@ class WindowExchange:
                 log.exception("metrics window exchange failed")
             await self._clock.sleep(PUBLISH_S)
 
+    async def peers_alive(self) -> bool:
+        return await asyncio.to_thread(live_peers, self._store, self._instance_id, self._clock.now()) > 0
+
     async def exchange(self, leading: bool) -> None:
         now = self._clock.now()
         if leading:
@@ -91,7 +108,7 @@ class WindowExchange:
             for deployment in self._fleet.all():
                 deployment.peer_windows = peers.get(deployment.id, [])
             return
-        windows = {}
+        windows: dict[str, dict[str, Any]] = {ALIVE: {}}
         for deployment in self._fleet.all():
             metrics = deployment.metrics
             if metrics.last_activity_at is None and not metrics.in_flight:
