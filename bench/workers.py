@@ -7,6 +7,7 @@ processes (what `inferstack serve --workers N` gets from uvicorn's shared socket
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import socket
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import uvloop
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 WRK_SCRIPT = """wrk.method = "POST"
@@ -56,6 +58,7 @@ def serve_bare_proxy(replica_url: str, replica_key: str, port: int) -> None:
     app.on_startup.append(start)
     app.on_cleanup.append(close)
     app.router.add_post("/v1/chat/completions", relay)
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the gateway's loop too: a like-for-like floor
     web.run_app(app, sock=shared_socket(port), print=None, access_log=None)
 
 
