@@ -1,6 +1,7 @@
 """Gateway overhead benchmark: added latency (p50/p99) and the most requests/sec one gateway worker takes.
 
     .venv/bin/python bench/gateway.py [--seconds 5] [--concurrency 64]
+    .venv/bin/python bench/gateway.py --workers 2   # 1 vs 2 worker processes, beside a bare aiohttp proxy (wrk)
 
 Runs, on this machine: one `sim` replica that answers at once (ttft 0, instant tokens), one gateway
 worker process doing its real per-request work (bearer-key auth, model -> deployment resolution,
@@ -27,14 +28,26 @@ import orjson
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import REPLICA_KEY, start_sim_replicas, wait_healthy
 from inferstack.providers.local import free_port
+from workers import serve_bare_proxy, shared_socket, start_processes, wrk_path, wrk_rps
 
 BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
 STREAM_BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
                             "stream": True})
 
 
+def make_bench_key(home: str) -> str:
+    """The bench tenant and its key, made once before any gateway worker starts (they share the store)."""
+    from inferstack.server import open_database
+
+    tenant, key = open_database(f"sqlite:///{home}/bench.db").create_key("bench", time.time())
+    Path(home, "tenant").write_text(tenant)
+    Path(home, "key").write_text(key)
+    return key
+
+
 def serve_gateway(replica_url: str, port: int, home: str) -> None:
-    """The gateway worker: the production Gateway class over a real store, keys and fleet."""
+    """A gateway worker: the production Gateway class over a real store, keys and fleet. Several may run
+    on one port (SO_REUSEPORT), as `inferstack serve --workers N` does."""
     import uvicorn
 
     from harness import AlwaysAwake, bench_fleet
@@ -44,8 +57,7 @@ def serve_gateway(replica_url: str, port: int, home: str) -> None:
     from inferstack.server import open_database
 
     store = open_database(f"sqlite:///{home}/bench.db")
-    tenant, key = store.create_key("bench", time.time())
-    Path(home, "key").write_text(key)
+    tenant = Path(home, "tenant").read_text()
     gateway = Gateway(bench_fleet(tenant, [replica_url]), KeyRing(store, SystemClock()), AlwaysAwake(), SystemClock())
 
     async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
@@ -61,8 +73,57 @@ def serve_gateway(replica_url: str, port: int, home: str) -> None:
                     return
         await gateway(scope, receive, send)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False, proxy_headers=False, server_header=False, date_header=False)
+    config = uvicorn.Config(app, loop="uvloop", http="httptools", log_level="warning", access_log=False,
+                            proxy_headers=False, server_header=False, date_header=False)
+    uvicorn.Server(config).run(sockets=[shared_socket(port)])
+
+
+def compare_workers(workers: int, seconds: float, connections: int, samples: int) -> None:
+    """Requests/sec (wrk) of the gateway and of a bare aiohttp proxy with 1 and `workers` processes, the
+    same replica behind both, and the gateway's added p50 with `workers` processes."""
+    wrk_path()
+    home = tempfile.mkdtemp(prefix="inferstack-bench-")
+    key = make_bench_key(home)
+    replicas, (replica_url,) = start_sim_replicas(1, ttft_ms=0, max_concurrency=4096)
+    rps: dict[tuple[str, int], float] = {}
+    added_p50: dict[int, float] = {}
+    try:
+        direct = asyncio.run(one_at_a_time(replica_url + "/v1/chat/completions", REPLICA_KEY, BODY, samples))
+        for kind in ("gateway", "bare proxy"):
+            for count in (1, workers):
+                port = free_port()
+                argv = ([__file__, "--serve-gateway", replica_url, str(port), home] if kind == "gateway"
+                        else [__file__, "--serve-bare-proxy", replica_url, str(port)])
+                processes = start_processes(argv, count)
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                try:
+                    wait_healthy(f"http://127.0.0.1:{port}/")
+                    time.sleep(1.0)  # every worker up, not just the first to answer
+                    request_key = key if kind == "gateway" else "unused"
+                    wrk_rps(url, request_key, connections, 1)  # warm-up
+                    rps[(kind, count)] = wrk_rps(url, request_key, connections, seconds)
+                    if kind == "gateway":
+                        via = asyncio.run(one_at_a_time(url, key, BODY, samples))
+                        added_p50[count] = statistics.median(via) - statistics.median(direct)
+                finally:
+                    for process in processes:
+                        process.terminate()
+                        process.wait()
+    finally:
+        for replica in replicas:
+            replica.terminate()
+            replica.wait()
+
+    gain = {kind: rps[(kind, workers)] / rps[(kind, 1)] for kind in ("gateway", "bare proxy")}
+    print(f"worker scaling: wrk -t1 -c{connections} for {seconds:g} s per row, sim replica answering at once, "
+          f"{os.cpu_count()} cores shared by wrk, the replica and the servers")
+    print(f"{'server':<11} {'1 worker':>12} {f'{workers} workers':>12} {'gain':>6}   added p50 (ms, gateway)")
+    for kind in ("gateway", "bare proxy"):
+        extra = (f"   {added_p50[1]:.3f} / {added_p50[workers]:.3f}" if kind == "gateway" else "")
+        print(f"{kind:<11} {rps[(kind, 1)]:>12,.0f} {rps[(kind, workers)]:>12,.0f} {gain[kind]:>5.2f}x{extra}")
+    ratio = gain["gateway"] / gain["bare proxy"]
+    verdict = "met" if ratio >= 0.8 and added_p50[workers] <= 0.5 else "NOT met"
+    print(f"gateway gain / bare proxy gain = {ratio:.2f} (goal >= 0.8, added p50 <= 0.5 ms: {verdict})")
 
 
 async def one_at_a_time(url: str, key: str, body: bytes, count: int) -> list[float]:
@@ -111,13 +172,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Compare 1 and this many worker processes, beside a bare aiohttp proxy (needs wrk).")
     parser.add_argument("--serve-gateway", nargs=3, metavar=("REPLICA_URL", "PORT", "HOME"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare-proxy", nargs=2, metavar=("REPLICA_URL", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gateway:
         serve_gateway(args.serve_gateway[0], int(args.serve_gateway[1]), args.serve_gateway[2])
         return
+    if args.serve_bare_proxy:
+        serve_bare_proxy(args.serve_bare_proxy[0], REPLICA_KEY, int(args.serve_bare_proxy[1]))
+        return
+    if args.workers > 1:
+        compare_workers(args.workers, args.seconds, args.concurrency, min(args.samples, 1000))
+        return
 
     home = tempfile.mkdtemp(prefix="inferstack-bench-")
+    make_bench_key(home)
     replicas, (replica_url,) = start_sim_replicas(1, ttft_ms=0, max_concurrency=1024)
     gateway_port = free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"

@@ -49,6 +49,7 @@ class ControlPlane:
     home: Path
     port: int = field(default_factory=free_port)
     env_extra: dict[str, str] = field(default_factory=dict)
+    serve_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -65,7 +66,8 @@ class ControlPlane:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_path = self.home / "serve.log"
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([INFERSTACK, "serve", "--port", str(self.port)], env=self.env,
+            self.process = subprocess.Popen([INFERSTACK, "serve", "--port", str(self.port), *self.serve_args],
+                                            env=self.env,
                                             stdout=log, stderr=log, start_new_session=True)
         wait_for(self._healthy, timeout=30, what=f"control plane on {self.url} (log: {self.log_path})")
         return self

@@ -113,6 +113,7 @@ class ControlPlaneService(pulumi.ComponentResource):
             tags=tags, opts=child)
         service = aws.ecs.Service(
             f"{name}-service", cluster=cluster.arn, task_definition=task.arn, launch_type="FARGATE",
+            # Several tasks on one PostgreSQL database: one leads (advisory lock), every one serves.
             desired_count=args.settings.control_plane_count,
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=args.private_subnet_ids, security_groups=[args.control_plane_sg_id],

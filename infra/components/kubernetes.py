@@ -142,9 +142,13 @@ class KubernetesPlatform(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(name="inferstack-control-plane", namespace=s.namespace,
                                                 labels=LABELS),
             spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=1,
-                # SQLite on a ReadWriteOnce volume: the old pod stops before the new one starts.
-                strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate"),
+                # PostgreSQL: several pods, one leads (advisory lock), all serve; a rolling update hands the
+                # lead over. SQLite on a ReadWriteOnce volume: one pod, and the old stops before the new starts.
+                replicas=s.control_plane_replicas if s.database_url_secret else 1,
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
+                ) if s.database_url_secret else k8s.apps.v1.DeploymentStrategyArgs(type="Recreate"),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=LABELS),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=LABELS),

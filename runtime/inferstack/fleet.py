@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from inferstack.autoscaler.decision import AutoscalerState
 from inferstack.autoscaler.metrics_window import MetricsWindow
+from inferstack.autoscaler.shared_window import WindowShare
 from inferstack.providers.base import ReplicaHandle
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
@@ -70,6 +71,15 @@ class LiveDeployment:
     last_replica_seconds_at: float = 0.0
     ready_changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set whenever a replica becomes ready or a slot frees: held requests re-check then."""
+    row_updated_at: float = 0.0
+    """`updated_at` of the store row as this instance last wrote or read it: a newer row was changed
+    by another instance (`controller/sync.py`)."""
+    wake_seen_at: float = 0.0
+    """The last wake-up another instance asked for that the leader has acted on."""
+    held_elsewhere_until: float = 0.0
+    """Another instance holds a request for this deployment until then (it asked for a wake-up)."""
+    peer_windows: list[WindowShare] = field(default_factory=list)
+    """The leader's copy of the other instances' fresh metrics windows (`controller/window_exchange.py`)."""
 
     def ready_replicas(self) -> list[LiveReplica]:
         return [r for r in self.replicas.values() if r.status is ReplicaStatus.ready]
@@ -82,6 +92,24 @@ class LiveDeployment:
         the provider. Outdated ones do not count: the autoscaler starts their replacements."""
         live = (ReplicaStatus.starting, ReplicaStatus.ready)
         return sum(1 for r in self.replicas.values() if not r.outdated and r.status in live) + self.pending_starts
+
+    def fresh_start(self, now: float) -> None:
+        """Back under the controller's care with failures, their backoff and autoscaler memory forgotten
+        (a resume, or a spec change of a failed deployment)."""
+        self.awake_since = now
+        self.consecutive_start_failures = self.failed_attempts = 0
+        self.retry_at = None
+        self.status_reason = ""
+        self.autoscaler_state = AutoscalerState()
+
+    def take_over(self, restored: LiveDeployment) -> None:
+        """This instance starts leading: `restored` is the deployment as the store has it. The object
+        stays (requests held here wait on it); the replicas mirrored from the old leader go."""
+        for name in ("spec", "status", "status_reason", "awake_since", "autoscaler_state", "replica_seconds",
+                     "last_replica_seconds_at", "row_updated_at", "wake_seen_at"):
+            setattr(self, name, getattr(restored, name))
+        self.replicas.clear()
+        self.pending_starts = 0
 
     def notify(self) -> None:
         """Wake every held request so it re-checks; they clear the event before waiting again."""

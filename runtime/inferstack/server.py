@@ -18,6 +18,16 @@ from inferstack.batches.runner import BatchRunner
 from inferstack.batches.tables import BatchResultRow, BatchRow
 from inferstack.clock import Clock, SystemClock
 from inferstack.controller.assembly import build_controller
+from inferstack.controller.leadership import (
+    FileLeadership,
+    LeaderLeaseRow,
+    Leadership,
+    PostgresLeadership,
+    check_single_host,
+    instance_identity,
+)
+from inferstack.controller.sync import ChangeFeed, PollingFeed, PostgresFeed
+from inferstack.controller.window_exchange import InstanceWindowRow
 from inferstack.db import Base
 from inferstack.db_password import RotatingPassword, secrets_manager_password
 from inferstack.files.blobs import blob_store_from_url
@@ -35,7 +45,8 @@ from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, ReplicaRow, Sto
 # Every table of the schema, named here so that no table module needs to know the others: the store
 # knows nothing of files or batches, and files nothing of batches.
 TABLES: tuple[type[Base], ...] = (TenantRow, ApiKeyRow, DeploymentRow, ReplicaRow, EventRow,
-                                  FileRow, BatchRow, BatchResultRow)
+                                  FileRow, BatchRow, BatchResultRow, LeaderLeaseRow,
+                                  InstanceWindowRow)
 
 
 def open_database(url: str, cipher: TokenCipher | None = None, password: RotatingPassword | None = None) -> Store:
@@ -68,6 +79,16 @@ def build_provider(settings: Settings, clock: Clock) -> Provider:
     return local
 
 
+def coordination(settings: Settings, store: Store, clock: Clock, holder: str, host: str) -> tuple[Leadership,
+                                                                                                 ChangeFeed]:
+    """How this instance finds the leader and hears of the others' changes: through PostgreSQL, or on
+    SQLite through a file lock and a short resync (one host only: a second host is refused here)."""
+    if store.url.startswith("sqlite"):
+        check_single_host(store, host, clock.now())
+        return FileLeadership(store, settings.home / "leader.lock", holder, host, clock.now), PollingFeed()
+    return PostgresLeadership(store, holder, host, clock.now), PostgresFeed(store.url)
+
+
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     store = open_store(settings)
@@ -76,13 +97,16 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     keys = KeyRing(store, clock)
     fleet = Fleet()
     provider = build_provider(settings, clock)
-    controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s)
-    gateway = Gateway(fleet, keys, controller.loop, clock, heartbeat_s=settings.heartbeat_s,
+    holder, host = instance_identity()
+    leadership, feed = coordination(settings, store, clock, holder, host)
+    controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s,
+                                  leadership=leadership, feed=feed, instance_id=holder)
+    gateway = Gateway(fleet, keys, controller.instance, clock, heartbeat_s=settings.heartbeat_s,
                       limits=BodyLimits(settings.max_request_bytes, settings.client_timeout_s))
     blobs = blob_store_from_url(settings.files_url, settings.files_dir, settings.s3)
     batches = BatchRunner(store, blobs, gateway, clock)
     return Services(settings=settings, store=store, clock=clock, keys=keys, fleet=fleet,
-                    controller=controller.loop, actions=controller.actions, gateway=gateway, blobs=blobs,
+                    controller=controller.instance, actions=controller.actions, gateway=gateway, blobs=blobs,
                     batches=batches)
 
 
@@ -90,12 +114,30 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
     return build_app(build_services(settings or Settings.from_env()))
 
 
-def serve(host: str, port: int, settings: Settings | None = None) -> None:
+def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def worker_app() -> ControlPlaneApp:
+    """What each of `serve --workers N`'s processes runs (uvicorn starts them fresh, by import string)."""
+    configure_logging()
+    return create_app()
+
+
+def serve(host: str, port: int, settings: Settings | None = None, *, workers: int = 1) -> None:
+    """`workers` > 1: uvicorn binds the socket once and runs that many processes on it, each a whole
+    instance (API, gateway, fleet sync) that reads its settings from the environment (`settings` is
+    for one worker only); one of them leads."""
+    configure_logging()
     settings = settings or Settings.from_env()
-    app = create_app(settings)
-    # uvloop + httptools: the fastest pair uvicorn offers for the gateway's hot path.
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http=header_deadline(settings.client_timeout_s),
+    app: ControlPlaneApp | str = "inferstack.server:worker_app"
+    http: type | str = "inferstack.api.slow_clients:WorkerHeaderDeadlineProtocol"
+    if workers == 1:
+        app, http = create_app(settings), header_deadline(settings.client_timeout_s)
+    else:  # checked once in the parent: a bad setting or a second host fails with its message, not N times
+        coordination(settings, open_store(settings), SystemClock(), *instance_identity())
+    # uvloop + httptools (under the header deadline): the fastest pair uvicorn offers for the hot path.
+    uvicorn.run(app, host=host, port=port, workers=workers, factory=workers > 1, loop="uvloop", http=http,
                 log_level="info",
                 access_log=False, timeout_graceful_shutdown=30,
                 # Nothing reads forwarded-for or these headers; each costs time on every request.

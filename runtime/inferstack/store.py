@@ -103,6 +103,8 @@ class DeploymentRow(Base):
     last_activity_at: Mapped[float] = mapped_column(Float)
     replica_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    wake_requested_at: Mapped[float] = mapped_column(Float, default=0.0)
+    """Set by an instance that holds a request for this paused deployment and does not lead: the leader wakes it."""
 
 
 class ReplicaRow(Base):
@@ -111,6 +113,10 @@ class ReplicaRow(Base):
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
     status: Mapped[str] = mapped_column(String(20))
     url: Mapped[str] = mapped_column(String(200), default="")
+    # Every instance's gateway calls the replica with its key, so the key is kept as the gateway must send
+    # it. It opens only that one replica's engine (no tenant data at rest), the database already holds the
+    # deployments' HF tokens, and no API response or event carries it (see `fleet_sync`).
+    api_key: Mapped[str] = mapped_column(Text, default="")
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     log_path: Mapped[str] = mapped_column(Text, default="")
     reason: Mapped[str] = mapped_column(Text, default="")
@@ -301,12 +307,32 @@ class Store(Database):
             return list(s.scalars(query))
 
     def mark_orphaned_replicas(self, now: float, reason: str) -> int:
-        """At start-up: replicas recorded live belong to a previous control plane and are gone."""
+        """When an instance takes the lead: replicas recorded live were the previous leader's, and went
+        with it (a local replica dies with its control plane). Only the leader calls this."""
         with self.session() as s:
             result = s.execute(update(ReplicaRow).where(
                 ReplicaRow.status.in_(list(ReplicaStatus.live()))
             ).values(status=ReplicaStatus.stopped, stopped_at=now, reason=reason))
             return result.rowcount or 0
+
+    def live_replicas(self) -> list[ReplicaRow]:
+        """Every replica recorded starting, ready or draining, of any deployment."""
+        with self.session() as s:
+            return list(s.scalars(select(ReplicaRow).where(ReplicaRow.status.in_(list(ReplicaStatus.live())))
+                                  .order_by(ReplicaRow.created_at)))
+
+    def request_wake(self, deployment_id: str, now: float) -> None:
+        with self.session() as s:
+            s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(wake_requested_at=now))
+
+    def set_status_unless_closed(self, deployment_id: str, **values: Any) -> bool:
+        """The controller's status write: it never overrides a user's stop or delete made meanwhile (on
+        another instance, say). Returns whether the row changed."""
+        closed = [DeploymentStatus.stopped, DeploymentStatus.deleted]
+        with self.session() as s:
+            result = s.execute(update(DeploymentRow).where(
+                DeploymentRow.id == deployment_id, DeploymentRow.status.not_in(closed)).values(**values))
+            return bool(result.rowcount)
 
     # --- events -----------------------------------------------------------------------------
     def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any]) -> None:

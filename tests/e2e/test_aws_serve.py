@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import boto3
 import httpx
+import pytest
 
-from support import ControlPlane, wait_for
+from support import ControlPlane, postgres_schema, wait_for
 
 STACK = "e2e"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
@@ -64,3 +67,45 @@ def test_the_controller_grows_and_empties_the_deployments_group(moto_endpoint: s
                  timeout=30, what=f"{group} back to 0")
     finally:
         plane.stop()
+
+
+def instances(endpoint: str) -> dict[str, str]:
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    return {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]}
+
+
+@pytest.mark.postgres
+def test_a_rolling_stop_of_the_leader_hands_its_instances_over(moto_endpoint: str, tmp_path: Path) -> None:
+    with postgres_schema() as url:
+        env = {**blank_account(moto_endpoint), "INFERSTACK_DATABASE_URL": url}
+        leader = ControlPlane(home=tmp_path / "a", env_extra=env).start()
+        follower = ControlPlane(home=tmp_path / "b", env_extra=env)
+        try:
+            follower.start()
+            key = leader.create_key("cloud-team")
+            created = leader.client(key).post("/v1/deployments", json={
+                "name": "chat", "hf_model_id": "acme/tiny-chat", "hardware_profile": "gpu.l4"})
+            assert created.status_code == 201, created.text
+            group = f"inferstack-{STACK}-chat-on-demand"
+            launched = wait_for(lambda: (g := groups(moto_endpoint).get(group)) and g["Instances"] and g,
+                                timeout=30, what=f"an instance in {group}")
+            (instance_id,) = [i["InstanceId"] for i in launched["Instances"]]
+            time.sleep(1.5)  # the follower has said it is alive (every second)
+
+            leader.stop(signal.SIGTERM)  # as ECS or Kubernetes does in a rolling deploy
+            rest = follower.client(key)
+
+            def adopted() -> bool:
+                replicas = rest.get(f"/v1/deployments/{created.json()['id']}").json()["replicas"]
+                return bool(replicas) and "leading (epoch" in follower.log_text()
+
+            wait_for(adopted, timeout=30, what="the follower leads and has the replica again")
+            assert instances(moto_endpoint)[instance_id] == "running"  # never stopped
+            after = groups(moto_endpoint)[group]
+            assert after["DesiredCapacity"] == 1 and [i["InstanceId"] for i in after["Instances"]] == [instance_id]
+            assert "adopting unclaimed instance " + instance_id in follower.log_text()
+        finally:
+            follower.stop()
+            leader.stop()

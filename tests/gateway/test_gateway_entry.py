@@ -7,7 +7,8 @@ import asyncio
 from gateway_support import FakeReplica, Harness, closed_port_url, eventually
 
 from inferstack.gateway.admission import BATCH_SLOTS_PER_REPLICA
-from inferstack.spec import DeploymentStatus
+from inferstack.gateway.entry import RECONNECT_PAUSE_S, RECONNECT_WINDOW_S
+from inferstack.spec import DeploymentStatus, ReplicaStatus
 
 
 async def test_a_request_held_while_paused_goes_when_a_replica_turns_ready(
@@ -60,11 +61,35 @@ async def test_a_connection_that_fails_before_the_first_byte_is_retried_on_anoth
     assert (dead.outstanding, live.outstanding) == (0, 3)
 
 
-async def test_two_failed_connections_are_a_502(harness: Harness) -> None:
+async def test_replicas_that_keep_refusing_connections_are_a_502_after_the_reconnect_window(
+        harness: Harness) -> None:
     first, second = harness.add_replica("a", closed_port_url()), harness.add_replica("b", closed_port_url())
-    call = await harness.send()
+    call, task = harness.request()
+    waited = 0.0
+    while not task.done() and waited <= RECONNECT_WINDOW_S + 1:
+        await asyncio.sleep(0.01)
+        harness.clock.advance(RECONNECT_PAUSE_S)
+        waited += RECONNECT_PAUSE_S
+    await task
+    assert waited >= RECONNECT_WINDOW_S  # it kept trying as long as a failover takes, not less
     assert call.status == 502 and call.json()["error"]["code"] == "replica_unreachable"
     assert first.outstanding == second.outstanding == 0
+
+
+async def test_a_request_whose_replicas_died_is_held_and_served_by_the_replica_that_replaces_them(
+        harness: Harness, replica_server: FakeReplica) -> None:
+    dead = harness.add_replica("dead", closed_port_url())
+    call, task = harness.request()
+    await asyncio.sleep(0.05)
+    assert not task.done()  # not a 502: a failover may be under way
+    # The new leader forgets the dead replica and starts another, which becomes ready.
+    harness.deployment.replicas.pop("dead").status = ReplicaStatus.stopped
+    harness.clock.advance(RECONNECT_PAUSE_S)
+    await asyncio.sleep(0.05)
+    harness.add_replica("new", replica_server.url)
+    await task
+    assert call.status == 200 and call.headers[b"x-inferstack-replica"] == b"new"
+    assert dead.outstanding == 0
 
 
 async def test_batch_requests_use_their_slots_and_never_hold_up_interactive_ones(

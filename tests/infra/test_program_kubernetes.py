@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
+import yaml
 from program_harness import ROOT, Program
 
 from inferstack.declared.stackfile import load_stack_file
@@ -118,3 +121,20 @@ def test_profiles_in_use_get_their_scheduling_and_the_model_cache_is_shared(dev:
     cache = dev.named("inferstack-dev-model-cache")["inputs"]["spec"]
     assert cache["accessModes"] == ["ReadWriteMany"] and cache["storageClassName"] == "efs-sc"
     assert cache["resources"]["requests"]["storage"] == "500Gi"
+
+
+def test_with_postgresql_the_control_plane_runs_several_pods_and_rolls(
+        program: Callable[..., Program], tmp_path: Path) -> None:
+    stack = yaml.safe_load((ROOT / "stacks/Pulumi.dev.yaml").read_text())
+    stack["config"]["inferstack:platform"]["kubernetes"]["database_url_secret"] = "inferstack-database"
+    stack["config"]["inferstack:platform"]["kubernetes"]["control_plane_replicas"] = 3
+    path = tmp_path / "Pulumi.dev.yaml"  # the same stack name, with PostgreSQL
+    path.write_text(yaml.safe_dump(stack))
+    result = program(str(path))
+    assert result.error is None, result.error
+    spec = result.named("inferstack-dev-control-plane", "kubernetes:apps/v1:Deployment")["inputs"]["spec"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["INFERSTACK_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "inferstack-database",
+                                                                           "key": "url"}

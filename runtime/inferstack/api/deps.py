@@ -18,7 +18,7 @@ from inferstack.store import Store
 if TYPE_CHECKING:
     from inferstack.batches.runner import BatchRunner
     from inferstack.controller.actions import DeploymentActions
-    from inferstack.controller.loop import ControllerLoop
+    from inferstack.controller.instance import Instance
     from inferstack.files.blobs import BlobStore
     from inferstack.gateway.entry import Gateway
 
@@ -30,7 +30,8 @@ class Services:
     clock: Clock
     keys: KeyRing
     fleet: Fleet
-    controller: ControllerLoop
+    controller: Instance
+    """This instance's role: started and stopped with the app (leads, or follows)."""
     actions: DeploymentActions
     gateway: Gateway
     blobs: BlobStore

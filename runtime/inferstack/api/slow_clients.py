@@ -10,9 +10,12 @@ body then has its own deadline (`gateway/body.read_body`).
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from inferstack.settings import Settings
 
 
 class _HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -56,3 +59,17 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
 def header_deadline(timeout_s: float) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol, closing connections whose headers take longer than `timeout_s`."""
     return type("HeaderDeadlineProtocol", (_HeaderDeadlineProtocol,), {"header_timeout_s": timeout_s})
+
+
+@functools.cache
+def _worker_timeout_s() -> float:
+    return Settings.from_env().client_timeout_s
+
+
+class WorkerHeaderDeadlineProtocol(_HeaderDeadlineProtocol):
+    """For `serve --workers N`: uvicorn starts each worker fresh and can hand it a protocol only by
+    import path, so each worker reads the deadline from its own environment, once."""
+
+    @property  # type: ignore[override]
+    def header_timeout_s(self) -> float:
+        return _worker_timeout_s()

@@ -112,6 +112,12 @@ class MetricsWindow:
         A sample at time t is in the window when now - window_s < t <= now. Samples older than the
         larger of the two windows are dropped here, which is what bounds memory between ticks.
         """
+        return self.observe_with_samples(now, window_s, panic_window_s)[0]
+
+    def observe_with_samples(self, now: float, window_s: float,
+                             panic_window_s: float) -> tuple[WindowStats, list[float], list[float]]:
+        """`observe`, with the sorted latencies and times to first token (ms) of the window's successful
+        requests: what another instance needs to add this window to its own (`shared_window`)."""
         self._trim(now - max(window_s, panic_window_s))
         cutoff = now - window_s
         recent = [c for c in self._completions if cutoff < c[0] <= now]
@@ -121,7 +127,7 @@ class MetricsWindow:
         successes = [c for c in recent if c[3]]
         latencies_ms = sorted(c[1] * 1000.0 for c in successes)
         ttfts_ms = sorted(c[2] * 1000.0 for c in successes if c[2] is not None)
-        return WindowStats(
+        stats = WindowStats(
             rps=_rate(self._arrivals, self._arrivals_complete_since, now, window_s),
             panic_rps=_rate(self._arrivals, self._arrivals_complete_since, now, panic_window_s),
             completion_rps=_rate(done, self._completions_complete_since, now, window_s),
@@ -135,6 +141,7 @@ class MetricsWindow:
             failed=len(recent) - len(successes),
             last_activity_at=self._last_activity_at,
         )
+        return stats, latencies_ms, ttfts_ms
 
     def _trim(self, cut: float) -> None:
         while self._arrivals and self._arrivals[0] <= cut:

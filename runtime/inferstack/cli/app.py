@@ -17,12 +17,13 @@ app = typer.Typer(help="Dedicated, autoscaled, OpenAI-compatible LLM inference d
 
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-          port: int = typer.Option(8000, help="Port to listen on.")) -> None:
+          port: int = typer.Option(8000, help="Port to listen on."),
+          workers: int = typer.Option(1, min=1, help="Processes sharing the port; all serve, one leads.")) -> None:
     """Run the control plane: REST API, OpenAI-compatible gateway, controller and batch runner."""
     from inferstack.server import serve as run
 
     try:
-        run(host, port)
+        run(host, port, workers=workers)
     except ValueError as exc:  # a bad INFERSTACK_* setting: say which, without a traceback
         fail(f"cannot start the control plane: {exc}")
 

@@ -1,7 +1,9 @@
 """What users ask of a deployment through the API: create, update, stop, resume, delete.
 
 Each action changes the live fleet and the store together (so they never disagree), leaves an event,
-and nudges the loop to act on the change now rather than at the next tick.
+and nudges the loop to act on the change now rather than at the next tick. On an instance that does
+not lead, the replicas are the leader's: the action records the change, and the leader carries out
+what it means for the replicas when it reads the row (`controller/sync.py`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from inferstack.autoscaler.decision import AutoscalerState
 from inferstack.clock import Clock
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
@@ -19,8 +20,10 @@ from inferstack.spec import REPLICA_SHAPING_FIELDS, DeploymentSpec, DeploymentSt
 
 class DeploymentActions:
     def __init__(self, fleet: Fleet, recorder: Recorder, replicas: ReplicaLifecycle, clock: Clock,
-                 nudge: Callable[[], None]) -> None:
+                 nudge: Callable[[], None], leading: Callable[[], bool] = lambda: True) -> None:
+        """`leading` says whether this instance leads now (and so drives the replicas)."""
         self._fleet = fleet
+        self._leading = leading
         self._recorder = recorder
         self._replicas = replicas
         self._clock = clock
@@ -49,7 +52,7 @@ class DeploymentActions:
         await self._recorder.event(deployment, "updated", f"Spec updated: {', '.join(changed) or 'nothing'}"
                                    + (" (immediate scale-down)" if change.immediate_scale_down else ""),
                                    {"fields": changed})
-        if REPLICA_SHAPING_FIELDS & changes.keys():
+        if REPLICA_SHAPING_FIELDS & changes.keys() and self._leading():
             self._replicas.reshape(deployment)  # the loop starts replacements; each ready one retires an old one
         if deployment.status is DeploymentStatus.failed:
             await self._start_afresh(deployment, "Trying again after a spec change")
@@ -58,8 +61,8 @@ class DeploymentActions:
     async def stop(self, deployment: LiveDeployment) -> None:
         """Stopped by the user: every replica goes, requests get a clear error, nothing wakes it but `resume`."""
         deployment.status_reason = "stopped by the user"
-        await self._recorder.set_status(deployment, DeploymentStatus.stopped)
-        await self._replicas.stop_all(deployment)
+        await self._recorder.set_status(deployment, DeploymentStatus.stopped, by_user=True)
+        await self._stop_replicas(deployment)
 
     async def resume(self, deployment: LiveDeployment) -> None:
         """Back under the loop's care with a fresh start: failures and autoscaler memory forgotten."""
@@ -68,14 +71,17 @@ class DeploymentActions:
 
     async def _start_afresh(self, deployment: LiveDeployment, message: str) -> None:
         """At once, whatever a failed deployment's retry backoff says."""
-        deployment.awake_since = self._clock.now()
-        deployment.consecutive_start_failures = deployment.failed_attempts = 0
-        deployment.retry_at = None
-        deployment.autoscaler_state = AutoscalerState()
-        await self._recorder.set_status(deployment, DeploymentStatus.provisioning)
+        deployment.fresh_start(self._clock.now())
+        await self._recorder.set_status(deployment, DeploymentStatus.provisioning, by_user=True)
         await self._recorder.event(deployment, "resumed", message, {})
 
     async def delete(self, deployment: LiveDeployment) -> None:
-        await self._recorder.set_status(deployment, DeploymentStatus.deleted)
+        await self._recorder.set_status(deployment, DeploymentStatus.deleted, by_user=True)
         self._fleet.remove(deployment.id)
-        await self._replicas.stop_all(deployment)
+        await self._stop_replicas(deployment)
+
+    async def _stop_replicas(self, deployment: LiveDeployment) -> None:
+        if self._leading():
+            await self._replicas.stop_all(deployment)
+        else:
+            deployment.notify()  # held requests here get their clear error now; the leader stops the replicas

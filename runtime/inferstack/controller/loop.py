@@ -43,23 +43,38 @@ class ControllerLoop:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Bring back every deployment from the store, then run the loop in the background."""
+        """Bring back every deployment from the store, then run the loop in the background. A deployment
+        already in the fleet (mirrored while this instance followed) is taken over in place."""
         await self._probes.start()
-        for deployment in await self._recorder.restore(self._clock.now()):
-            self._fleet.add(deployment)
+        restored = await self._recorder.restore(self._clock.now())
+        for deployment in restored:
+            existing = self._fleet.get(deployment.id)
+            if existing is None:
+                self._fleet.add(deployment)
+            else:
+                existing.take_over(deployment)
+        for gone in {d.id for d in self._fleet.all()} - {d.id for d in restored}:
+            self._fleet.remove(gone)
         self._task = asyncio.create_task(self._run(), name="controller-loop")
 
-    async def stop(self) -> None:
-        """Stop the loop and every replica: a stopped control plane leaves nothing running."""
+    async def stop(self, *, hand_over: bool = False) -> None:
+        """Stop the loop and every replica: a stopped control plane leaves nothing running. With
+        `hand_over` another instance leads next: replicas that can outlive this process keep running
+        (and their rows live) for it to adopt."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._replicas.close()
+        kept = await self._replicas.close(hand_over=hand_over)
         now = self._clock.now()
         for deployment in self._fleet.all():
             self._recorder.account(deployment, now)
             await self._recorder.save(deployment)
+            # Other instances route on these rows: they must not send requests to replicas gone with it.
+            for replica in [] if kept else list(deployment.replicas.values()):
+                await self._recorder.replica(replica.replica_id, ReplicaStatus.stopped, stopped_at=now,
+                                             reason="its control plane stopped")
+            deployment.replicas.clear()
         await self._recorder.flush()
         await self._probes.close()
 
@@ -113,7 +128,7 @@ class ControllerLoop:
             await self._recorder.event(
                 deployment, "scaled", f"{current} -> {decision.desired} replicas: {decision.reason}",
                 {**decision.inputs, **engine_queues(deployment), "rule": decision.rule, "before": current,
-                 "after": decision.desired})
+                 "after": decision.desired, "instances_reporting": 1 + len(deployment.peer_windows)})
         if deployment.status in DeploymentStatus.managed():  # not if a start failed or a user stopped it meanwhile
             await self._recorder.set_status(deployment, derived_status(deployment, decision.desired))
         if decision.desired != current or self._recorder.save_due(deployment, now, STATE_SAVE_INTERVAL_S):

@@ -5,7 +5,8 @@ synchronous SQLAlchemy), so the live fleet and the store change together and eve
 event with the numbers behind it. The writes that follow the live view (events, status, replica rows,
 saved state) go through a `WriteBehind`: they never raise, and a database outage delays them, it does
 not lose them. Creating a deployment and saving a spec are the API's: those raise, and the API answers
-503.
+503. After each write reaches the database it calls `changed`, which tells the other control-plane
+instances (`controller/sync.py`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ T = TypeVar("T")
 
 
 class Recorder:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, changed: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._clock = clock
+        self._changed = changed
         self._saved_at: dict[str, float] = {}
-        self.writes = WriteBehind(store, clock)
+        self.writes = WriteBehind(store, clock, on_written=changed)
 
     async def flush(self) -> None:
         """Write what an outage held back (each tick calls this; it is cheap when nothing waits)."""
@@ -40,8 +42,10 @@ class Recorder:
 
     # --- deployments ---------------------------------------------------------------------------
     async def restore(self, now: float) -> list[LiveDeployment]:
-        """Deployments as the previous control plane left them; its replicas are gone (marked stopped)."""
-        await _db(self._store.mark_orphaned_replicas, now, "control plane restarted")
+        """Deployments as the previous leader left them. Called by the instance taking the lead: the
+        replicas recorded live were the previous leader's and went with it (marked stopped)."""
+        await _db(self._store.mark_orphaned_replicas, now, "the control plane that ran it is gone")
+        self._changed()
         restored = []
         for row in await _db(self._store.list_deployments):
             spec, problem = self._store.restorable_spec(row)
@@ -53,14 +57,25 @@ class Recorder:
 
     async def create(self, tenant_id: str, spec: DeploymentSpec, now: float) -> LiveDeployment:
         """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
-        return live_from_row(await _db(self._store.create_deployment, tenant_id, spec, now), spec, now)
+        live = live_from_row(await _db(self._store.create_deployment, tenant_id, spec, now), spec, now)
+        live.row_updated_at = now
+        self._changed()
+        return live
 
     async def save_spec(self, deployment: LiveDeployment, spec: DeploymentSpec) -> None:
-        await _db(self._store.save_spec, deployment.id, spec, self._clock.now())
+        """The database first: if it refuses, the live view keeps the spec it has (the caller sets it after)."""
+        now = self._clock.now()
+        await _db(self._store.save_spec, deployment.id, spec, now)
+        deployment.row_updated_at = now
+        self._changed()
 
-    async def set_status(self, deployment: LiveDeployment, status: DeploymentStatus, reason: str | None = None) -> None:
+    async def set_status(self, deployment: LiveDeployment, status: DeploymentStatus, reason: str | None = None,
+                         *, by_user: bool = False) -> None:
         """Record a status (and its reason: a failed or stopped one keeps the reason it has unless given
-        one; any other has none). A new status leaves an event; a new reason alone is written quietly."""
+        one; any other has none). A new status leaves an event; a new reason alone is written quietly.
+
+        `by_user`: a user's stop, resume or delete. Any other change (the controller's) leaves a row alone
+        that a user stopped or deleted meanwhile on another instance, and its `updated_at` too."""
         before, before_reason = deployment.status, deployment.status_reason
         if reason is not None:
             deployment.status_reason = reason
@@ -69,8 +84,12 @@ class Recorder:
         if status is before and deployment.status_reason == before_reason:
             return
         deployment.status = status
-        await self.writes.update_deployment(deployment.id, {
-            "status": status, "status_reason": deployment.status_reason, "updated_at": self._clock.now()})
+        values: dict[str, Any] = {"status": status, "status_reason": deployment.status_reason}
+        if by_user:  # `updated_at` is the time of the last change a user made: other instances act on it
+            deployment.row_updated_at = values["updated_at"] = self._clock.now()
+            await self.writes.update_deployment(deployment.id, values)
+        else:
+            await self.writes.update_status_unless_closed(deployment.id, values)
         if status is not before:
             await self.event(deployment, "status", f"Status {before} -> {status}"
                              + (f": {deployment.status_reason}" if deployment.status_reason else ""),
@@ -127,6 +146,7 @@ def live_from_row(row: DeploymentRow, spec: DeploymentSpec, now: float) -> LiveD
         awake_since=max(row.last_activity_at, now if status is DeploymentStatus.provisioning else 0.0),
         autoscaler_state=AutoscalerState.from_json(row.autoscaler_state or {}),
         replica_seconds=row.replica_seconds, last_replica_seconds_at=now,
+        row_updated_at=row.updated_at, wake_seen_at=row.wake_requested_at,
     )
 
 

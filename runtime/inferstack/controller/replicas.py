@@ -47,12 +47,17 @@ class ReplicaLifecycle:
         self._health_poll_s = health_poll_s
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def close(self) -> None:
-        """End every start, health check and drain in progress, then stop every replica the provider runs."""
+    async def close(self, *, hand_over: bool = False) -> bool:
+        """End every start, health check and drain in progress, then stop every replica the provider runs
+        (with `hand_over`, only those that cannot outlive this process: another instance takes over).
+        True if the replicas keep running."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hand_over:
+            return await self._provider.hand_over()
         await self._provider.close()
+        return False
 
     # --- up ------------------------------------------------------------------------------------
     def grow(self, deployment: LiveDeployment, count: int, now: float) -> None:
@@ -80,7 +85,7 @@ class ReplicaLifecycle:
         self._spawn(self._await_healthy(deployment, replica))
         await self._recorder.add_replica(ReplicaRow(
             id=replica_id, deployment_id=deployment.id, status=ReplicaStatus.starting, url=handle.url,
-            pid=handle.pid, log_path=handle.log_path, created_at=now))
+            api_key=api_key, pid=handle.pid, log_path=handle.log_path, created_at=now))
 
     async def _await_healthy(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
         deadline = replica.started_at + self._startup_timeout_s

@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ RETRY_S = 1.0
 class _Write:
     """One row's pending change: an insert (`insert`) or an update, with the values it ends with."""
 
-    table: str  # "replica", "deployment" or "event"
+    table: str  # "replica", "deployment", "deployment_status" (the controller's) or "event"
     row_id: str
     values: dict[str, Any]
     insert: bool = False
@@ -49,6 +50,8 @@ class _Write:
             store.add_event(**self.values)
         elif self.table == "deployment":
             store.update_deployment(self.row_id, **self.values)
+        elif self.table == "deployment_status":
+            store.set_status_unless_closed(self.row_id, **self.values)
         elif self.insert:
             store.add_replica(ReplicaRow(id=self.row_id, **self.values))
         else:
@@ -61,6 +64,8 @@ class WriteBehind:
     clock: Clock
     retry_s: float = RETRY_S
     max_events: int = MAX_BUFFERED_EVENTS
+    on_written: Callable[[], None] = lambda: None
+    """Called after a flush wrote anything: other control-plane instances read these rows."""
     _queue: OrderedDict[tuple[str, str], _Write] = field(default_factory=OrderedDict)
     _events: int = 0
     _lost: dict[str, int] = field(default_factory=dict)
@@ -85,6 +90,11 @@ class WriteBehind:
     async def update_deployment(self, deployment_id: str, values: dict[str, Any]) -> None:
         await self._put(_Write("deployment", deployment_id, values))
 
+    async def update_status_unless_closed(self, deployment_id: str, values: dict[str, Any]) -> None:
+        """The controller's status change: never over a user's stop or delete made meanwhile elsewhere.
+        Its own row key, so it never merges with (and never makes conditional) a user's write."""
+        await self._put(_Write("deployment_status", deployment_id, values))
+
     async def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any]) -> None:
         if self._events >= self.max_events:
             self._drop_oldest_event()
@@ -99,28 +109,34 @@ class WriteBehind:
         async with self._lock:
             if self._waiting():  # the flush this one queued behind found the database away
                 return
-            while self._queue or self._lost:
-                if not self._queue:
-                    self._queue_lost_notices()
-                key, write = self._queue.popitem(last=False)
-                try:
-                    await asyncio.to_thread(write.apply, self.store)
-                except Exception as error:
-                    if not is_outage(error):
-                        # The database refused this one statement: retrying cannot help, the rest can go on.
-                        log.exception("the database refused a write, dropped: %s %s", write.table, write.row_id)
-                        self._written(write)
-                        continue
-                    self._put_back(key, write)
-                    if self._retry_at is None:
-                        log.warning("database unavailable (%s); %d writes kept until it answers",
-                                    type(error).__name__, len(self._queue))
-                    self._retry_at = self.clock.now() + self.retry_s
-                    return
-                self._written(write)
-            if self._retry_at is not None:
-                log.warning("database back; every kept write is written")
-                self._retry_at = None
+            wrote = False
+            try:
+                while self._queue or self._lost:
+                    if not self._queue:
+                        self._queue_lost_notices()
+                    key, write = self._queue.popitem(last=False)
+                    try:
+                        await asyncio.to_thread(write.apply, self.store)
+                    except Exception as error:
+                        if not is_outage(error):
+                            # The database refused this one statement: retrying cannot help, the rest can go on.
+                            log.exception("the database refused a write, dropped: %s %s", write.table, write.row_id)
+                            self._written(write)
+                            continue
+                        self._put_back(key, write)
+                        if self._retry_at is None:
+                            log.warning("database unavailable (%s); %d writes kept until it answers",
+                                        type(error).__name__, len(self._queue))
+                        self._retry_at = self.clock.now() + self.retry_s
+                        return
+                    self._written(write)
+                    wrote = True
+                if self._retry_at is not None:
+                    log.warning("database back; every kept write is written")
+                    self._retry_at = None
+            finally:
+                if wrote:
+                    self.on_written()
 
     def _waiting(self) -> bool:
         return self._retry_at is not None and self.clock.now() < self._retry_at

@@ -72,6 +72,9 @@ class KubernetesSettings(_Settings):
     database_url_secret: str | None = Field(
         None, description="Secret (key `url`) with a PostgreSQL URL; None keeps SQLite on a volume."
     )
+    control_plane_replicas: int = Field(
+        2, ge=1, le=10, description="Control-plane pods with a PostgreSQL database (one leads); SQLite runs one."
+    )
     gpu_taint_key: str = "nvidia.com/gpu"
 
 

@@ -37,6 +37,9 @@ INFERENCE_PATHS = {
     "/v1/completions": Task.generate,
     "/v1/embeddings": Task.embed,
 }
+RECONNECT_WINDOW_S = 3.0
+"""How long a request whose replica refuses connections keeps trying (another replica, or a new one)."""
+RECONNECT_PAUSE_S = 0.1
 REQUESTS = Counter("inferstack_gateway_requests_total", "Requests proxied", ["deployment", "code"])
 CLIENT_CLOSED = 499
 """The `code` of a request whose caller hung up before its answer was complete (nginx's number)."""
@@ -255,20 +258,27 @@ class Gateway:
 
     async def _open(self, lease: Lease, path: str, body: bytes) -> aiohttp.ClientResponse:
         """Send the request to the leased replica; if the connection fails before any response byte (a
-        replica that just died or is stopping), move the lease to another replica and send it once more."""
+        replica that just died or is stopping), move the lease to another replica and send it again, at
+        once the first time, then every RECONNECT_PAUSE_S for up to RECONNECT_WINDOW_S: when a leader
+        dies with its replicas, the new one forgets them within that window, and admission then holds
+        the request for a new replica instead of failing it."""
         assert self._session is not None, "Gateway.start() was not called"
-        for attempt in range(2):
+        give_up = min(lease.deadline, self._clock.now() + RECONNECT_WINDOW_S)
+        failures = 0
+        while True:
             replica = lease.replica
             try:
                 return await self._session.post(
                     replica.url + path, data=body,
                     headers={"Authorization": f"Bearer {replica.api_key}", "Content-Type": "application/json"})
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                if attempt == 1:
-                    raise ApiError(502, f"Replica connection failed twice: {type(exc).__name__}",
+                failures += 1
+                if failures > 1 and self._clock.now() >= give_up:
+                    raise ApiError(502, f"Replica connection failed {failures} times: {type(exc).__name__}",
                                    code="replica_unreachable") from exc
+                if failures > 1:
+                    await self._clock.sleep(RECONNECT_PAUSE_S)
             await self._admission.reacquire(lease)
-        raise AssertionError("unreachable")
 
     def _record(self, deployment_id: str, status: int, seconds: float) -> None:
         # Prometheus' labels() hashes and locks on every call: keep the children per deployment.

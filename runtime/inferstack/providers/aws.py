@@ -232,6 +232,17 @@ class AwsProvider:
                 log.error("could not terminate instance %s of stopped replica %s: %s", claim.instance_id,
                           claim.replica_id, result)
 
+    async def hand_over(self) -> bool:
+        """Leave every instance running for the next leader, whose `start` adopts them (unclaimed by
+        any live process once this one is gone): a rolling deploy keeps its GPU capacity."""
+        self._closed = True
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh_task
+        self._claims.clear()
+        return True
+
     # --- the exit-code cache -------------------------------------------------------------------------
     def _schedule_refresh(self) -> None:
         if self._closed or (self._refresh_task is not None and not self._refresh_task.done()):

@@ -34,3 +34,8 @@ class Provider(Protocol):
     async def close(self) -> None:
         """Stop every replica this provider started."""
         ...
+
+    async def hand_over(self) -> bool:
+        """Another control plane takes over: stop the replicas only if they cannot outlive this process.
+        True if they keep running (for the next leader to adopt)."""
+        ...

@@ -82,6 +82,10 @@ class LocalProvider:
             process.kill()
             await process.wait()
 
+    async def hand_over(self) -> bool:
+        await self.close()  # a local replica is a child of this process: it cannot outlive it
+        return False
+
     async def close(self) -> None:
         handles = [ReplicaHandle(rid, "", p.pid, "") for rid, p in self._processes.items()]
         await asyncio.gather(*(self.stop(h) for h in handles))

@@ -1,0 +1,195 @@
+"""Which control-plane instance leads: exactly one runs the controller; every one serves API and gateway.
+
+- PostgreSQL: a session advisory lock, held on a dedicated connection for as long as the instance
+  leads. The server releases it the moment that connection ends, so a leader killed with SIGKILL
+  hands over within one election poll (`ELECTION_POLL_S`) of the next instance. Each new leader
+  raises the lease row's `epoch`: the fencing token of its term (`Leadership.epoch`).
+- SQLite: an exclusive `flock` on a file beside the database, which the kernel drops when its holder
+  dies. A SQLite file cannot be shared between hosts, so an instance on another host than the live
+  leader's (the lease row names the host and is refreshed every poll) is refused at start.
+
+The advisory lock's key and the lease row live in the store's schema: two control planes on two
+schemas of one database never contend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Protocol
+
+import psycopg
+from sqlalchemy import Float, Integer, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from inferstack.db import Base
+from inferstack.store import Store
+
+log = logging.getLogger("inferstack.leadership")
+
+ELECTION_POLL_S = 0.5
+"""How often a follower tries to take the lead and the leader checks it still holds it."""
+SQLITE_HOST_STALE_S = 10.0
+"""A SQLite leader whose lease row is older than this is gone: another host may take the file over."""
+
+
+class LeaderLeaseRow(Base):
+    """One row: the current term. `epoch` rises by one at every change of leader."""
+
+    __tablename__ = "leader_lease"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    holder: Mapped[str] = mapped_column(String(80), default="")
+    host: Mapped[str] = mapped_column(String(255), default="")
+    renewed_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class AnotherHost(ValueError):
+    """A SQLite store already led from another host."""
+
+
+class Leadership(Protocol):
+    epoch: int
+
+    async def try_lead(self) -> bool:
+        """Take the lead if no one holds it. True if this instance leads now."""
+        ...
+
+    async def still_leading(self) -> bool: ...
+
+    async def resign(self) -> None:
+        """Give up the lead (at once: the next instance may take it on its next poll)."""
+        ...
+
+
+def instance_identity() -> tuple[str, str]:
+    """(instance id, host name): what the lease row records of its holder."""
+    host = socket.gethostname()
+    return f"{host}:{os.getpid()}", host
+
+
+def begin_term(store: Store, holder: str, host: str, now: float) -> int:
+    """Record a new term and return its epoch. Called by the instance that just took the lock only."""
+    with store.session() as s:
+        lease = s.get(LeaderLeaseRow, 1, with_for_update=True)
+        if lease is None:
+            lease = LeaderLeaseRow(id=1, epoch=0)
+            s.add(lease)
+        lease.epoch += 1
+        lease.holder, lease.host, lease.renewed_at = holder, host, now
+        return lease.epoch
+
+
+def renew(store: Store, epoch: int, now: float) -> bool:
+    """Refresh the lease row; False if another term has begun since (this instance no longer leads)."""
+    with store.session() as s:
+        lease = s.get(LeaderLeaseRow, 1)
+        if lease is None or lease.epoch != epoch:
+            return False
+        lease.renewed_at = now
+        return True
+
+
+def check_single_host(store: Store, host: str, now: float) -> None:
+    """Refuse a second host on one SQLite file: its file lock would not see the other host's."""
+    with store.session() as s:
+        lease = s.scalar(select(LeaderLeaseRow).where(LeaderLeaseRow.id == 1))
+    if lease is not None and lease.host and lease.host != host and now - lease.renewed_at < SQLITE_HOST_STALE_S:
+        raise AnotherHost(
+            f"the SQLite database {store.url} is in use by a control plane on host {lease.host!r} "
+            f"(lease renewed {now - lease.renewed_at:.1f} s ago). Several hosts need a shared PostgreSQL "
+            "database: set INFERSTACK_DATABASE_URL to a postgresql:// URL on every instance.")
+
+
+def libpq_url(url: str) -> str:
+    """SQLAlchemy's `postgresql+psycopg://` URL as libpq reads it."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+class PostgresLeadership:
+    def __init__(self, store: Store, holder: str, host: str, now: Callable[[], float]) -> None:
+        self._store = store
+        self._holder = holder
+        self._host = host
+        self._now = now
+        self._connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self.epoch = 0
+
+    async def try_lead(self) -> bool:
+        if self._connection is None or self._connection.closed:
+            self._connection = await psycopg.AsyncConnection.connect(libpq_url(self._store.url), autocommit=True)
+        cursor = await self._connection.execute(
+            "select pg_try_advisory_lock(hashtext(current_schema() || ':inferstack-leader'))")
+        row = await cursor.fetchone()
+        if not (row and row[0]):
+            return False
+        self.epoch = await asyncio.to_thread(begin_term, self._store, self._holder, self._host, self._now())
+        return True
+
+    async def still_leading(self) -> bool:
+        if self._connection is None or self._connection.closed:
+            return False
+        try:
+            await self._connection.execute("select 1")
+            return await asyncio.to_thread(renew, self._store, self.epoch, self._now())
+        except (psycopg.Error, OSError) as exc:
+            log.warning("lost the leader's database connection: %s", exc)
+            return False
+
+    async def resign(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await self._connection.close()  # ends the session: the server releases the lock
+        self._connection = None
+
+
+class FileLeadership:
+    def __init__(self, store: Store, lock_path: Path, holder: str, host: str, now: Callable[[], float]) -> None:
+        self._store = store
+        self._lock_path = lock_path
+        self._holder = holder
+        self._host = host
+        self._now = now
+        self._file: IO[bytes] | None = None
+        self.epoch = 0
+
+    async def try_lead(self) -> bool:
+        await asyncio.to_thread(check_single_host, self._store, self._host, self._now())
+        file = self._lock_path.open("ab")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            return False
+        self._file = file
+        self.epoch = await asyncio.to_thread(begin_term, self._store, self._holder, self._host, self._now())
+        return True
+
+    async def still_leading(self) -> bool:
+        return self._file is not None and await asyncio.to_thread(renew, self._store, self.epoch, self._now())
+
+    async def resign(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor drops the flock
+            self._file = None
+
+
+class SoleLeadership:
+    """An instance that is alone by construction (an in-process test, a tool): it always leads."""
+
+    epoch = 1
+
+    async def try_lead(self) -> bool:
+        return True
+
+    async def still_leading(self) -> bool:
+        return True
+
+    async def resign(self) -> None:
+        pass

@@ -1,0 +1,119 @@
+"""Metrics that add up across control-plane instances: followers publish, the leader gathers.
+
+Every `PUBLISH_S` a follower writes a row saying it is alive (`ALIVE`) and, for each deployment its
+gateway saw traffic for, its window
+(`autoscaler/shared_window.WindowShare`) into `instance_windows`, one row per (instance,
+deployment). The leader reads the rows at the same pace and hands each deployment the windows
+published in the last `FRESH_S` by instances other than itself (`LiveDeployment.peer_windows`);
+`autoscaler/observe.py` adds them to the leader's own. An instance that died stops counting after
+FRESH_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import JSON, Float, String, delete, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from inferstack.autoscaler.shared_window import WindowShare, share
+from inferstack.clock import Clock
+from inferstack.db import Base
+from inferstack.fleet import Fleet
+from inferstack.store import Store
+
+log = logging.getLogger("inferstack.windows")
+
+PUBLISH_S = 1.0
+FRESH_S = 3.0
+"""A published window older than this is from an instance that stopped (or a stale moment): ignored."""
+
+
+class InstanceWindowRow(Base):
+    __tablename__ = "instance_windows"
+    instance_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    published_at: Mapped[float] = mapped_column(Float)
+    window: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+def publish(store: Store, instance_id: str, now: float, windows: dict[str, dict[str, Any]]) -> None:
+    with store.session() as s:
+        s.execute(delete(InstanceWindowRow).where(InstanceWindowRow.instance_id == instance_id))
+        s.add_all(InstanceWindowRow(instance_id=instance_id, deployment_id=deployment_id, published_at=now,
+                                    window=window) for deployment_id, window in windows.items())
+
+
+ALIVE = "*"
+"""The deployment id of the row every instance publishes each round, traffic or not: it is alive."""
+
+
+def live_peers(store: Store, instance_id: str, now: float) -> int:
+    """Other instances that published in the last FRESH_S: one of them will lead if this one goes."""
+    with store.session() as s:
+        return len(list(s.scalars(select(InstanceWindowRow.instance_id).where(
+            InstanceWindowRow.instance_id != instance_id, InstanceWindowRow.deployment_id == ALIVE,
+            InstanceWindowRow.published_at > now - FRESH_S))))
+
+
+def fresh_windows(store: Store, instance_id: str, now: float) -> dict[str, list[WindowShare]]:
+    """Windows other instances published in the last FRESH_S, by deployment."""
+    with store.session() as s:
+        rows = s.scalars(select(InstanceWindowRow).where(InstanceWindowRow.instance_id != instance_id,
+                                                         InstanceWindowRow.deployment_id != ALIVE,
+                                                         InstanceWindowRow.published_at > now - FRESH_S))
+        by_deployment: dict[str, list[WindowShare]] = defaultdict(list)
+        for row in rows:
+            by_deployment[row.deployment_id].append(WindowShare.from_json(row.window))
+        return by_deployment
+
+
+class WindowExchange:
+    def __init__(self, store: Store, fleet: Fleet, clock: Clock, instance_id: str) -> None:
+        self._store = store
+        self._fleet = fleet
+        self._clock = clock
+        self._instance_id = instance_id
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, leading: Callable[[], bool]) -> None:
+        self._task = asyncio.create_task(self._run(leading), name="window-exchange")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self, leading: Callable[[], bool]) -> None:
+        while True:
+            try:
+                await self.exchange(leading())
+            except Exception:  # the next round retries; the leader decides on what it has meanwhile
+                log.exception("metrics window exchange failed")
+            await self._clock.sleep(PUBLISH_S)
+
+    async def peers_alive(self) -> bool:
+        return await asyncio.to_thread(live_peers, self._store, self._instance_id, self._clock.now()) > 0
+
+    async def exchange(self, leading: bool) -> None:
+        now = self._clock.now()
+        if leading:
+            peers = await asyncio.to_thread(fresh_windows, self._store, self._instance_id, now)
+            for deployment in self._fleet.all():
+                deployment.peer_windows = peers.get(deployment.id, [])
+            return
+        windows: dict[str, dict[str, Any]] = {ALIVE: {}}
+        for deployment in self._fleet.all():
+            metrics = deployment.metrics
+            if metrics.last_activity_at is None and not metrics.in_flight:
+                continue  # never saw a request here: nothing to add
+            spec = deployment.spec
+            stats, latencies, ttfts = metrics.observe_with_samples(now, spec.metrics_window_s, spec.panic_window_s)
+            windows[deployment.id] = share(stats, latencies, ttfts).to_json()
+        await asyncio.to_thread(publish, self._store, self._instance_id, now, windows)
