@@ -15,6 +15,7 @@ import boto3
 import httpx
 import pytest
 
+from inferstack.providers.aws_groups import group_name
 from support import ControlPlane, postgres_schema, wait_for
 
 STACK = "e2e"
@@ -54,7 +55,7 @@ def test_the_controller_grows_and_empties_the_deployments_group(moto_endpoint: s
         created = rest.post("/v1/deployments", json={"name": "chat", "hf_model_id": "acme/tiny-chat",
                                                      "hardware_profile": "gpu.l4", "max_model_len": 4096})
         assert created.status_code == 201, created.text
-        group = f"inferstack-{STACK}-chat-on-demand"
+        group = group_name(STACK, "chat", "on-demand", owner="controller")  # an API-made deployment's
         launched = wait_for(lambda: (g := groups(moto_endpoint).get(group)) and g["Instances"] and g, timeout=30,
                             what=f"an instance in {group}")
         assert launched["DesiredCapacity"] == 1 and len(launched["Instances"]) == 1
@@ -88,7 +89,7 @@ def test_a_rolling_stop_of_the_leader_hands_its_instances_over(moto_endpoint: st
             created = leader.client(key).post("/v1/deployments", json={
                 "name": "chat", "hf_model_id": "acme/tiny-chat", "hardware_profile": "gpu.l4"})
             assert created.status_code == 201, created.text
-            group = f"inferstack-{STACK}-chat-on-demand"
+            group = group_name(STACK, "chat", "on-demand", owner="controller")  # an API-made deployment's
             launched = wait_for(lambda: (g := groups(moto_endpoint).get(group)) and g["Instances"] and g,
                                 timeout=30, what=f"an instance in {group}")
             (instance_id,) = [i["InstanceId"] for i in launched["Instances"]]

@@ -55,7 +55,7 @@ def build_fastapi(services: Services,
     async def database_error(request: Request, error: SQLAlchemyError) -> Response:
         if not is_outage(error):
             raise error  # a statement the database refused is a bug: the server's 500, logged
-        return _error_response(request, database_away())
+        return _error_response(request.url.path, database_away())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:

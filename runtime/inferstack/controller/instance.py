@@ -74,7 +74,7 @@ class Instance:
             try:
                 if not self.leading and await self._leadership.try_lead():
                     await self._elected()
-                elif self.leading and not await self._leadership.still_leading():
+                elif self.leading and await self._leadership.still_leading() is False:
                     await self._deposed()
             except Exception:  # the database may be away for a moment: try again next poll
                 log.exception("leader election failed")

@@ -26,9 +26,10 @@ from typing import IO, Protocol
 
 import psycopg
 from sqlalchemy import Float, Integer, String, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from inferstack.db import Base
+from inferstack.db import Base, is_outage
 from inferstack.store import Store
 
 log = logging.getLogger("inferstack.leadership")
@@ -61,7 +62,11 @@ class Leadership(Protocol):
         """Take the lead if no one holds it. True if this instance leads now."""
         ...
 
-    async def still_leading(self) -> bool: ...
+    async def still_leading(self) -> bool | None:
+        """True: this instance still leads. False: another one does (or may): step down. None: the
+        database does not answer, so no other instance can take the lead either: go on leading (the
+        controller runs from its live view through an outage) and ask again at the next poll."""
+        ...
 
     async def resign(self) -> None:
         """Give up the lead (at once: the next instance may take it on its next poll)."""
@@ -119,6 +124,7 @@ class PostgresLeadership:
         self._host = host
         self._now = now
         self._connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._leading = False  # between a won election and a resignation: only then is a lost lock re-taken
         self.epoch = 0
 
     async def try_lead(self) -> bool:
@@ -130,19 +136,40 @@ class PostgresLeadership:
         if not (row and row[0]):
             return False
         self.epoch = await asyncio.to_thread(begin_term, self._store, self._holder, self._host, self._now())
+        self._leading = True
         return True
 
-    async def still_leading(self) -> bool:
-        if self._connection is None or self._connection.closed:
+    async def still_leading(self) -> bool | None:
+        if not self._leading:
             return False
         try:
-            await self._connection.execute("select 1")
+            if self._connection is None or self._connection.closed:
+                # The lock went with the connection (an outage): take it again, unless another instance
+                # took it first once the database came back.
+                self._connection = await psycopg.AsyncConnection.connect(
+                    libpq_url(self._store.url), autocommit=True, connect_timeout=5)
+                cursor = await self._connection.execute(
+                    "select pg_try_advisory_lock(hashtext(current_schema() || ':inferstack-leader'))")
+                row = await cursor.fetchone()
+                if not (row and row[0]):
+                    return False
+            else:
+                await self._connection.execute("select 1")
             return await asyncio.to_thread(renew, self._store, self.epoch, self._now())
-        except (psycopg.Error, OSError) as exc:
-            log.warning("lost the leader's database connection: %s", exc)
-            return False
+        except (psycopg.OperationalError, OSError) as exc:
+            log.warning("the leader's database connection is away (%s): leading on, asking again", exc)
+            if self._connection is not None:
+                with contextlib.suppress(psycopg.Error, OSError):
+                    await self._connection.close()
+            self._connection = None
+            return None
+        except SQLAlchemyError as exc:
+            if not is_outage(exc):
+                raise
+            return None
 
     async def resign(self) -> None:
+        self._leading = False
         if self._connection is not None:
             with contextlib.suppress(psycopg.Error, OSError):
                 await self._connection.close()  # ends the session: the server releases the lock
