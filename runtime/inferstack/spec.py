@@ -55,6 +55,9 @@ class ReplicaStatus(StrEnum):
         return frozenset({cls.starting, cls.ready, cls.draining})
 
 
+Target = Literal["local", "kubernetes", "aws"]
+"""Where replicas can run: the providers a control plane may run (INFERSTACK_PROVIDERS)."""
+
 FieldChange = Literal["identity", "replica", "live"]
 """What changing a spec field means. identity: another deployment (a PATCH refuses it; declared tools
 delete and create). replica: new replicas (running ones are replaced one by one). live: the running
@@ -128,6 +131,18 @@ class DeploymentSpec(ScalingSpec):
     )
     max_model_len: int | None = Field(None, ge=16, le=1_048_576, json_schema_extra=_change("replica"))
     allow_spot: bool = False
+    # Placement (providers/placement.py): live, a change applies to the replicas started from then on.
+    providers: list[Target] = Field(
+        default_factory=list, description="Ordered providers to place replicas on; empty: the control plane's "
+        "first. Without cloudburst only the first is used.")
+    cloudburst: bool = Field(False, description="When a provider is full, place the next replicas on the next one; "
+                             "scale-down removes burst replicas first.")
+    node_names: list[str] = Field(
+        default_factory=list, max_length=100, description="Kubernetes nodes replicas may run on (on-prem "
+        "pinning); empty: any node of the hardware profile.")
+    instance_types: list[str] = Field(
+        default_factory=list, max_length=20, description="EC2 instance types for AWS replicas, each holding the "
+        "replica's GPUs; empty: the profile's smallest.")
     hf_token: SecretStr | None = Field(
         None, description="Write-only: used to pull gated weights.", json_schema_extra=_change("replica")
     )
@@ -252,5 +267,3 @@ def _field_from_message(message: str) -> str:
 def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in error_fields(errors))
 
-
-Target = Literal["local", "kubernetes", "aws"]

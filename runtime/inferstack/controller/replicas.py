@@ -67,7 +67,8 @@ class ReplicaLifecycle:
         if deployment.status not in DeploymentStatus.managed():
             await self._provider.stop(handle)  # stopped or deleted while the replica was on its way
             return
-        replica = LiveReplica(handle=handle, api_key=api_key, status=ReplicaStatus.starting, started_at=now)
+        replica = LiveReplica(handle=handle, api_key=handle.api_key or api_key, status=ReplicaStatus.starting,
+                              started_at=now)
         deployment.replicas[replica_id] = replica
         await self._recorder.add_replica(ReplicaRow(
             id=replica_id, deployment_id=deployment.id, status=ReplicaStatus.starting, url=handle.url,

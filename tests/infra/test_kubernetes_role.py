@@ -1,0 +1,48 @@
+"""The dev stack's Role grants exactly what the `kubernetes` provider calls: the provider runs its
+whole life (create, scale up, a crash, scale down, close) against the emulator, every request it makes
+is recorded, and the set of (group, resource, verb) is compared with the Role the stack renders."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from program_harness import Program
+
+from inferstack.clock import SystemClock
+from inferstack.providers.kubernetes import KubernetesProvider, KubernetesProviderConfig
+from inferstack.providers.kubernetes_cluster import KubernetesCluster
+from inferstack.spec import DeploymentSpec
+from kube_cluster import Cluster, free_port_everywhere, running_cluster
+
+SPEC = DeploymentSpec(hf_model_id="inferstack/sim-chat", engine="sim", hardware_profile="cpu", name="chat")
+
+
+async def provider_lifetime(cluster: Cluster, log_dir: Path) -> None:
+    config = KubernetesProviderConfig(namespace="inferstack-dev", replica_port=free_port_everywhere())
+    client = cluster.client(log_dir, "inferstack-dev")
+    k8s = KubernetesProvider(config, KubernetesCluster(client, "inferstack-dev"), SystemClock(), log_dir, poll_s=0.05)
+    try:
+        first = await k8s.start("dep-1", "chat", "rep-1", SPEC, "k")
+        second = await k8s.start("dep-1", "chat", "rep-2", SPEC, "k")
+        pod = next(p["metadata"]["name"] for p in cluster.kubelet.pods()
+                   if p["metadata"]["annotations"].get("inferstack.io/replica-id") == "rep-2")
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(cluster.kubelet.kill(pod), cluster._loop))
+        for _ in range(400):
+            if k8s.exit_code(second) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert k8s.exit_code(second) == 1
+        await k8s.stop(first)
+    finally:
+        await k8s.close()
+
+
+def test_the_role_grants_exactly_what_the_provider_calls(dev: Program, tmp_path: Path) -> None:
+    with running_cluster(tmp_path / "pods") as cluster:
+        asyncio.run(provider_lifetime(cluster, tmp_path / "logs"))
+        called = {(c.group, c.resource, c.verb) for c in cluster.emulator.calls}
+    (role,) = dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+    granted = {(group, resource, verb) for rule in role["inputs"]["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert called == granted
