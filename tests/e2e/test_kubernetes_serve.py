@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_autoscaling import SPEC, openai_client, replica_count, steady_load
+
 from kube_cluster import Cluster, running_cluster
 from support import ControlPlane, wait_for, wait_running
-from test_autoscaling import SPEC, openai_client, replica_count, steady_load
 
 NAMESPACE = "inferstack"
 
