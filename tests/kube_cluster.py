@@ -84,6 +84,9 @@ class Emulator(kmock.KubernetesEmulator):
         self.calls = []
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        # kmock keeps every request and scans them all on each new one (quadratic): a provider polling
+        # for minutes would slow it to a crawl. Nothing here asserts on kmock's history; `calls` is ours.
+        del self._requests[:-1]
         if request.resource is not None and request.action is not None:
             self.calls.append(Call(verb=_verb(request), group=request.resource.group or "",
                                    resource=request.resource.plural + (f"/{request.subresource}"

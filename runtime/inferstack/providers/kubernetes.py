@@ -116,6 +116,7 @@ class KubernetesProvider:
         self._unschedulable_timeout_s = unschedulable_timeout_s
         self._start_timeout_s = start_timeout_s
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._starting: defaultdict[str, int] = defaultdict(int)  # replica Deployment -> starts not yet claimed
         self._claims: dict[str, _Claim] = {}  # replica id -> its pod
         self._exited: set[str] = set()  # replica ids whose pod failed
         self._pods: dict[str, PodView] = {}  # pod name -> what the last list said
@@ -141,9 +142,15 @@ class KubernetesProvider:
                 await self._cluster.ensure_deployment(replica_deployment(spec, deployment_id, name, pods))
                 self._driven.add(deployment)
                 await self.refresh()
-                if not self._claimable(name):
+                # Unclaimed pods are adopted (one left by an earlier control plane), but not those that
+                # other starts in flight scaled up for and are about to claim.
+                if len(self._claimable(name)) <= self._starting[deployment]:
                     await self._cluster.scale(deployment, await self._cluster.replicas(deployment) + 1)
-            claim = await self._claim(name, deployment, replica_id, log_path)
+                self._starting[deployment] += 1
+            try:
+                claim = await self._claim(name, deployment, replica_id, log_path)
+            finally:
+                self._starting[deployment] -= 1
             try:
                 view = await self._await_address(claim, replica_id)
             except BaseException:
