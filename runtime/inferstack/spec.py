@@ -171,6 +171,11 @@ class DeploymentSpec(ScalingSpec):
             problem = fit_problem(catalogued, profile, self.gpus_per_replica)
             if problem:
                 raise ValueError(f"hf_model_id: {problem}")
+        holding = sorted({t for gpus, t in profile.aws_instance_types.items() if gpus >= self.gpus_per_replica})
+        wrong = [t for t in self.instance_types if t not in holding]
+        if wrong:
+            raise ValueError(f"instance_types: {', '.join(wrong)} do not hold {self.gpus_per_replica} x {profile.gpu}; "
+                             f"choose among {', '.join(holding) or 'none (no EC2 type holds them)'}")
         if self.max_price_per_hour is not None and self.max_price_per_hour < self.price_per_replica_hour:
             raise ValueError(
                 f"max_price_per_hour ({self.max_price_per_hour:g}) is below the price of one replica "

@@ -7,6 +7,7 @@ delete, with no failed request."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,8 +48,10 @@ def test_the_whole_loop_on_kubernetes_loses_no_request(on_kubernetes: tuple[Cont
     (pod,) = cluster.kubelet.pods(NAMESPACE)
     assert pod["metadata"]["labels"]["inferstack.io/deployment"] == "elastic"
     replicas = rest.get(f"/v1/deployments/{dep['id']}").json()["replicas"]
-    assert [r["url"] for r in replicas if r["status"] == "ready"] == [
-        f"http://{pod['status']['podIP']}:8000"]  # the pod IP and its container port
+    assert [(r["url"], r["provider"]) for r in replicas if r["status"] == "ready"] == [
+        (f"http://{pod['status']['podIP']}:8000", "kubernetes")]  # the pod IP and its container port
+    status = json.loads(plane.cli(key, "status", "elastic", "-o", "json").stdout)
+    assert [(r["provider"], r["burst"]) for r in status["replicas"]] == [("kubernetes", False)]
 
     # Load rises: 8 rps against 2 per replica -> 3 replicas, 3 pods.
     assert asyncio.run(steady_load(openai_client(plane, key), rps=8, seconds=5)) == []
