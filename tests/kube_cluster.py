@@ -183,7 +183,7 @@ class Kubelet:
         self.kill_reasons[pod_name] = reason
         self.processes[pod_name].process.kill()
 
-    def evict(self, pod_name: str) -> None:
+    async def evict(self, pod_name: str) -> None:
         """Node pressure: the pod is evicted (phase Failed, reason Evicted); the ReplicaSet replaces it."""
         key = self._pod_key(pod_name)
         self.emulator.objects[key].patch({"status": {"phase": "Failed", "reason": "Evicted",
@@ -369,6 +369,10 @@ class Cluster:
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(60)
+
+    async def on_cluster(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await `coroutine` (e.g. `kubelet.kill(...)`) on the cluster's own loop, from another loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
 
     def __enter__(self) -> Cluster:
         self._thread.start()

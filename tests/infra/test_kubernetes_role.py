@@ -27,7 +27,7 @@ async def provider_lifetime(cluster: Cluster, log_dir: Path) -> None:
         second = await k8s.start("dep-1", "chat", "rep-2", SPEC, "k")
         pod = next(p["metadata"]["name"] for p in cluster.kubelet.pods()
                    if p["metadata"]["annotations"].get("inferstack.io/replica-id") == "rep-2")
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(cluster.kubelet.kill(pod), cluster._loop))
+        await cluster.on_cluster(cluster.kubelet.kill(pod))
         for _ in range(400):
             if k8s.exit_code(second) is not None:
                 break

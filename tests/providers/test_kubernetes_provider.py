@@ -110,8 +110,7 @@ async def test_an_oom_killed_pod_is_an_exited_replica_with_its_reason_and_is_giv
         handle = await k8s.start("dep-1", "chat", "rep-1", SPEC, "k")
         await ready(handle)
         (pod_name,) = pods_of(cluster)
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(cluster.kubelet.kill(pod_name, "OOMKilled"),
-                                                                   cluster._loop))
+        await cluster.on_cluster(cluster.kubelet.kill(pod_name, "OOMKilled"))
         for _ in range(200):
             if k8s.exit_code(handle) is not None:
                 break
@@ -144,5 +143,50 @@ async def test_a_pod_unschedulable_for_the_bounded_time_means_the_pool_is_full(
             await start
         assert 60 <= clock.now() - began < 70
         await gone(cluster)  # the pending pod is given back
+    finally:
+        await k8s.close()
+
+
+async def test_a_new_shape_goes_to_a_new_deployment_while_the_old_pods_keep_serving(
+        cluster: Cluster, tmp_path: Path) -> None:
+    k8s = provider(cluster, tmp_path)
+    try:
+        old = await k8s.start("dep-1", "chat", "rep-1", SPEC, "k")
+        await ready(old)
+        reshaped = SPEC.with_changes({"engine_args": ["--ttft-ms", "5"]})
+        new = await k8s.start("dep-1", "chat", "rep-2", reshaped, "k")
+        await ready(new)
+        await ready(old)  # untouched: a template change in place would have rolled it
+        owners = {p["metadata"]["labels"]["inferstack.io/shape"] for p in pods_of(cluster).values()}
+        assert len(owners) == 2
+        await k8s.stop(old)
+        await gone_but(cluster, 1)
+        await ready(new)
+    finally:
+        await k8s.close()
+
+
+async def gone_but(cluster: Cluster, left: int, timeout: float = 10) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if len(pods_of(cluster)) == left:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"pods: {sorted(pods_of(cluster))}")
+
+
+async def test_an_evicted_pod_is_an_exited_replica_with_its_reason(cluster: Cluster, tmp_path: Path) -> None:
+    k8s = provider(cluster, tmp_path)
+    try:
+        handle = await k8s.start("dep-1", "chat", "rep-1", SPEC, "k")
+        (pod_name,) = pods_of(cluster)
+        await cluster.on_cluster(cluster.kubelet.evict(pod_name))
+        for _ in range(200):
+            if k8s.exit_code(handle) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert k8s.exit_code(handle) == 1
+        assert "Evicted" in Path(handle.log_path).read_text()
+        replacement = await k8s.start("dep-1", "chat", "rep-2", SPEC, "k")
+        await ready(replacement)
     finally:
         await k8s.close()

@@ -1,7 +1,9 @@
-"""The `kubernetes` provider: replicas are pods of one Deployment per deployment, `replicas-<name>`.
+"""The `kubernetes` provider: replicas are pods of a Deployment of the deployment's replicas.
 
-The Deployment is the one the Pulumi program declares, or one this provider creates (from
-`kubernetes_pods.replica_deployment`) for deployments made through the API. The controller keeps
+The Deployment is the one the Pulumi program declares (`replicas-<name>`), or else one this provider
+creates (`kubernetes_pods.replica_deployment`, `replicas-<name>-<shape digest>`): after a reshaping
+update the new replicas go to a new one while the old shape's pods serve until the controller retires
+them one by one. The controller keeps
 choosing which replica starts and which leaves; the provider turns that into the Deployment's count:
 
 - `start` makes sure the Deployment and its Secret exist, adds one to `spec.replicas` through the
@@ -97,6 +99,7 @@ class KubernetesProviderConfig(BaseModel):
 
 @dataclass
 class _Claim:
+    name: str
     deployment: str
     pod: str
     restarts: int
@@ -131,24 +134,22 @@ class KubernetesProvider:
     ) -> ReplicaHandle:
         if self._closed:
             raise ProviderError("the kubernetes provider is closed")
-        deployment = replica_deployment_name(name)
         self._log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_dir / f"{replica_id}.log"
         try:
-            async with self._locks[deployment]:
-                pods = self._config.pod_settings(spec.hardware_profile)
+            async with self._locks[name]:
                 stored = await self._cluster.ensure_secret(replica_secret(name, self._config.namespace,
                                                                           replica_api_key, spec))
-                await self._cluster.ensure_deployment(replica_deployment(spec, deployment_id, name, pods))
+                deployment, selector = await self._replica_deployment(spec, deployment_id, name)
                 self._driven.add(deployment)
                 await self.refresh()
                 # Unclaimed pods are adopted (one left by an earlier control plane), but not those that
                 # other starts in flight scaled up for and are about to claim.
-                if len(self._claimable(name)) <= self._starting[deployment]:
+                if len(self._claimable(selector)) <= self._starting[deployment]:
                     await self._cluster.scale(deployment, await self._cluster.replicas(deployment) + 1)
                 self._starting[deployment] += 1
             try:
-                claim = await self._claim(name, deployment, replica_id, log_path)
+                claim = await self._claim(name, deployment, selector, replica_id, log_path)
             finally:
                 self._starting[deployment] -= 1
             try:
@@ -193,21 +194,37 @@ class KubernetesProvider:
         await self._cluster.close()
 
     # --- claiming a pod --------------------------------------------------------------------------------
-    def _claimable(self, name: str) -> list[PodView]:
-        held = {c.pod for c in self._claims.values()}
-        return [p for p in self._pods.values()
-                if p.deployment == name and p.name not in held and not (p.deleting or p.leaving or p.stuck)]
+    async def _replica_deployment(self, spec: DeploymentSpec, deployment_id: str, name: str
+                                  ) -> tuple[str, dict[str, str]]:
+        """The Deployment new replicas of `spec` go to, and its pod selector: the declared one if the
+        stack has it, else the provider's own for this pod shape (created on first use)."""
+        declared = replica_deployment_name(name)
+        selector = await self._cluster.selector(declared)
+        if selector is not None:
+            return declared, selector
+        manifest = replica_deployment(spec, deployment_id, name, self._config.pod_settings(spec.hardware_profile))
+        own = manifest["metadata"]["name"]
+        if await self._cluster.selector(own) is None:
+            await self._cluster.create(manifest)
+        return own, manifest["spec"]["selector"]["matchLabels"]
 
-    async def _claim(self, name: str, deployment: str, replica_id: str, log_path: Path) -> _Claim:
+    def _claimable(self, selector: dict[str, str]) -> list[PodView]:
+        held = {c.pod for c in self._claims.values()}
+        return [p for p in self._pods.values() if selector.items() <= p.labels.items() and p.name not in held
+                and not (p.deleting or p.leaving or p.stuck)]
+
+    async def _claim(self, name: str, deployment: str, selector: dict[str, str], replica_id: str,
+                     log_path: Path) -> _Claim:
         deadline = self._clock.now() + self._start_timeout_s
         while True:
-            async with self._locks[deployment]:
+            async with self._locks[name]:
                 await self.refresh()
                 # Ready pods first (one left by an earlier control plane serves at once), then the oldest.
-                free = sorted(self._claimable(name), key=lambda p: (not p.ready, p.address is None))
+                free = sorted(self._claimable(selector), key=lambda p: (not p.ready, p.address is None))
                 if free:
                     pod = free[0]
-                    claim = _Claim(deployment=deployment, pod=pod.name, restarts=pod.restarts, log_path=log_path)
+                    claim = _Claim(name=name, deployment=deployment, pod=pod.name, restarts=pod.restarts,
+                                   log_path=log_path)
                     self._claims[replica_id] = claim
                     await self._cluster.annotate(pod.name, {REPLICA_ANNOTATION: replica_id})
                     _note(log_path, f"claimed pod {pod.name} of {deployment}")
@@ -251,7 +268,7 @@ class KubernetesProvider:
         """The pod leaves the Deployment: lowest deletion cost, then one replica fewer."""
         _note(claim.log_path, f"pod {claim.pod}: {reason}")
         try:
-            async with self._locks[claim.deployment]:
+            async with self._locks[claim.name]:
                 view = self._pods.get(claim.pod)
                 if view is not None and not view.deleting:
                     await self._cluster.mark_leaving(claim.pod)

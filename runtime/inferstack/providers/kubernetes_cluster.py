@@ -49,17 +49,18 @@ class KubernetesCluster:
             return dict(manifest["stringData"])
         return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
 
-    async def ensure_deployment(self, manifest: dict[str, Any]) -> bool:
-        """Create the Deployment unless one of that name exists (e.g. declared by the Pulumi program,
-        whose pod template then stays as declared). True if it was created."""
+    async def selector(self, deployment: str) -> dict[str, str] | None:
+        """The Deployment's pod selector (matchLabels), or None if there is no such Deployment."""
         try:
-            await self._client.get(Deployment, manifest["metadata"]["name"], namespace=self.namespace)
-            return False
+            found = await self._client.get(Deployment, deployment, namespace=self.namespace)
         except ApiError as exc:
             if not is_not_found(exc):
                 raise
+            return None
+        return dict(found.spec.selector.matchLabels or {}) if found.spec and found.spec.selector else {}
+
+    async def create(self, manifest: dict[str, Any]) -> None:
         await self._client.create(codecs.from_dict(manifest), namespace=self.namespace)
-        return True
 
     async def replicas(self, deployment: str) -> int:
         scale = await self._client.get(Deployment.Scale, deployment, namespace=self.namespace)

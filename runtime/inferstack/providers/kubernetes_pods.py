@@ -8,6 +8,8 @@ against the Kubernetes OpenAPI schemas as they are (tests/providers/test_kuberne
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +35,14 @@ NODE_NAME_LABEL = "kubernetes.io/hostname"
 
 
 def replica_deployment_name(deployment_name: str) -> str:
+    """The declared Deployment's name (infra's); the provider's own carry their pod shape too."""
     return f"replicas-{deployment_name}"
+
+
+SHAPE_LABEL = "inferstack.io/shape"
+"""A digest of the pod template: after a reshaping update new replicas go to a new Deployment, while the
+old shape's pods keep serving until the controller retires them one by one (a template change in place
+would roll every pod at once)."""
 
 
 def replica_secret_name(deployment_name: str) -> str:
@@ -108,8 +117,7 @@ class PodSettings:
 
 
 def replica_deployment(spec: DeploymentSpec, deployment_id: str, name: str, pods: PodSettings) -> dict[str, Any]:
-    """The Deployment of a deployment's replicas, at 0 replicas: the provider scales it."""
-    labels = replica_labels(name)
+    """The Deployment of a deployment's replicas, at 0 replicas, named by its shape: the provider scales it."""
     container = replica_container(spec, deployment_id, name, pods.vllm_image, pods.runtime_image, port=pods.port)
     secret = replica_secret_name(name)
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(container.env.items())]
@@ -146,9 +154,12 @@ def replica_deployment(spec: DeploymentSpec, deployment_id: str, name: str, pods
     affinity = node_affinity(spec.node_names)
     if affinity:
         pod_spec["affinity"] = affinity
+    shape = hashlib.sha256(json.dumps(pod_spec, sort_keys=True).encode()).hexdigest()[:10]
+    labels = replica_labels(name) | {SHAPE_LABEL: shape}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": replica_deployment_name(name), "namespace": pods.namespace, "labels": labels,
+        "metadata": {"name": f"{replica_deployment_name(name)}-{shape}", "namespace": pods.namespace,
+                     "labels": labels,
                      "annotations": {DEPLOYMENT_ID_ANNOTATION: deployment_id,
                                      "inferstack.io/hardware-profile": spec.hardware_profile}},
         "spec": {"replicas": 0, "selector": {"matchLabels": labels},
@@ -178,8 +189,7 @@ class PodView:
     """What the provider reads of a pod."""
 
     name: str
-    deployment: str | None
-    """The deployment name its labels give."""
+    labels: dict[str, str]
     deleting: bool
     leaving: bool
     """Marked to be removed on the next scale-down (`LEAVING_COST`): never claimed again."""
@@ -206,7 +216,7 @@ def read_pod(pod: dict[str, Any]) -> PodView:
     ip = status.get("podIP")
     return PodView(
         name=meta.get("name", ""),
-        deployment=(meta.get("labels") or {}).get(DEPLOYMENT_LABEL),
+        labels=dict(meta.get("labels") or {}),
         deleting=meta.get("deletionTimestamp") is not None,
         leaving=(meta.get("annotations") or {}).get(DELETION_COST) == LEAVING_COST,
         address=f"http://{ip}:{port}" if ip and port else None,
