@@ -4,7 +4,7 @@ The control plane runs as one Deployment (SQLite on a volume: `Recreate`, never 
 `database_url_secret` it uses PostgreSQL). Its ServiceAccount may do in this namespace exactly what the
 `kubernetes` provider calls (providers/kubernetes_cluster.py; tests/infra/test_kubernetes_role.py
 records the calls and compares): create and read replica Deployments, scale them, list and annotate
-their pods, create and read the replicas' key Secrets. No deletes, no cluster-wide rights.
+their pods, create, read and update the replicas' key Secrets. No deletes, no cluster-wide rights.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ PROVIDER_RULES: dict[tuple[str, str], frozenset[str]] = {
     ("apps", "deployments"): frozenset({"get", "create"}),
     ("apps", "deployments/scale"): frozenset({"get", "patch"}),
     ("", "pods"): frozenset({"list", "patch"}),
-    # The replicas' key (and an API-created deployment's token): created once, read back after a restart.
-    ("", "secrets"): frozenset({"get", "create"}),
+    # The replicas' key and an API-created deployment's token: created once, read back after a restart,
+    # the token rewritten when the deployment's changes.
+    ("", "secrets"): frozenset({"get", "create", "patch"}),
 }
 """(API group, resource) -> verbs: exactly what the kubernetes provider calls."""
 

@@ -34,6 +34,9 @@ async def provider_lifetime(cluster: Cluster, log_dir: Path) -> None:
             await asyncio.sleep(0.05)
         assert k8s.exit_code(second) == 1
         await k8s.stop(first)
+        # A new Hugging Face token for the deployment: new pods read it from the Secret.
+        third = await k8s.start("dep-1", "chat", "rep-3", SPEC.with_changes({"hf_token": "hf_new"}), "k")
+        await k8s.stop(third)
     finally:
         await k8s.close()
 

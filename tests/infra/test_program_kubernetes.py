@@ -81,7 +81,7 @@ def test_controller_rbac_is_limited_to_what_the_provider_calls_in_its_namespace(
         (("apps",), ("deployments",)): {"get", "create"},
         (("apps",), ("deployments/scale",)): {"get", "patch"},
         (("",), ("pods",)): {"list", "patch"},
-        (("",), ("secrets",)): {"get", "create"},
+        (("",), ("secrets",)): {"get", "create", "patch"},
     }
     (binding,) = dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
     assert binding["inputs"]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",

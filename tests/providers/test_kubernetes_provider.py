@@ -69,9 +69,14 @@ async def test_a_replica_is_a_pod_that_answers_with_the_secrets_key_never_in_the
         spec_text = str(pod["spec"])
         assert "hf_secret_token_123" not in spec_text and handle.api_key not in spec_text
         # A second start of the same deployment reuses the Deployment and its key.
-        second = await k8s.start("dep-1", "chat", "rep-2", SPEC, "another-key")
+        second = await k8s.start("dep-1", "chat", "rep-2", SPEC.with_changes({"hf_token": "hf_rotated"}),
+                                 "another-key")
         assert second.api_key == handle.api_key and second.url != handle.url
         await ready(second)
+        await ready(handle)  # the first pod still checks the same key
+        secret = next(o.raw for (r, _, name), o in cluster.emulator.objects.items() if name == "replicas-chat"
+                      and r.plural == "secrets")
+        assert secret["stringData"]["token"] == "hf_rotated"  # new pods get the new token
     finally:
         await k8s.close()
     await gone(cluster)  # a closed provider leaves nothing running: its Deployments are at 0

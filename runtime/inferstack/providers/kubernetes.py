@@ -138,8 +138,9 @@ class KubernetesProvider:
         log_path = self._log_dir / f"{replica_id}.log"
         try:
             async with self._locks[name]:
-                stored = await self._cluster.ensure_secret(replica_secret(name, self._config.namespace,
-                                                                          replica_api_key, spec))
+                # The key stays (running pods check it); a new Hugging Face token is written for new pods.
+                secret = replica_secret(name, self._config.namespace, replica_api_key, spec)
+                stored = await self._cluster.ensure_secret(secret, keep=frozenset({KEY_SECRET_KEY}))
                 deployment, selector = await self._replica_deployment(spec, deployment_id, name)
                 self._driven.add(deployment)
                 await self.refresh()

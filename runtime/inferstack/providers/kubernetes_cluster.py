@@ -38,16 +38,23 @@ class KubernetesCluster:
         await self._client.close()
 
     # --- the replica Deployment and its Secret ----------------------------------------------------------
-    async def ensure_secret(self, manifest: dict[str, Any]) -> dict[str, str]:
-        """The Secret's data (decoded): the existing one's, else `manifest`'s after creating it."""
+    async def ensure_secret(self, manifest: dict[str, Any], keep: frozenset[str]) -> dict[str, str]:
+        """The Secret's data (decoded) after making sure it exists: created from `manifest`, or the
+        existing one with `manifest`'s values written over it except for the keys in `keep`."""
+        name = manifest["metadata"]["name"]
         try:
-            found = await self._client.get(Secret, manifest["metadata"]["name"], namespace=self.namespace)
+            found = await self._client.get(Secret, name, namespace=self.namespace)
         except ApiError as exc:
             if not is_not_found(exc):
                 raise
             await self._client.create(codecs.from_dict(manifest), namespace=self.namespace)
             return dict(manifest["stringData"])
-        return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
+        data = {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
+        changed = {k: v for k, v in manifest["stringData"].items() if k not in keep and data.get(k) != v}
+        if changed:
+            await self._client.patch(Secret, name, {"stringData": changed}, namespace=self.namespace,
+                                     patch_type=PatchType.MERGE)
+        return data | changed
 
     async def selector(self, deployment: str) -> dict[str, str] | None:
         """The Deployment's pod selector (matchLabels), or None if there is no such Deployment."""
