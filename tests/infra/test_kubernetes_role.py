@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import kubernetes_validate
 from program_harness import Program
 
 from inferstack.clock import SystemClock
@@ -45,6 +46,11 @@ def test_the_role_grants_exactly_what_the_provider_calls(dev: Program, tmp_path:
     with running_cluster(tmp_path / "pods") as cluster:
         asyncio.run(provider_lifetime(cluster, tmp_path / "logs"))
         called = {(c.group, c.resource, c.verb) for c in cluster.emulator.calls}
+        # What the provider created is valid to the real API too (strict: no unknown field).
+        sent = [o.raw for (r, _, _), o in cluster.emulator.objects.items() if r.plural in ("deployments", "secrets")]
+        assert {o["kind"] for o in sent} == {"Deployment", "Secret"}
+        for manifest in sent:
+            kubernetes_validate.validate(manifest, "1.37.0", strict=True)
     (role,) = dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
     granted = {(group, resource, verb) for rule in role["inputs"]["rules"] for group in rule["apiGroups"]
                for resource in rule["resources"] for verb in rule["verbs"]}
