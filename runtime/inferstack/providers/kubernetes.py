@@ -36,12 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightkube import ApiError
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferstack.clock import Clock
 from inferstack.engines.container import DEFAULT_RUNTIME_IMAGE, DEFAULT_VLLM_IMAGE, REPLICA_PORT
 from inferstack.providers.base import PoolFull, ProviderError, ReplicaHandle
-from inferstack.providers.kubernetes_cluster import KubernetesCluster
+from inferstack.providers.kubernetes_cluster import KubernetesCluster, is_not_found
 from inferstack.providers.kubernetes_pods import (
     KEY_SECRET_KEY,
     REPLICA_ANNOTATION,
@@ -224,12 +225,17 @@ class KubernetesProvider:
                 free = sorted(self._claimable(selector), key=lambda p: (not p.ready, p.address is None))
                 if free:
                     pod = free[0]
-                    claim = _Claim(name=name, deployment=deployment, pod=pod.name, restarts=pod.restarts,
-                                   log_path=log_path)
-                    self._claims[replica_id] = claim
-                    await self._cluster.annotate(pod.name, {REPLICA_ANNOTATION: replica_id})
-                    _note(log_path, f"claimed pod {pod.name} of {deployment}")
-                    return claim
+                    try:
+                        await self._cluster.annotate(pod.name, {REPLICA_ANNOTATION: replica_id})
+                    except ApiError as exc:  # deleted since the list (e.g. a scale-down): take another
+                        if not is_not_found(exc):
+                            raise
+                    else:
+                        claim = _Claim(name=name, deployment=deployment, pod=pod.name, restarts=pod.restarts,
+                                       log_path=log_path)
+                        self._claims[replica_id] = claim
+                        _note(log_path, f"claimed pod {pod.name} of {deployment}")
+                        return claim
             if self._clock.now() > deadline:
                 raise ProviderError(f"no pod of {deployment} appeared within {self._start_timeout_s:g} s")
             await self._clock.sleep(self._poll_s)
