@@ -1,8 +1,10 @@
 """The Kubernetes target's platform: namespace, control plane, its RBAC, secrets, caches, scheduling.
 
 The control plane runs as one Deployment (SQLite on a volume: `Recreate`, never two writers; with
-`database_url_secret` it uses PostgreSQL). Its ServiceAccount may manage replica Deployments and read
-pods and endpoints in this namespace, nothing else: no Secrets, no cluster-wide rights.
+`database_url_secret` it uses PostgreSQL). Its ServiceAccount may do in this namespace exactly what the
+`kubernetes` provider calls (providers/kubernetes_cluster.py; tests/infra/test_kubernetes_role.py
+records the calls and compares): create and read replica Deployments, scale them, list and annotate
+their pods, create, read and update the replicas' key Secrets. No deletes, no cluster-wide rights.
 """
 
 from __future__ import annotations
@@ -13,15 +15,24 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.replica import k8s_scheduling
 from inferstack.declared.stackfile import KubernetesSettings, PlatformSettings
+from inferstack.providers.kubernetes_pods import ROLE_LABEL
+from inferstack.providers.kubernetes_pods import scheduling as pod_scheduling
 from inferstack.settings import Env
 
 CONTROL_PLANE_PORT = 8000
 STATE_PATH = "/var/lib/inferstack"
 PROFILES_PATH = "/etc/inferstack"
 LABELS = {"app.kubernetes.io/name": "inferstack", "app.kubernetes.io/component": "control-plane"}
-REPLICA_ROLE_LABEL = {"inferstack.io/role": "replica"}
+PROVIDER_RULES: dict[tuple[str, str], frozenset[str]] = {
+    ("apps", "deployments"): frozenset({"get", "create"}),
+    ("apps", "deployments/scale"): frozenset({"get", "patch"}),
+    ("", "pods"): frozenset({"list", "patch"}),
+    # The replicas' key and an API-created deployment's token: created once, read back after a restart,
+    # the token rewritten when the deployment's changes.
+    ("", "secrets"): frozenset({"get", "create", "patch"}),
+}
+"""(API group, resource) -> verbs: exactly what the kubernetes provider calls."""
 
 
 @dataclass(frozen=True)
@@ -62,16 +73,12 @@ class KubernetesPlatform(pulumi.ComponentResource):
             k8s.core.v1.Secret(f"{name}-hf-token", metadata=meta(self.hf_token_secret_name), type="Opaque",
                                string_data={"token": args.hf_token}, opts=in_ns)
 
-        # --- the controller's identity: replica Deployments and reading pods/endpoints, here only ------
+        # --- the controller's identity: what the kubernetes provider calls, in this namespace only -------
         account = k8s.core.v1.ServiceAccount(f"{name}-controller", metadata=meta("inferstack-controller"),
                                              opts=in_ns)
         role = k8s.rbac.v1.Role(f"{name}-controller", metadata=meta("inferstack-controller"), rules=[
-            k8s.rbac.v1.PolicyRuleArgs(api_groups=["apps"], resources=["deployments"],
-                                       verbs=["get", "list", "watch", "create", "update", "patch", "delete"]),
-            k8s.rbac.v1.PolicyRuleArgs(api_groups=["apps"], resources=["deployments/scale"],
-                                       verbs=["get", "update", "patch"]),
-            k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["pods", "endpoints"],
-                                       verbs=["get", "list", "watch"]),
+            k8s.rbac.v1.PolicyRuleArgs(api_groups=[group], resources=[resource], verbs=sorted(verbs))
+            for (group, resource), verbs in sorted(PROVIDER_RULES.items())
         ], opts=in_ns)
         k8s.rbac.v1.RoleBinding(f"{name}-controller", metadata=meta("inferstack-controller"),
                                 role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io",
@@ -98,7 +105,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
                                               opts=in_ns)
 
         # --- per hardware profile: node selector and tolerations of its GPU nodes ------------------
-        scheduling = k8s_scheduling(args.profiles, s.gpu_taint_key)
+        scheduling = pod_scheduling(args.profiles, s.gpu_taint_key)
         profiles = k8s.core.v1.ConfigMap(f"{name}-profiles", metadata=meta("inferstack-profiles"),
                                          data={"profiles.json": json.dumps(scheduling, indent=2, sort_keys=True)},
                                          opts=in_ns)
@@ -184,7 +191,7 @@ class KubernetesPlatform(pulumi.ComponentResource):
         k8s.networking.v1.NetworkPolicy(
             f"{name}-replicas", metadata=meta("inferstack-replicas"),
             spec=k8s.networking.v1.NetworkPolicySpecArgs(
-                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=REPLICA_ROLE_LABEL),
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=ROLE_LABEL),
                 policy_types=["Ingress"],
                 ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(
                     from_=[k8s.networking.v1.NetworkPolicyPeerArgs(

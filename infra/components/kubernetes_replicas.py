@@ -14,13 +14,20 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.kubernetes import REPLICA_ROLE_LABEL
-from components.replica import k8s_node_selector, k8s_resources, k8s_tolerations
 from deployment_resource import InferenceDeployment
 from inferstack.engines.container import REPLICA_PORT, TOKEN_ENV, replica_container
+from inferstack.providers.kubernetes_pods import (
+    CACHE_PATH,
+    KEY_ENV,
+    KEY_SECRET_KEY,
+    node_selector,
+    replica_deployment_name,
+    replica_labels,
+    replica_secret_name,
+    resources,
+    tolerations,
+)
 from inferstack.spec import DeploymentSpec
-
-CACHE_PATH = "/root/.cache/huggingface"
 
 GPU_ROLLOUT_TIMEOUT_S = 45 * 60
 """A 70B model on a fresh node: image pull ~5 min, weights download ~15-25 min, load ~5 min."""
@@ -39,10 +46,6 @@ class KubernetesReplicasArgs:
     gpu_taint_key: str = "nvidia.com/gpu"
 
 
-def replica_deployment_name(deployment_name: str) -> str:
-    return f"replicas-{deployment_name}"
-
-
 class KubernetesReplicas(pulumi.ComponentResource):
     replica_deployments: dict[str, k8s.apps.v1.Deployment]
 
@@ -58,12 +61,17 @@ class KubernetesReplicas(pulumi.ComponentResource):
     def _replicas(self, name: str, spec: DeploymentSpec, args: KubernetesReplicasArgs) -> k8s.apps.v1.Deployment:
         assert spec.name
         resource = args.deployments[spec.name]
-        labels = {"app.kubernetes.io/name": "inferstack", "inferstack.io/deployment": spec.name, **REPLICA_ROLE_LABEL}
+        labels = replica_labels(spec.name)
         container = resource.deployment_id.apply(
             lambda deployment_id: replica_container(spec, deployment_id, spec.name or deployment_id, args.vllm_image,
                                                     args.runtime_image))
         env: list[k8s.core.v1.EnvVarArgs] = [
             k8s.core.v1.EnvVarArgs(name="HF_HOME", value=CACHE_PATH),
+            # The replicas' key, from the Secret the controller creates before it scales this up
+            # (optional: pods of the first count may start before it exists, and then take any key).
+            k8s.core.v1.EnvVarArgs(name=KEY_ENV, value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=replica_secret_name(spec.name),
+                                                                 key=KEY_SECRET_KEY, optional=True))),
         ]
         env_plain = container.apply(lambda c: [{"name": k, "value": v} for k, v in sorted(c.env.items())])
         if args.hf_token_secret_name:
@@ -87,8 +95,8 @@ class KubernetesReplicas(pulumi.ComponentResource):
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                     spec=k8s.core.v1.PodSpecArgs(
-                        node_selector=k8s_node_selector(spec.hardware_profile) or None,
-                        tolerations=k8s_tolerations(spec.hardware_profile, args.gpu_taint_key) or None,
+                        node_selector=node_selector(spec.hardware_profile) or None,
+                        tolerations=tolerations(spec.hardware_profile, args.gpu_taint_key) or None,
                         # In-flight requests finish before a replica goes (the controller drains first).
                         termination_grace_period_seconds=int(spec.drain_timeout_s) + 30,
                         containers=[k8s.core.v1.ContainerArgs(
@@ -97,7 +105,7 @@ class KubernetesReplicas(pulumi.ComponentResource):
                             command=container.apply(lambda c: c.command),
                             env=pulumi.Output.all(env_plain, env).apply(lambda parts: [*parts[1], *parts[0]]),
                             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=REPLICA_PORT)],
-                            resources=k8s_resources(spec),
+                            resources=resources(spec),
                             # Cold start (download, load, compile) takes minutes: up to 30 before a restart.
                             startup_probe=k8s.core.v1.ProbeArgs(
                                 http_get=k8s.core.v1.HTTPGetActionArgs(path="/health", port=REPLICA_PORT),

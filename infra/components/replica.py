@@ -9,43 +9,10 @@ secrets at boot, never as a literal.
 from __future__ import annotations
 
 import shlex
-from typing import Any
 
-from inferstack.hardware import PROFILES, aws_instance_type
+from inferstack.hardware import aws_instance_type
 from inferstack.providers.aws_groups import DOCUMENT_TAG, REPLICA_LOG_PATH, parameter_name
 from inferstack.spec import DeploymentSpec
-
-# --- Kubernetes ----------------------------------------------------------------------------------------
-
-
-def k8s_node_selector(profile_name: str) -> dict[str, str]:
-    product = PROFILES[profile_name].k8s_gpu_product
-    return {"nvidia.com/gpu.product": product} if product else {}
-
-
-def k8s_tolerations(profile_name: str, taint_key: str) -> list[dict[str, str]]:
-    if not PROFILES[profile_name].k8s_gpu_product:
-        return []
-    return [{"key": taint_key, "operator": "Exists", "effect": "NoSchedule"}]
-
-
-def k8s_resources(spec: DeploymentSpec) -> dict[str, dict[str, str]]:
-    if not PROFILES[spec.hardware_profile].k8s_gpu_product:
-        return {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
-    gpus = str(spec.gpus_per_replica)
-    # vLLM's tensor parallelism shares memory between workers through /dev/shm (mounted separately).
-    return {"requests": {"cpu": str(4 * spec.gpus_per_replica), "memory": f"{32 * spec.gpus_per_replica}Gi",
-                         "nvidia.com/gpu": gpus},
-            "limits": {"nvidia.com/gpu": gpus}}
-
-
-def k8s_scheduling(profiles: list[str], taint_key: str) -> dict[str, Any]:
-    """Per hardware profile: where its pods go. The controller reads this (a ConfigMap) for the
-    deployments it creates through the REST API, so they land on the same nodes as declared ones."""
-    return {name: {"nodeSelector": k8s_node_selector(name), "tolerations": k8s_tolerations(name, taint_key),
-                   "gpuResource": "nvidia.com/gpu" if PROFILES[name].k8s_gpu_product else None}
-            for name in profiles}
-
 
 # --- AWS -----------------------------------------------------------------------------------------------
 

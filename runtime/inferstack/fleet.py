@@ -40,6 +40,10 @@ class LiveReplica:
     def url(self) -> str:
         return self.handle.url
 
+    @property
+    def burst(self) -> bool:
+        return self.handle.burst
+
 
 @dataclass
 class LiveDeployment:

@@ -13,6 +13,21 @@ import math
 from pydantic import BaseModel, ConfigDict
 
 
+class NodeShape(BaseModel):
+    """A machine's size, as a node reports capacity: vCPUs, memory and GPUs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cpus: int
+    memory_gib: int
+    gpus: int
+
+
+# Of a node's share per GPU, what a replica pod asks: the rest is the kubelet's reserve and the
+# daemon sets (device plugin, CNI, kube-proxy). g6.xlarge (4 vCPU, 16 GiB, 1 L4): 3 CPUs and 12 GiB.
+POD_SHARE_OF_NODE = 0.75
+
+
 class HardwareProfile(BaseModel):
     """One GPU type, and how each target realises it."""
 
@@ -27,9 +42,20 @@ class HardwareProfile(BaseModel):
     """GPUs per replica -> the EC2 instance type that provides exactly that many."""
     k8s_gpu_product: str | None
     """The `nvidia.com/gpu.product` node label GPU nodes of this type carry."""
+    smallest_node: NodeShape
+    """The smallest machine that carries this GPU (its first instance type): pods are sized to fit it."""
 
     def price_per_replica_hour(self, gpus_per_replica: int) -> float:
         return self.price_per_gpu_hour * gpus_per_replica
+
+    def pod_size(self, gpus_per_replica: int) -> tuple[int, int]:
+        """(CPUs, GiB of memory) a replica pod asks: its GPUs' share of the smallest machine, less the
+        node's reserve. gpu.l4 x1 on g6.xlarge -> (3, 12); gpu.a100 x1 on p4d.24xlarge (96 vCPU, 1152
+        GiB, 8 GPUs) -> (9, 108). A GPU-less profile is one small replica a node: a quarter of it."""
+        node = self.smallest_node
+        share = gpus_per_replica / node.gpus if node.gpus else 0.25
+        return (max(1, int(node.cpus * share * POD_SHARE_OF_NODE)),
+                max(1, int(node.memory_gib * share * POD_SHARE_OF_NODE)))
 
 
 PROFILES: dict[str, HardwareProfile] = {
@@ -38,46 +64,46 @@ PROFILES: dict[str, HardwareProfile] = {
         # `cpu` runs replicas as local processes with no GPU: the embedded default for trying things out.
         HardwareProfile(
             name="cpu", gpu="none", gpu_memory_gb=0, price_per_gpu_hour=0.0, max_gpus_per_replica=1,
-            aws_instance_types={1: "c7i.2xlarge"}, k8s_gpu_product=None,
+            aws_instance_types={1: "c7i.2xlarge"}, smallest_node=NodeShape(cpus=8, memory_gib=16, gpus=0),
+            k8s_gpu_product=None,
         ),
         HardwareProfile(
             name="gpu.l4", gpu="NVIDIA L4", gpu_memory_gb=24, price_per_gpu_hour=0.80, max_gpus_per_replica=8,
             aws_instance_types={1: "g6.xlarge", 4: "g6.12xlarge", 8: "g6.48xlarge"},
-            k8s_gpu_product="NVIDIA-L4",
+            smallest_node=NodeShape(cpus=4, memory_gib=16, gpus=1), k8s_gpu_product="NVIDIA-L4",
         ),
         HardwareProfile(
             name="gpu.a10g", gpu="NVIDIA A10G", gpu_memory_gb=24, price_per_gpu_hour=1.01,
             max_gpus_per_replica=8, aws_instance_types={1: "g5.xlarge", 4: "g5.12xlarge", 8: "g5.48xlarge"},
-            k8s_gpu_product="NVIDIA-A10G",
+            smallest_node=NodeShape(cpus=4, memory_gib=16, gpus=1), k8s_gpu_product="NVIDIA-A10G",
         ),
         HardwareProfile(
             name="gpu.l40s", gpu="NVIDIA L40S", gpu_memory_gb=48, price_per_gpu_hour=1.86,
             max_gpus_per_replica=8, aws_instance_types={1: "g6e.xlarge", 4: "g6e.12xlarge", 8: "g6e.48xlarge"},
-            k8s_gpu_product="NVIDIA-L40S",
+            smallest_node=NodeShape(cpus=4, memory_gib=32, gpus=1), k8s_gpu_product="NVIDIA-L40S",
         ),
         HardwareProfile(
             name="gpu.a100", gpu="NVIDIA A100 40GB", gpu_memory_gb=40, price_per_gpu_hour=4.10,
             max_gpus_per_replica=8, aws_instance_types={8: "p4d.24xlarge"},
-            k8s_gpu_product="NVIDIA-A100-SXM4-40GB",
+            smallest_node=NodeShape(cpus=96, memory_gib=1152, gpus=8), k8s_gpu_product="NVIDIA-A100-SXM4-40GB",
         ),
         HardwareProfile(
             name="gpu.a100-80gb", gpu="NVIDIA A100 80GB", gpu_memory_gb=80, price_per_gpu_hour=5.12,
             max_gpus_per_replica=8, aws_instance_types={8: "p4de.24xlarge"},
-            k8s_gpu_product="NVIDIA-A100-SXM4-80GB",
+            smallest_node=NodeShape(cpus=96, memory_gib=1152, gpus=8), k8s_gpu_product="NVIDIA-A100-SXM4-80GB",
         ),
         HardwareProfile(
             name="gpu.h100", gpu="NVIDIA H100 80GB", gpu_memory_gb=80, price_per_gpu_hour=12.29,
             max_gpus_per_replica=8, aws_instance_types={8: "p5.48xlarge"},
-            k8s_gpu_product="NVIDIA-H100-80GB-HBM3",
+            smallest_node=NodeShape(cpus=192, memory_gib=2048, gpus=8), k8s_gpu_product="NVIDIA-H100-80GB-HBM3",
         ),
         HardwareProfile(
             name="gpu.h200", gpu="NVIDIA H200 141GB", gpu_memory_gb=141, price_per_gpu_hour=7.91,
             max_gpus_per_replica=8, aws_instance_types={8: "p5en.48xlarge"},
-            k8s_gpu_product="NVIDIA-H200",
+            smallest_node=NodeShape(cpus=192, memory_gib=2048, gpus=8), k8s_gpu_product="NVIDIA-H200",
         ),
     ]
 }
-
 
 
 def aws_instance_type(profile_name: str, gpus_per_replica: int) -> str | None:

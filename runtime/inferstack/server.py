@@ -37,9 +37,12 @@ from inferstack.gateway.body import BodyLimits
 from inferstack.gateway.entry import Gateway
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
 from inferstack.providers.base import Provider
+from inferstack.providers.kubernetes import KubernetesProvider, KubernetesProviderConfig
+from inferstack.providers.kubernetes_cluster import KubernetesCluster, client_from_environment
 from inferstack.providers.local import LocalProvider
+from inferstack.providers.placing import PlacingProvider
 from inferstack.secrets_at_rest import TokenCipher, load_or_create_key, make_private
-from inferstack.settings import Env, Settings
+from inferstack.settings import Settings
 from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, ReplicaRow, Store, TenantRow
 
 # Every table of the schema, named here so that no table module needs to know the others: the store
@@ -68,12 +71,18 @@ def open_store(settings: Settings) -> Store:
 
 
 def build_provider(settings: Settings, clock: Clock) -> Provider:
-    if settings.provider == "aws":
+    """Every provider the settings name, behind placement (providers/placing.py)."""
+    return PlacingProvider({name: _provider(name, settings, clock) for name in settings.provider_names})
+
+
+def _provider(name: str, settings: Settings, clock: Clock) -> Provider:
+    if name == "aws":
         return AwsProvider(AwsProviderConfig.from_settings(settings), clock)
-    if settings.provider == "kubernetes":
-        # infra's Kubernetes target already declares the platform; the provider is the next piece of work.
-        raise ValueError(f"{Env.PROVIDER}=kubernetes has no provider in this version of inferstack: "
-                         "replicas run with 'local' or 'aws'")
+    if name == "kubernetes":
+        config = KubernetesProviderConfig.from_settings(settings)
+        return KubernetesProvider(config, KubernetesCluster(client_from_environment(), config.namespace), clock,
+                                  settings.replica_log_dir,
+                                  unschedulable_timeout_s=settings.kubernetes.unschedulable_timeout_s)
     local = LocalProvider(settings.replica_log_dir, settings.vllm_python)
     local.reclaim_orphans()  # replicas a killed control plane of this home left behind
     return local

@@ -50,6 +50,9 @@ class Env:
     K8S_PROFILES: Final = "INFERSTACK_K8S_PROFILES"
     K8S_MODEL_CACHE_CLAIM: Final = "INFERSTACK_K8S_MODEL_CACHE_CLAIM"
     K8S_HF_TOKEN_SECRET: Final = "INFERSTACK_K8S_HF_TOKEN_SECRET"
+    K8S_UNSCHEDULABLE_TIMEOUT_S: Final = "INFERSTACK_K8S_UNSCHEDULABLE_TIMEOUT_S"
+    # several providers at once, in placement order
+    PROVIDERS: Final = "INFERSTACK_PROVIDERS"
     # files in S3
     S3_ENDPOINT_URL: Final = "INFERSTACK_S3_ENDPOINT_URL"
     # boto3's own, read here too so the AWS clients are configured from one place
@@ -103,7 +106,8 @@ class _FromEnvironment(BaseModel):
 
 
 def _describe(error: Any) -> str:
-    name = str(error["loc"][-1]) if error["loc"] else "settings"
+    names = [part for part in error["loc"] if isinstance(part, str)]  # a list item's index names nothing
+    name = names[-1] if names else "settings"
     if error["type"] == "value_error":  # our validators' messages read on from the name
         return f"{name} {error['msg'].removeprefix('Value error, ')}"
     return f"{name}: {error['msg']}"
@@ -155,8 +159,8 @@ class AwsProviderSettings(_FromEnvironment):
 
 
 class KubernetesProviderSettings(_FromEnvironment):
-    """What a Kubernetes provider needs from infra's Deployment of the control plane. No such
-    provider exists in this version: the names are read (and checked) so the contract holds."""
+    """What the `kubernetes` provider needs, written by infra's Deployment of the control plane. The
+    API server and credentials: in-cluster service account, else the kubeconfig KUBECONFIG names."""
 
     namespace: str | None = Field(None, alias=Env.K8S_NAMESPACE, description="Where replica Deployments live.")
     profiles_file: Path | None = Field(None, alias=Env.K8S_PROFILES,
@@ -165,6 +169,8 @@ class KubernetesProviderSettings(_FromEnvironment):
                                           description="The shared Hugging Face cache volume claim.")
     hf_token_secret: str | None = Field(None, alias=Env.K8S_HF_TOKEN_SECRET,
                                         description="The Secret holding the Hugging Face token, if any.")
+    unschedulable_timeout_s: float = Field(60.0, alias=Env.K8S_UNSCHEDULABLE_TIMEOUT_S, gt=0,
+                                           description="A pod unschedulable this long: the cluster is full.")
 
 
 class S3Settings(_FromEnvironment):
@@ -194,8 +200,12 @@ class Settings(_FromEnvironment):
     )
     provider: Literal["local", "aws", "kubernetes"] = Field(
         "local", alias=Env.PROVIDER,
-        description="Where replicas run: local processes, EC2 instances in Auto Scaling groups, or Kubernetes "
-                    "(declared by infra, no provider yet in this version).",
+        description="Where replicas run: local processes, EC2 instances in Auto Scaling groups, or Kubernetes pods.",
+    )
+    providers: list[Literal["local", "aws", "kubernetes"]] | None = Field(
+        None, alias=Env.PROVIDERS, min_length=1,
+        description="Comma-separated: several providers at once, in placement order (a deployment's "
+                    "`providers` picks among them); unset: INFERSTACK_PROVIDER alone.",
     )
     controller_tick_s: float = Field(1.0, alias=Env.CONTROLLER_TICK_S, gt=0)
     heartbeat_s: float = Field(
@@ -233,6 +243,16 @@ class Settings(_FromEnvironment):
     aws: AwsProviderSettings = Field(default_factory=AwsProviderSettings)
     kubernetes: KubernetesProviderSettings = Field(default_factory=KubernetesProviderSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+
+    @property
+    def provider_names(self) -> list[str]:
+        """The providers this control plane runs, in placement order."""
+        return list(dict.fromkeys(self.providers)) if self.providers else [self.provider]
 
     @field_validator("home")
     @classmethod

@@ -64,6 +64,9 @@ class ReplicaStatus(StrEnum):
         return frozenset({cls.starting, cls.ready, cls.draining})
 
 
+Target = Literal["local", "kubernetes", "aws"]
+"""Where replicas can run: the providers a control plane may run (INFERSTACK_PROVIDERS)."""
+
 FieldChange = Literal["identity", "replica", "live"]
 """What changing a spec field means. identity: another deployment (a PATCH refuses it; declared tools
 delete and create). replica: new replicas (running ones are replaced one by one). live: the running
@@ -148,6 +151,18 @@ class DeploymentSpec(ScalingSpec):
     )
     max_model_len: int | None = Field(None, ge=16, le=1_048_576, json_schema_extra=_change("replica"))
     allow_spot: bool = False
+    # Placement (providers/placement.py): live, a change applies to the replicas started from then on.
+    providers: list[Target] = Field(
+        default_factory=list, description="Ordered providers to place replicas on; empty: the control plane's "
+        "first. Without cloudburst only the first is used.")
+    cloudburst: bool = Field(False, description="When a provider is full, place the next replicas on the next one; "
+                             "scale-down removes burst replicas first.")
+    node_names: list[str] = Field(
+        default_factory=list, max_length=100, description="Kubernetes nodes replicas may run on (on-prem "
+        "pinning); empty: any node of the hardware profile.")
+    instance_types: list[str] = Field(
+        default_factory=list, max_length=20, description="EC2 instance types for AWS replicas, each holding the "
+        "replica's GPUs; empty: the profile's smallest.")
     max_requests_per_replica: int | None = Field(
         None, ge=1, le=100_000, description="Requests in flight per ready replica the gateway lets through; "
         "beyond it a 429 with Retry-After, rather than a queue at the engines (none: no bound)."
@@ -199,6 +214,11 @@ class DeploymentSpec(ScalingSpec):
             problem = fit_problem(catalogued, profile, self.gpus_per_replica)
             if problem:
                 raise ValueError(f"hf_model_id: {problem}")
+        holding = sorted({t for gpus, t in profile.aws_instance_types.items() if gpus >= self.gpus_per_replica})
+        wrong = [t for t in self.instance_types if t not in holding]
+        if wrong:
+            raise ValueError(f"instance_types: {', '.join(wrong)} do not hold {self.gpus_per_replica} x {profile.gpu}; "
+                             f"choose among {', '.join(holding) or 'none (no EC2 type holds them)'}")
         if self.max_price_per_hour is not None and self.max_price_per_hour < self.price_per_replica_hour:
             raise ValueError(
                 f"max_price_per_hour ({self.max_price_per_hour:g}) is below the price of one replica "
@@ -303,5 +323,3 @@ def _field_from_message(message: str) -> str:
 def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in error_fields(errors))
 
-
-Target = Literal["local", "kubernetes", "aws"]

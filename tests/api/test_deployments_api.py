@@ -144,9 +144,29 @@ def test_sg_inf_routes_create_update_get_delete(alice: httpx.Client) -> None:
     unhonourable = alice.post("/sg_inf/create", json={"model": "x/y", "cloud_providers": ["gcp"],
                                                        "initial_worker_config": {"use_on_prem": True}})
     assert unhonourable.status_code == 422
-    assert "cloud_providers" in unhonourable.json()["message"] and "use_on_prem" in unhonourable.json()["message"]
+    assert "cloud_providers: gcp not supported" in unhonourable.json()["message"]
+    too_small = alice.post("/sg_inf/create", json={"model": "x/y", "initial_worker_config": {
+        "initial_workers_gpu": "L4", "initial_workers_gpu_num": 4, "instance_types": ["g6.xlarge"]}})
+    assert too_small.status_code == 422 and too_small.json()["success"] is False
+    assert "g6.xlarge do not hold 4 x NVIDIA L4" in too_small.json()["message"]
     assert alice.delete(f"/sg_inf/{deployment_id}").json()["success"] is True
     assert alice.get(f"/sg_inf/{deployment_id}").status_code == 404
+
+
+def test_sg_inf_placement_fields_are_honoured_and_shown(alice: httpx.Client) -> None:
+    created = alice.post("/sg_inf/create", json={
+        "name": "sg-burst", "model": "meta-llama/Llama-3.1-8B-Instruct", "cloud_providers": ["AWS"],
+        "initial_worker_config": {"min_workers": 0, "initial_workers_gpu": "L4", "use_on_prem": True,
+                                  "on_prem_node_ids": ["gpu-node-7"], "use_cloudburst": True,
+                                  "instance_types": ["g6.12xlarge"]}})
+    assert created.status_code == 200, created.text
+    spec = alice.get(f"/sg_inf/{created.json()['id']}").json()["message"]["spec"]
+    assert spec["providers"] == ["kubernetes", "aws"] and spec["cloudburst"] is True
+    assert (spec["node_names"], spec["instance_types"]) == (["gpu-node-7"], ["g6.12xlarge"])
+    updated = alice.put(f"/sg_inf/{created.json()['id']}", json={"initial_worker_config": {"use_cloudburst": False}})
+    assert updated.json()["success"] is True
+    assert alice.get(f"/sg_inf/{created.json()['id']}").json()["message"]["spec"]["cloudburst"] is False
+    assert alice.delete(f"/sg_inf/{created.json()['id']}").json()["success"] is True
 
 
 def test_the_openapi_document_describes_the_native_routes(plane: ControlPlane) -> None:

@@ -9,8 +9,8 @@ from inferstack.spec import ReplicaStatus
 
 
 def replica(rid: str, status: ReplicaStatus = ReplicaStatus.ready, outstanding: int = 0,
-            started_at: float = 0.0) -> LiveReplica:
-    return LiveReplica(handle=ReplicaHandle(rid, f"http://{rid}", None, ""), api_key="k", status=status,
+            started_at: float = 0.0, burst: bool = False) -> LiveReplica:
+    return LiveReplica(handle=ReplicaHandle(rid, f"http://{rid}", None, "", burst=burst), api_key="k", status=status,
                        started_at=started_at, outstanding=outstanding)
 
 
@@ -30,3 +30,12 @@ def test_batch_lines_in_flight_count_as_load() -> None:
     batching = replica("batching")
     batching.batch_outstanding = 4
     assert [v.replica_id for v in choose_victims([batching, interactive], 1)] == ["interactive"]
+
+
+def test_burst_replicas_go_before_the_first_providers_even_when_busier() -> None:
+    # Kubernetes full at 2, two burst to AWS: scaling 4 -> 2 removes the AWS ones, loaded or not.
+    on_prem = [replica("k8s-1", outstanding=0), replica("k8s-2", outstanding=0)]
+    burst = [replica("aws-1", outstanding=3, burst=True), replica("aws-2", outstanding=1, burst=True)]
+    victims = choose_victims([*on_prem, *burst], 2)
+    assert sorted(v.replica_id for v in victims) == ["aws-1", "aws-2"]
+    assert choose_victims([*on_prem, *burst, replica("new", ReplicaStatus.starting)], 1)[0].replica_id == "new"

@@ -8,11 +8,13 @@ plane's environment, and the runtime's `Settings` loads it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from program_harness import Program
 
 from inferstack.providers.aws import AwsProviderConfig
+from inferstack.providers.kubernetes import KubernetesProviderConfig
 from inferstack.settings import Env, Settings
 from local_process import RESOURCE_TYPE as LOCAL_PROCESS
 from local_process import LocalProcessProvider
@@ -32,7 +34,13 @@ def kubernetes_environment(program: Program) -> dict[str, str]:
     (deployment,) = [d for d in program.of_type("kubernetes:apps/v1:Deployment")
                      if d["inputs"]["metadata"]["labels"].get("app.kubernetes.io/component") == "control-plane"]
     (container,) = deployment["inputs"]["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e.get("value", FROM_SECRET) for e in container["env"]}
+    namespace = deployment["inputs"]["metadata"]["namespace"]
+
+    def value(env: dict) -> str:
+        field = env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        return namespace if field == "metadata.namespace" else env.get("value", FROM_SECRET)
+
+    return {e["name"]: value(e) for e in container["env"]}
 
 
 def aws_environment(program: Program) -> dict[str, str]:
@@ -67,3 +75,16 @@ def test_settings_accept_what_infra_writes(rendered: tuple[str, dict[str, str]])
     if target == "aws":
         config = AwsProviderConfig.from_settings(settings)  # the provider starts from what infra wrote
         assert config.stack == "prod" and config.launch_templates and config.subnets
+
+
+def test_the_kubernetes_provider_starts_from_what_the_dev_stack_writes(dev: Program, tmp_path: Path) -> None:
+    environment = kubernetes_environment(dev)
+    # The profiles file is the stack's ConfigMap, mounted where the environment says.
+    (profiles,) = dev.of_type("kubernetes:core/v1:ConfigMap")
+    mounted = tmp_path / "profiles.json"
+    mounted.write_text(profiles["inputs"]["data"]["profiles.json"])
+    assert environment[Env.K8S_PROFILES].endswith("/profiles.json")
+    config = KubernetesProviderConfig.from_settings(Settings.from_env({**environment, Env.K8S_PROFILES: str(mounted)}))
+    assert config.namespace == "inferstack-dev" and config.model_cache_claim == "inferstack-model-cache"
+    assert config.profiles["gpu.l4"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert config.pod_settings("gpu.l4").placement == config.profiles["gpu.l4"]

@@ -73,16 +73,18 @@ def test_hf_token_is_a_secret_object_read_by_reference_only(dev: Program) -> Non
                                                                              "key": "token"}}}]
 
 
-def test_controller_rbac_is_limited_to_replica_deployments_and_reading_pods_in_its_namespace(dev: Program) -> None:
+def test_controller_rbac_is_limited_to_what_the_provider_calls_in_its_namespace(dev: Program) -> None:
     assert dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole") == []
     assert dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding") == []
     (role,) = dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
     assert role["inputs"]["metadata"]["namespace"] == "inferstack-dev"
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["inputs"]["rules"]}
+    # That these are all the provider needs is tests/infra/test_kubernetes_role.py's to show.
     assert rules == {
-        (("apps",), ("deployments",)): {"get", "list", "watch", "create", "update", "patch", "delete"},
-        (("apps",), ("deployments/scale",)): {"get", "update", "patch"},
-        (("",), ("pods", "endpoints")): {"get", "list", "watch"},
+        (("apps",), ("deployments",)): {"get", "create"},
+        (("apps",), ("deployments/scale",)): {"get", "patch"},
+        (("",), ("pods",)): {"list", "patch"},
+        (("",), ("secrets",)): {"get", "create", "patch"},
     }
     (binding,) = dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
     assert binding["inputs"]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
@@ -117,7 +119,7 @@ def test_profiles_in_use_get_their_scheduling_and_the_model_cache_is_shared(dev:
     scheduling = json.loads(profiles["inputs"]["data"]["profiles.json"])
     assert set(scheduling) == {"gpu.l4", "cpu"}
     assert scheduling["gpu.l4"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
-    assert scheduling["cpu"] == {"nodeSelector": {}, "tolerations": [], "gpuResource": None}
+    assert scheduling["cpu"] == {"nodeSelector": {}, "tolerations": []}
     cache = dev.named("inferstack-dev-model-cache")["inputs"]["spec"]
     assert cache["accessModes"] == ["ReadWriteMany"] and cache["storageClassName"] == "efs-sc"
     assert cache["resources"]["requests"]["storage"] == "500Gi"

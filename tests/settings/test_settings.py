@@ -49,6 +49,14 @@ def test_every_named_variable_is_read_and_the_readme_lists_what_the_control_plan
     assert Settings.environment_names() <= listed, sorted(Settings.environment_names() - listed)
 
 
-def test_the_kubernetes_provider_fails_at_start_with_a_clear_message() -> None:
-    with pytest.raises(ValueError, match="INFERSTACK_PROVIDER=kubernetes has no provider in this version"):
+def test_the_kubernetes_provider_without_its_namespace_fails_at_start_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="INFERSTACK_K8S_NAMESPACE is not set"):
         build_provider(Settings.from_env({Env.PROVIDER: "kubernetes"}), SystemClock())
+
+
+def test_several_providers_are_read_in_placement_order() -> None:
+    settings = Settings.from_env({Env.PROVIDERS: "kubernetes, aws"})
+    assert settings.provider_names == ["kubernetes", "aws"]
+    assert Settings.from_env({Env.PROVIDER: "aws"}).provider_names == ["aws"]
+    with pytest.raises(SettingsError, match=Env.PROVIDERS):
+        Settings.from_env({Env.PROVIDERS: "kubernetes,gcp"})

@@ -30,6 +30,8 @@ OTHER_VALUE: dict[str, Any] = {
     "scale_up_cooldown_s": 5, "metrics_window_s": 30, "panic_window_s": 3, "idle_timeout_s": 100,
     "max_queue_wait_s": 10, "max_queued_requests": 10, "max_price_per_hour": 100.0, "drain_timeout_s": 5,
     "max_requests_per_replica": 64,
+    "providers": ["kubernetes", "aws"], "cloudburst": True, "node_names": ["gpu-node-1"],
+    "instance_types": ["g6.12xlarge"],
 }
 IDENTITY_VALUE: dict[str, Any] = {"name": "chat2", "hf_model_id": "m/other", "engine": "sim", "task": "embed"}
 

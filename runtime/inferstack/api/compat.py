@@ -1,7 +1,9 @@
 """Compatibility routes for the two platforms inferstack replaces: switch by changing the base URL.
 
 Each request is mapped onto the native spec and goes through the same validation; a field value
-this system cannot honour is a 422 that says so, never silently ignored. Errors answer in these
+this system cannot honour is a 422 that says so, never silently ignored. Placement (`cloud_providers`,
+`use_on_prem`, `on_prem_node_ids`, `use_cloudburst`, `instance_types`) maps onto the spec's
+`providers`, `node_names`, `cloudburst` and `instance_types` (providers/placement.py). Errors answer in these
 platforms' own `{"success": false, "message"}` shape (the app's error handler picks it by path).
 """
 
@@ -75,6 +77,24 @@ class WorkerConfig(BaseModel):
     instance_types: list[str] | None = None
     use_on_prem: bool | None = None
     on_prem_node_ids: list[str] | None = None
+    use_cloudburst: bool | None = None
+
+
+# The platform's cloud names -> our providers. On-prem machines are the Kubernetes provider's nodes.
+CLOUD_NAMES = {"aws": "aws", "amazon": "aws", "kubernetes": "kubernetes", "k8s": "kubernetes",
+               "on_prem": "kubernetes", "onprem": "kubernetes"}
+
+
+def _providers(clouds: list[Any] | None, on_prem: bool) -> list[str]:
+    """`cloud_providers` (names, or objects with a `name`) and `use_on_prem` as an ordered placement:
+    on-prem first, then the clouds in the order given."""
+    names = [c.get("name") if isinstance(c, dict) else c for c in clouds or []]
+    unknown = [str(n) for n in names if not isinstance(n, str) or n.lower() not in CLOUD_NAMES]
+    if unknown:
+        raise ApiError(422, f"cloud_providers: {', '.join(unknown)} not supported; choose among aws, kubernetes "
+                            "(on-prem GPU nodes: initial_worker_config.use_on_prem)")
+    placed = (["kubernetes"] if on_prem else []) + [CLOUD_NAMES[n.lower()] for n in names if isinstance(n, str)]
+    return list(dict.fromkeys(placed))
 
 
 class AutoscalingConfig(BaseModel):
@@ -115,17 +135,16 @@ class SgInfUpdate(SgInfFields):
 def _sg_inf_fields(body: SgInfFields) -> dict[str, Any]:
     """Native spec fields for the platform's fields; 422 for what cannot be honoured."""
     unsupported = []
-    if body.cloud_providers:
-        unsupported.append("cloud_providers (replicas run where this control plane's provider puts them)")
     if body.gateway_config:
         unsupported.append("gateway_config (the gateway is part of the control plane)")
     fields: dict[str, Any] = {}
     worker = body.initial_worker_config
+    on_prem = worker is not None and bool(worker.use_on_prem or worker.on_prem_node_ids)
+    if body.cloud_providers is not None or on_prem:
+        fields["providers"] = _providers(body.cloud_providers, on_prem)
     if worker is not None:
-        if worker.instance_types:
-            unsupported.append("initial_worker_config.instance_types (choose a hardware profile instead)")
-        if worker.use_on_prem or worker.on_prem_node_ids:
-            unsupported.append("initial_worker_config.use_on_prem / on_prem_node_ids")
+        fields |= _present(instance_types=worker.instance_types, node_names=worker.on_prem_node_ids,
+                           cloudburst=worker.use_cloudburst)
         if worker.use_same_gpus_when_scaling is False:
             unsupported.append("initial_worker_config.use_same_gpus_when_scaling=false (replicas are identical)")
         if worker.initial_workers_gpu is not None:

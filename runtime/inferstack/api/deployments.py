@@ -29,6 +29,9 @@ class ReplicaView(BaseModel):
     engine_running: int | None = None
     engine_waiting: int | None = None
     reason: str = ""
+    provider: str | None = None
+    """Where it runs (`kubernetes`, `aws`, `local`); burst: placed past the first provider, which was full."""
+    burst: bool = False
 
 
 class CostView(BaseModel):
@@ -57,7 +60,7 @@ def view(deployment: LiveDeployment) -> DeploymentView:
     replicas = [
         ReplicaView(id=r.replica_id, status=r.status, url=r.url, started_at=r.started_at, ready_at=r.ready_at,
                     in_flight=r.outstanding + r.batch_outstanding, engine_running=r.engine_running,
-                    engine_waiting=r.engine_waiting)
+                    engine_waiting=r.engine_waiting, provider=r.handle.provider, burst=r.burst)
         for r in deployment.replicas.values()
     ]
     return DeploymentView(

@@ -114,11 +114,13 @@ def status(deployment: str = typer.Argument(..., help="Deployment id or name."),
     cost = info["cost"]
     out.print(f"cost: {cost['replica_seconds']:.0f} replica-seconds x {cost['price_per_replica_hour']:g} "
               f"USD/hour = {cost['usd']:.4f} USD")
-    table = Table("REPLICA", "STATUS", "IN FLIGHT", "ENGINE RUNNING/WAITING", "STARTED", "READY AFTER", "REASON")
+    table = Table("REPLICA", "STATUS", "WHERE", "IN FLIGHT", "ENGINE RUNNING/WAITING", "STARTED", "READY AFTER",
+                  "REASON")
     for r in replicas:
         ready_after = f"{r['ready_at'] - r['started_at']:.1f} s" if r["ready_at"] else "-"
         engine = f"{r['engine_running']}/{r['engine_waiting']}" if r.get("engine_running") is not None else "-"
-        table.add_row(r["id"], r["status"], str(r["in_flight"]), engine, time.strftime("%H:%M:%S",
+        where = f"{r.get('provider') or '-'}{' (burst)' if r.get('burst') else ''}"
+        table.add_row(r["id"], r["status"], where, str(r["in_flight"]), engine, time.strftime("%H:%M:%S",
                       time.localtime(r["started_at"])), ready_after, r["reason"])
     out.print(table)
 

@@ -78,7 +78,8 @@ class ReplicaLifecycle:
         if deployment.status not in _KEEPS_REPLICAS:
             await self._provider.stop(handle)  # stopped or deleted while the replica was on its way
             return
-        replica = LiveReplica(handle=handle, api_key=api_key, status=ReplicaStatus.starting, started_at=now)
+        replica = LiveReplica(handle=handle, api_key=handle.api_key or api_key, status=ReplicaStatus.starting,
+                              started_at=now)
         deployment.replicas[replica_id] = replica
         # The health check goes before the record: a replica is probed to ready (or stopped) whatever the
         # database does meanwhile.

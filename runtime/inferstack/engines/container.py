@@ -34,10 +34,10 @@ class ReplicaContainer:
 
 
 def replica_container(spec: DeploymentSpec, deployment_id: str, name: str, vllm_image: str,
-                      runtime_image: str) -> ReplicaContainer:
+                      runtime_image: str, port: int = REPLICA_PORT) -> ReplicaContainer:
     """The container of one replica: the official vLLM image with the spec's flags, or for `sim` the
     runtime image running the built-in simulator. Served under the deployment's name and id."""
-    launch = plan_launch(spec.model_copy(update={"hf_token": None}), deployment_id, name, REPLICA_PORT,
+    launch = plan_launch(spec.model_copy(update={"hf_token": None}), deployment_id, name, port,
                          replica_api_key="", vllm_python=CONTAINER_PYTHON, host="0.0.0.0")
     command = [CONTAINER_PYTHON, *launch.argv[1:]]  # argv[0] is this machine's interpreter for sim
     env = {k: v for k, v in launch.env.items() if k not in SECRET_ENV}

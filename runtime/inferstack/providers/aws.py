@@ -147,7 +147,9 @@ class AwsProvider:
             template = launch_template_id(self._config.launch_templates, spec.hardware_profile, self._config.stack)
         except MissingLaunchTemplate as exc:
             raise ProviderError(str(exc)) from None
-        instance_type = aws_instance_type(spec.hardware_profile, spec.gpus_per_replica)
+        # The deployment's own choice (checked by the spec to hold its GPUs), else the profile's smallest.
+        instance_type = (spec.instance_types[0] if spec.instance_types
+                         else aws_instance_type(spec.hardware_profile, spec.gpus_per_replica))
         if instance_type is None:
             raise ProviderError(f"no EC2 instance type offers {spec.gpus_per_replica} x {spec.profile.gpu}")
         owner = owner_of(name, self._config.declared)

@@ -14,10 +14,22 @@ class ReplicaHandle:
     url: str
     pid: int | None
     log_path: str
+    api_key: str | None = None
+    """The key the replica checks, when the provider keeps one per deployment (Kubernetes: all pods of a
+    Deployment share its Secret) rather than the one `start` was given."""
+    provider: str | None = None
+    """Where it runs (`kubernetes`, `aws`, `local`), set by placement."""
+    burst: bool = False
+    """Placed past the deployment's first provider because that one was full: the first to go."""
 
 
 class ProviderError(Exception):
     """A replica could not be started; the message is shown to the user as the reason."""
+
+
+class PoolFull(ProviderError):
+    """The provider has no room for another replica now (e.g. Kubernetes pods stay unschedulable):
+    placement tries the next provider."""
 
 
 class Provider(Protocol):
