@@ -39,18 +39,25 @@ import pytest
 # moves, move its row. `pure` marks the deciders, whose kill rate is held to >= 90%.
 TARGETS: dict[str, tuple[bool, list[str]]] = {
     "runtime/inferstack/autoscaler/decision.py": (True, ["tests/autoscaler/test_decision.py"]),
+    "runtime/inferstack/autoscaler/backlog.py": (True, ["tests/autoscaler/test_decision.py"]),
+    "runtime/inferstack/autoscaler/bounds.py": (True, ["tests/autoscaler/test_decision.py"]),
+    "runtime/inferstack/autoscaler/state.py": (True, ["tests/autoscaler/test_decision.py"]),
     "runtime/inferstack/autoscaler/metrics_window.py": (
         True, ["tests/autoscaler/test_metrics_window.py", "tests/autoscaler/test_decision.py"]),
     "runtime/inferstack/autoscaler/observe.py": (True, ["tests/autoscaler/test_observe.py"]),
+    "runtime/inferstack/autoscaler/shared_window.py": (True, ["tests/autoscaler/test_shared_window.py"]),
     "runtime/inferstack/autoscaler/victims.py": (True, ["tests/autoscaler/test_victims.py"]),
     "runtime/inferstack/batches/transitions.py": (True, ["tests/batches/test_transitions.py"]),
+    "runtime/inferstack/ratelimit.py": (True, ["tests/ratelimit"]),
+    "runtime/inferstack/providers/placement.py": (True, ["tests/providers/test_placement.py"]),
     "runtime/inferstack/gateway/routing.py": (
         True, ["tests/gateway/test_gateway_routing.py", "tests/gateway/test_routing_under_load.py"]),
-    # Admission (hold, queue bound, batch slots, release) in process, with fake replicas and the manual clock.
+    # Admission (hold, FIFO queue, per-replica capacity, batch slots, release), in process with fake
+    # replicas and the manual clock.
     "runtime/inferstack/gateway/admission.py": (False, ["tests/gateway"]),
-    # The relay, with its one retry on another replica before the first byte.
+    # The relay, with its retry on another replica before the first byte.
     "runtime/inferstack/gateway/entry.py": (False, ["tests/gateway"]),
-    # The replica lifecycle (start, probe, drain, fail), in process.
+    # The replica lifecycle (start, probe, drain, fail, back off), in process.
     "runtime/inferstack/controller/replicas.py": (False, ["tests/controller"]),
 }
 
