@@ -128,12 +128,25 @@ def _raw(plane: ControlPlane, data: bytes) -> socket.socket:
     return sock
 
 
+def _answer(sock: socket.socket) -> bytes:
+    """The whole answer, head and body (they may come in separate packets), by its Content-Length."""
+    answer = b""
+    while b"\r\n\r\n" not in answer and (chunk := sock.recv(4096)):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length and (chunk := sock.recv(4096)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def test_a_client_too_slow_with_its_body_gets_a_408(plane: ControlPlane, rest: httpx.Client) -> None:
     key = rest.headers["authorization"]
     with _raw(plane, (f"POST /v1/deployments HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n"
                       "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"hf_").encode()) as sock:
         started = time.monotonic()
-        answer = sock.recv(4096)
+        answer = _answer(sock)
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
     assert time.monotonic() - started < 3
 
@@ -146,7 +159,7 @@ def test_an_upload_that_stalls_gets_a_408_and_stores_nothing(plane: ControlPlane
     with _raw(plane, (f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n"
                       "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n").encode()
               + head) as sock:
-        answer = sock.recv(4096)
+        answer = _answer(sock)
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
     assert rest.get("/v1/files").json()["data"] == before
 
