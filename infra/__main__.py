@@ -24,7 +24,8 @@ for key in ("platform", "deployments"):
 plain_text = [key for key in SECRET_KEYS
               if config.get(key) is not None and not pulumi.runtime.is_config_secret(f"{NAMESPACE}:{key}")]
 inputs = stack_config.load(pulumi.get_stack(), raw, api_key=config.get_secret("apiKey"),
-                           hf_token=config.get_secret("hfToken"), plain_text_secrets=plain_text)
+                           hf_token=config.get_secret("hfToken"), plain_text_secrets=plain_text,
+                           token_key=config.get_secret("tokenKey"))
 stack = inputs.config
 platform_settings = stack.platform
 name = f"inferstack-{stack.stack}"
@@ -39,13 +40,15 @@ elif stack.target == "kubernetes":
 
     platform = KubernetesPlatform(name, KubernetesPlatformArgs(
         stack=stack.stack, platform=platform_settings, settings=platform_settings.kubernetes,
-        profiles=stack.hardware_profiles(), api_key=inputs.api_key, hf_token=inputs.hf_token))
+        profiles=stack.hardware_profiles(), api_key=inputs.api_key, hf_token=inputs.hf_token,
+        token_key=inputs.token_key))
 else:
     from components.aws import AwsPlatform, AwsPlatformArgs
 
     platform = AwsPlatform(name, AwsPlatformArgs(
         stack=stack.stack, platform=platform_settings, settings=platform_settings.aws,
-        deployments=list(stack.deployments), api_key=inputs.api_key, hf_token=inputs.hf_token))
+        deployments=list(stack.deployments), api_key=inputs.api_key, hf_token=inputs.hf_token,
+        token_key=inputs.token_key))
 
 declared = DeclaredDeployments(f"{name}-deployments", DeclaredDeploymentsArgs(
     url=platform.url, specs=stack.deployments, hf_token=inputs.hf_token),

@@ -27,7 +27,8 @@ from inferstack.spec import SPEC_FIELDS, DeploymentSpec
 DEPLOYMENT_TYPE = "pulumi-python:dynamic/inferstack:Deployment"
 LOCAL_CONTROL_PLANE_TYPE = "pulumi-python:dynamic/inferstack:LocalControlPlane"
 HF_TOKEN_PATTERN = TOKEN_PATTERNS["a Hugging Face token"]  # the spec's detector: one pattern everywhere
-TOKEN_ENV_NAMES = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN"})
+TOKEN_ENV_NAMES = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", Env.TOKEN_KEY})
+"""Variables that hold a token, or the key that seals stored tokens: only ever from a secret."""
 ANY_STACK = "*"
 SECRET_HOLDERS = frozenset({
     DEPLOYMENT_TYPE, "kubernetes:core/v1:Secret", "aws:secretsmanager/secretVersion:SecretVersion"})

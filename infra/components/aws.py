@@ -30,6 +30,7 @@ class AwsPlatformArgs:
     settings: AwsSettings
     deployments: list[DeploymentSpec]
     api_key: pulumi.Input[str]
+    token_key: pulumi.Input[str]
     hf_token: pulumi.Input[str] | None = None
 
 
@@ -57,10 +58,11 @@ class AwsPlatform(pulumi.ComponentResource):
         net = self.network
         state = StateStores(f"{name}-state", StateStoresArgs(
             stack=args.stack, settings=s, private_subnet_ids=net.private_subnet_ids,
-            database_sg_id=net.database_sg_id, api_key=args.api_key, hf_token=args.hf_token), child)
+            database_sg_id=net.database_sg_id, api_key=args.api_key, token_key=args.token_key,
+            hf_token=args.hf_token), child)
         iam = Iam(f"{name}-iam", IamArgs(
             stack=args.stack, parameter_prefix=self.parameter_prefix, bucket_arn=state.bucket_arn,
-            api_key_secret_arn=state.api_key_secret_arn,
+            api_key_secret_arn=state.api_key_secret_arn, token_key_secret_arn=state.token_key_secret_arn,
             database_password_secret_arn=state.database_password_secret_arn,
             hf_token_secret_arn=state.hf_token_secret_arn, image_pull_secret_arn=s.image_pull_secret_arn), child)
         self.vllm_image = replica_image(f"{name}-images", args.stack, args.platform.vllm_image,
@@ -81,7 +83,7 @@ class AwsPlatform(pulumi.ComponentResource):
             execution_role_arn=iam.execution_role_arn, task_role_arn=iam.controller_role_arn,
             bucket_name=state.bucket_name, database_address=state.database_address,
             database_password_secret_arn=state.database_password_secret_arn,
-            api_key_secret_arn=state.api_key_secret_arn,
+            api_key_secret_arn=state.api_key_secret_arn, token_key_secret_arn=state.token_key_secret_arn,
             launch_template_ids={p: t.id for p, t in self.launch_templates.templates.items()},
             parameter_prefix=self.parameter_prefix, vllm_image=self.vllm_image,
             declared=[d.name or "" for d in args.deployments], depends_on=[gateway]), child)

@@ -33,6 +33,8 @@ class ControlPlaneServiceArgs:
     database_address: pulumi.Input[str]
     database_password_secret_arn: pulumi.Input[str]
     api_key_secret_arn: pulumi.Input[str]
+    token_key_secret_arn: pulumi.Input[str]
+    """INFERSTACK_TOKEN_KEY: the same in every task and across restarts, so stored tokens stay readable."""
     launch_template_ids: dict[str, pulumi.Input[str]]
     parameter_prefix: str
     vllm_image: pulumi.Input[str]
@@ -59,7 +61,8 @@ class ControlPlaneService(pulumi.ComponentResource):
             name="containerInsights", value="enabled")], tags=tags, opts=child)
 
         def container_definitions(values: list[object]) -> str:
-            (region_name, log_group, bucket, db_host, db_secret, key_secret, templates, subnets, vllm_image) = values
+            (region_name, log_group, bucket, db_host, db_secret, key_secret, token_key_secret, templates, subnets,
+             vllm_image) = values
             # Named by the runtime's `Env`: tests/infra/test_environment_contract.py loads this into `Settings`.
             environment = {
                 Env.PROVIDER: "aws",
@@ -90,7 +93,8 @@ class ControlPlaneService(pulumi.ComponentResource):
                 "command": ["inferstack", "serve", "--host", "0.0.0.0", "--port", str(CONTROL_PLANE_PORT)],
                 "portMappings": [{"containerPort": CONTROL_PLANE_PORT, "protocol": "tcp"}],
                 "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
-                "secrets": [{"name": Env.BOOTSTRAP_API_KEY, "valueFrom": key_secret}],
+                "secrets": [{"name": Env.BOOTSTRAP_API_KEY, "valueFrom": key_secret},
+                            {"name": Env.TOKEN_KEY, "valueFrom": token_key_secret}],
                 "healthCheck": {"command": ["CMD-SHELL", f"curl -fsS http://127.0.0.1:{CONTROL_PLANE_PORT}/health"],
                                 "interval": 15, "timeout": 5, "retries": 3, "startPeriod": 30},
                 # Drain: streams in flight get up to 2 minutes when a task is replaced.
@@ -101,7 +105,7 @@ class ControlPlaneService(pulumi.ComponentResource):
 
         definitions = pulumi.Output.all(
             region, logs.name, args.bucket_name, args.database_address, args.database_password_secret_arn,
-            args.api_key_secret_arn, pulumi.Output.all(**args.launch_template_ids),
+            args.api_key_secret_arn, args.token_key_secret_arn, pulumi.Output.all(**args.launch_template_ids),
             args.private_subnet_ids, args.vllm_image).apply(container_definitions)
         task = aws.ecs.TaskDefinition(
             f"{name}-task", family=f"inferstack-{args.stack}-control-plane", requires_compatibilities=["FARGATE"],

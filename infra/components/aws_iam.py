@@ -55,6 +55,7 @@ class IamArgs:
     """SSM path of the launch documents, e.g. /inferstack/prod/deployments."""
     bucket_arn: pulumi.Input[str]
     api_key_secret_arn: pulumi.Input[str]
+    token_key_secret_arn: pulumi.Input[str]
     database_password_secret_arn: pulumi.Input[str]
     hf_token_secret_arn: pulumi.Input[str] | None = None
     image_pull_secret_arn: str | None = None
@@ -176,7 +177,9 @@ class Iam(pulumi.ComponentResource):
         aws.iam.RolePolicyAttachment(
             f"{name}-execution", role=execution.name,
             policy_arn="arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy", opts=child)
-        secrets = [args.api_key_secret_arn, *([args.image_pull_secret_arn] if args.image_pull_secret_arn else [])]
+        # What ECS injects into the task (its `secrets`) and the registry credentials of a private image.
+        secrets = [args.api_key_secret_arn, args.token_key_secret_arn,
+                   *([args.image_pull_secret_arn] if args.image_pull_secret_arn else [])]
         aws.iam.RolePolicy(f"{name}-execution-secrets", role=execution.id, policy=pulumi.Output.all(
             *secrets).apply(lambda arns: _policy(execution_statements(arns))), opts=child)
 

@@ -1,5 +1,5 @@
 """The control plane's state on AWS: PostgreSQL (RDS) for its database, S3 for batch files, and the
-two secrets (platform API key, Hugging Face token) in Secrets Manager.
+secrets (platform API key, the key sealing stored tokens, Hugging Face token) in Secrets Manager.
 
 The database password is generated and rotated by RDS (`manage_master_user_password`): no password
 is in the stack, the state or the task definition; ECS injects it from RDS's own secret.
@@ -32,6 +32,7 @@ class StateStoresArgs:
     private_subnet_ids: pulumi.Input[list[str]]
     database_sg_id: pulumi.Input[str]
     api_key: pulumi.Input[str]
+    token_key: pulumi.Input[str]
     hf_token: pulumi.Input[str] | None = None
 
 
@@ -41,6 +42,7 @@ class StateStores(pulumi.ComponentResource):
     database_address: pulumi.Output[str]
     database_password_secret_arn: pulumi.Output[str]
     api_key_secret_arn: pulumi.Output[str]
+    token_key_secret_arn: pulumi.Output[str]
     hf_token_secret_arn: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: StateStoresArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -101,6 +103,11 @@ class StateStores(pulumi.ComponentResource):
                                             recovery_window_in_days=7, tags=tags, opts=child)
         aws.secretsmanager.SecretVersion(f"{name}-api-key", secret_id=api_key.id,
                                          secret_string=pulumi.Output.secret(args.api_key), opts=child)
+        # INFERSTACK_TOKEN_KEY: every task seals and opens stored tokens with it (a task's home is gone at restart).
+        token_key = aws.secretsmanager.Secret(f"{name}-token-key", name_prefix=f"inferstack/{args.stack}/token-key-",
+                                              recovery_window_in_days=7, tags=tags, opts=child)
+        aws.secretsmanager.SecretVersion(f"{name}-token-key", secret_id=token_key.id,
+                                         secret_string=pulumi.Output.secret(args.token_key), opts=child)
         self.hf_token_secret_arn = None
         if args.hf_token is not None:
             # A fixed name (the boot script names it): a replacement must delete the old one first.
@@ -116,4 +123,5 @@ class StateStores(pulumi.ComponentResource):
         self.database_address = database.address
         self.database_password_secret_arn = database.master_user_secrets.apply(lambda ss: ss[0].secret_arn)
         self.api_key_secret_arn = api_key.arn
+        self.token_key_secret_arn = token_key.arn
         self.register_outputs({"bucket": self.bucket_name, "database_address": self.database_address})

@@ -23,6 +23,8 @@ from inferstack.settings import Env
 CONTROL_PLANE_PORT = 8000
 STATE_PATH = "/var/lib/inferstack"
 PROFILES_PATH = "/etc/inferstack"
+CONTROL_PLANE_SECRET = "inferstack-api-key"
+"""The control plane's Secret: `api-key` (INFERSTACK_BOOTSTRAP_API_KEY), `token-key` (INFERSTACK_TOKEN_KEY)."""
 LABELS = {"app.kubernetes.io/name": "inferstack", "app.kubernetes.io/component": "control-plane"}
 PROVIDER_RULES: dict[tuple[str, str], frozenset[str]] = {
     ("apps", "deployments"): frozenset({"get", "create"}),
@@ -43,6 +45,8 @@ class KubernetesPlatformArgs:
     profiles: list[str]
     """Hardware profiles in use: one scheduling entry each."""
     api_key: pulumi.Input[str]
+    token_key: pulumi.Input[str]
+    """INFERSTACK_TOKEN_KEY: seals stored tokens; the same in every pod and across restarts."""
     hf_token: pulumi.Input[str] | None = None
 
 
@@ -65,8 +69,11 @@ class KubernetesPlatform(pulumi.ComponentResource):
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
 
         # --- secrets: each its own object, so a pod mounts only the one it needs ---------------------
-        api_key_secret = k8s.core.v1.Secret(f"{name}-api-key", metadata=meta("inferstack-api-key"),
-                                            type="Opaque", string_data={"api-key": args.api_key}, opts=in_ns)
+        # The control plane's own: the bootstrap API key, and the key that seals stored tokens (a pod's
+        # state path is not where it lives: with PostgreSQL there are several pods, and none keeps a home).
+        api_key_secret = k8s.core.v1.Secret(f"{name}-api-key", metadata=meta(CONTROL_PLANE_SECRET), type="Opaque",
+                                            string_data={"api-key": args.api_key, "token-key": args.token_key},
+                                            opts=in_ns)
         self.hf_token_secret_name = None
         if args.hf_token is not None:
             self.hf_token_secret_name = "inferstack-hf-token"
@@ -128,7 +135,9 @@ class KubernetesPlatform(pulumi.ComponentResource):
             k8s.core.v1.EnvVarArgs(name=Env.K8S_NAMESPACE, value_from=k8s.core.v1.EnvVarSourceArgs(
                 field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="metadata.namespace"))),
             k8s.core.v1.EnvVarArgs(name=Env.BOOTSTRAP_API_KEY, value_from=k8s.core.v1.EnvVarSourceArgs(
-                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name="inferstack-api-key", key="api-key"))),
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=CONTROL_PLANE_SECRET, key="api-key"))),
+            k8s.core.v1.EnvVarArgs(name=Env.TOKEN_KEY, value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=CONTROL_PLANE_SECRET, key="token-key"))),
         ]
         if s.database_url_secret:
             env.append(k8s.core.v1.EnvVarArgs(name=Env.DATABASE_URL, value_from=k8s.core.v1.EnvVarSourceArgs(

@@ -5,6 +5,7 @@ program gets a fresh interpreter. No Pulumi CLI, no cloud, no cluster: the mocks
 resource with its inputs plus the few outputs the program reads (ids, ARNs, DNS names).
 
     python tests/infra/run_program.py stacks/Pulumi.dev.yaml out.json [--plain-hf-token] [--no-api-key]
+                                      [--no-token-key]
                                       [--set 'inferstack:deployments=<json>'] [--preview]
 """
 
@@ -29,6 +30,7 @@ SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 API_KEY = "isk-test-platform-key-0123456789abcdef"
 HF_TOKEN = "hf_TestTokenValue0123456789abcdefABCDEF"
+TOKEN_KEY = "tk-test-sealing-key-0123456789abcdef0123456789abcdef"
 
 
 def _mark_secrets(value: Any) -> Any:
@@ -119,7 +121,8 @@ class Mocks(pulumi.runtime.Mocks):
         return {}
 
 
-def stack_config(path: Path, overrides: dict[str, Any], plain_token: bool, api_key: bool) -> tuple[dict, list]:
+def stack_config(path: Path, overrides: dict[str, Any], plain_token: bool, api_key: bool,
+                 token_key: bool = True) -> tuple[dict, list]:
     document = yaml.safe_load(path.read_text())
     config: dict[str, str] = {}
     for key, value in {**document.get("config", {}), **overrides}.items():
@@ -128,6 +131,9 @@ def stack_config(path: Path, overrides: dict[str, Any], plain_token: bool, api_k
     if api_key:
         config["inferstack:apiKey"] = API_KEY
         secret_keys.append("inferstack:apiKey")
+    if token_key:
+        config["inferstack:tokenKey"] = TOKEN_KEY
+        secret_keys.append("inferstack:tokenKey")
     config["inferstack:hfToken"] = HF_TOKEN
     if not plain_token:
         secret_keys.append("inferstack:hfToken")
@@ -141,10 +147,12 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], help="KEY=JSON overriding a config key")
     parser.add_argument("--plain-hf-token", action="store_true")
     parser.add_argument("--no-api-key", action="store_true")
+    parser.add_argument("--no-token-key", action="store_true")
     parser.add_argument("--preview", action="store_true")
     options = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in options.set)}
-    config, secret_keys = stack_config(options.stack_file, overrides, options.plain_hf_token, not options.no_api_key)
+    config, secret_keys = stack_config(options.stack_file, overrides, options.plain_hf_token, not options.no_api_key,
+                                       not options.no_token_key)
     stack = options.stack_file.name.removeprefix("Pulumi.").rsplit(".", 1)[0]
 
     mocks = Mocks()
@@ -158,7 +166,8 @@ def main() -> int:
     except Exception as exc:  # the test reads the message
         error = f"{type(exc).__name__}: {exc}"
     options.out.write_text(json.dumps({"resources": monitor.registrations, "calls": mocks.calls, "error": error,
-                                       "secrets": {"api_key": API_KEY, "hf_token": HF_TOKEN}}, indent=1))
+                                       "secrets": {"api_key": API_KEY, "hf_token": HF_TOKEN,
+                                                   "token_key": TOKEN_KEY}}, indent=1))
     return 0
 
 

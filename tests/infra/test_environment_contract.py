@@ -77,6 +77,44 @@ def test_settings_accept_what_infra_writes(rendered: tuple[str, dict[str, str]])
         assert config.stack == "prod" and config.launch_templates and config.subnets
 
 
+SEALING_KEY_TARGETS = ("kubernetes", "aws")
+"""Targets whose control-plane home is gone at a restart: the key sealing stored tokens comes from a secret."""
+
+
+def test_the_token_sealing_key_reaches_the_cloud_control_planes_from_a_secret(
+        rendered: tuple[str, dict[str, str]]) -> None:
+    target, environment = rendered
+    if target not in SEALING_KEY_TARGETS:
+        assert Env.TOKEN_KEY not in environment, "the local control plane keeps its key file in its home"
+        return
+    assert environment.get(Env.TOKEN_KEY) == FROM_SECRET, f"{Env.TOKEN_KEY} from a secret, on {target}"
+    assert Settings.from_env(environment).token_key == FROM_SECRET
+
+
+def test_the_token_sealing_key_is_never_a_plain_value(dev: Program, prod: Program) -> None:
+    (deployment,) = [d for d in dev.of_type("kubernetes:apps/v1:Deployment")
+                     if d["inputs"]["metadata"]["labels"].get("app.kubernetes.io/component") == "control-plane"]
+    (container,) = deployment["inputs"]["spec"]["template"]["spec"]["containers"]
+    (variable,) = [e for e in container["env"] if e["name"] == Env.TOKEN_KEY]
+    assert "value" not in variable
+    reference = variable["valueFrom"]["secretKeyRef"]
+    (secret,) = [s for s in dev.of_type("kubernetes:core/v1:Secret")
+                 if s["inputs"]["metadata"]["name"] == reference["name"]]
+    assert secret["inputs"]["stringData"]["$secret"][reference["key"]] == dev.secrets["token_key"]
+
+    (task,) = prod.of_type("aws:ecs/taskDefinition:TaskDefinition")
+    (definition,) = json.loads(task["inputs"]["containerDefinitions"])
+    assert Env.TOKEN_KEY not in {e["name"] for e in definition["environment"]}
+    (variable,) = [s for s in definition["secrets"] if s["name"] == Env.TOKEN_KEY]
+    assert variable["valueFrom"].startswith("arn:aws:secretsmanager:")
+    version = prod.named("inferstack-prod-state-token-key", "aws:secretsmanager/secretVersion:SecretVersion")
+    assert version["inputs"]["secretString"] == {"$secret": prod.secrets["token_key"]}
+    (readable,) = [json.loads(p["inputs"]["policy"]) for p in prod.of_type("aws:iam/rolePolicy:RolePolicy")
+                   if p["name"] == "inferstack-prod-iam-execution-secrets"]
+    (statement,) = readable["Statement"]
+    assert variable["valueFrom"] in statement["Resource"], "the task execution role may read the key"
+
+
 def test_the_kubernetes_provider_starts_from_what_the_dev_stack_writes(dev: Program, tmp_path: Path) -> None:
     environment = kubernetes_environment(dev)
     # The profiles file is the stack's ConfigMap, mounted where the environment says.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
 from program_harness import Program
 
 
@@ -36,6 +37,20 @@ def test_plain_text_token_and_missing_api_key_are_refused(program: Callable[...,
     assert "inferstack:hfToken: must be a secret" in result.error
     assert "inferstack:apiKey: is required" in result.error
     assert result.resources == []
+
+
+@pytest.mark.parametrize("stack_file", ["stacks/Pulumi.dev.yaml", "stacks/Pulumi.prod.yaml"])
+def test_a_cloud_stack_without_a_token_key_fails_at_preview(program: Callable[..., Program], stack_file: str) -> None:
+    result = program(stack_file, "--no-token-key", "--preview")
+    assert result.error is not None
+    assert "inferstack:tokenKey: is required" in result.error
+    assert 'pulumi config set --secret inferstack:tokenKey "$(openssl rand -hex 32)"' in result.error
+    assert result.resources == []
+
+
+def test_the_local_target_needs_no_token_key(program: Callable[..., Program]) -> None:
+    result = program("stacks/Pulumi.local.yaml", "--no-token-key", "--preview")
+    assert result.error is None, result.error
 
 
 def test_inline_token_in_a_deployment_is_refused(program: Callable[..., Program]) -> None:

@@ -10,6 +10,7 @@ from program_harness import ROOT, Program
 
 from inferstack.declared.stackfile import load_stack_file
 from inferstack.hardware import PROFILES, aws_instance_type
+from inferstack.settings import Env
 
 PROD = load_stack_file(ROOT / "stacks/Pulumi.prod.yaml")
 SPECS = {d.name: d for d in PROD.deployments}
@@ -94,10 +95,11 @@ def test_secrets_live_in_secrets_manager_and_reach_the_task_by_reference(prod: P
     versions = {r["name"]: r["inputs"]["secretString"]
                 for r in prod.of_type("aws:secretsmanager/secretVersion:SecretVersion")}
     assert versions == {"inferstack-prod-state-api-key": {"$secret": prod.secrets["api_key"]},
+                        "inferstack-prod-state-token-key": {"$secret": prod.secrets["token_key"]},
                         "inferstack-prod-state-hf-token": {"$secret": prod.secrets["hf_token"]}}
     (task,) = prod.of_type("aws:ecs/taskDefinition:TaskDefinition")
     container = json.loads(task["inputs"]["containerDefinitions"])[0]
-    assert {s["name"] for s in container["secrets"]} == {"INFERSTACK_BOOTSTRAP_API_KEY"}
+    assert {s["name"] for s in container["secrets"]} == {Env.BOOTSTRAP_API_KEY, Env.TOKEN_KEY}
     env = {e["name"]: e["value"] for e in container["environment"]}
     # RDS rotates the password every 7 days: the store reads it from RDS's secret, not once from the env.
     assert env["INFERSTACK_DATABASE_PASSWORD_SECRET"].startswith("arn:aws:secretsmanager:")

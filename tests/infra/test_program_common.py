@@ -37,6 +37,7 @@ def test_no_secret_appears_in_plain_text_anywhere(built: tuple[str, Program]) ->
     _, program = built
     assert program.plaintext_paths(program.secrets["hf_token"]) == []
     assert program.plaintext_paths(program.secrets["api_key"]) == []
+    assert program.plaintext_paths(program.secrets["token_key"]) == []
 
 
 def test_token_reaches_deployments_only_as_a_secret_and_never_as_an_output(built: tuple[str, Program]) -> None:

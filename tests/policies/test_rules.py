@@ -109,7 +109,11 @@ def test_hf_token_passes_as_a_secret_input_and_a_secret_reference() -> None:
         [{"name": "cp", "environment": [{"name": "HF_TOKEN", "value": "from-somewhere"}]}])}),
     Resource(DEPLOYMENT_TYPE, "chat", {"name": "chat", "hf_model_id": "m", "hardware_profile": "cpu",
                                        "hf_token": TOKEN}, ()),
-], ids=["pod-env-value", "configmap", "user-data", "ecs-environment", "deployment-not-marked-secret"])
+    pod([{"name": Env.TOKEN_KEY, "value": "0123456789abcdef0123456789abcdef"}]),
+    Resource("aws:ecs/taskDefinition:TaskDefinition", "cp", {"containerDefinitions": json.dumps(
+        [{"name": "cp", "environment": [{"name": Env.TOKEN_KEY, "value": "0123456789abcdef0123456789abcdef"}]}])}),
+], ids=["pod-env-value", "configmap", "user-data", "ecs-environment", "deployment-not-marked-secret",
+        "token-key-pod-env-value", "token-key-ecs-environment"])
 def test_hf_token_in_plain_text_is_a_violation(resource: Resource) -> None:
     assert rules.hf_token_is_secret(resource, "dev", CONFIG) != []
 

@@ -8,6 +8,8 @@ namespace `inferstack:`
     inferstack:deployments  a list of deployments, each validated by the one DeploymentSpec
     inferstack:apiKey       secret: the platform API key (the control plane bootstraps it)
     inferstack:hfToken      secret: the Hugging Face token handed to every deployment
+    inferstack:tokenKey     secret: the key the control plane seals stored tokens with (INFERSTACK_TOKEN_KEY);
+                            required on kubernetes and aws, whose control-plane home does not survive a restart
 
 This module is pure (no Pulumi import): the Pulumi program (`infra/`) and `inferstack apply` parse
 the same declarations with the same code, so a stack that `inferstack apply` accepts is one that
@@ -28,7 +30,7 @@ from inferstack.hardware import PROFILES, aws_instance_type
 from inferstack.spec import TOKEN_FIELD, DeploymentSpec, Target, error_fields
 
 NAMESPACE = "inferstack"
-SECRET_KEYS = ("apiKey", "hfToken")
+SECRET_KEYS = ("apiKey", "hfToken", "tokenKey")
 """Config keys that must be Pulumi secrets (`pulumi config set --secret`), never plain text."""
 
 
