@@ -374,3 +374,14 @@ def test_scenario_rising_load_to_max_then_shrink_then_idle_then_wake() -> None:
     woke = tick(1300.5, queued=1)
     assert (woke.desired, woke.rule) == (1, "wake")
     assert (woke.inputs["queued"], woke.inputs["in_flight"]) == (1, 1)
+
+
+def test_the_engines_own_queue_counts_as_backlog_like_requests_held_at_the_gateway() -> None:
+    # 200 requests waiting behind 2 full replicas that get through 1 a second (200 s: longer than a 70 s
+    # start-up): held at the gateway, queued inside the engines, or split between the two.
+    held = observation(**backlog(200, ready=2, served=1.0))
+    at_the_engines = replace(held, queued_for_slot=0, queued_requests=0, engine_waiting=200)
+    split = replace(held, queued_for_slot=100, queued_requests=100, engine_waiting=100)
+    decisions = [decide(spec(), obs, LASTING, NOW) for obs in (held, at_the_engines, split)]
+    assert decisions[0].desired > 2, decisions[0].reason  # a lasting backlog buys replicas
+    assert [d.desired for d in decisions] == [decisions[0].desired] * 3, [d.reason for d in decisions]
