@@ -39,7 +39,8 @@ import pytest
 # moves, move its row. `pure` marks the deciders, whose kill rate is held to >= 90%.
 TARGETS: dict[str, tuple[bool, list[str]]] = {
     "runtime/inferstack/autoscaler/decision.py": (True, ["tests/autoscaler/test_decision.py"]),
-    "runtime/inferstack/autoscaler/backlog.py": (True, ["tests/autoscaler/test_decision.py"]),
+    "runtime/inferstack/autoscaler/backlog.py": (
+        True, ["tests/autoscaler/test_backlog.py", "tests/autoscaler/test_decision.py"]),
     "runtime/inferstack/autoscaler/bounds.py": (True, ["tests/autoscaler/test_decision.py"]),
     "runtime/inferstack/autoscaler/state.py": (True, ["tests/autoscaler/test_decision.py"]),
     "runtime/inferstack/autoscaler/metrics_window.py": (

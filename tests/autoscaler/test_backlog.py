@@ -1,0 +1,51 @@
+"""The backlog rules on their own: when waiting requests drain, and whether a new replica comes in time.
+
+Each row is a worked number from the module's docstrings, or the edge next to it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from inferstack.autoscaler.backlog import Backlog, replicas_for
+
+
+@pytest.mark.parametrize(("waiting", "arriving", "served", "drain_s"), [
+    (40, 10.0, 12.0, 20.0),     # the docstring's: 40 waiting, 2/s spare -> 20 s
+    (0, 10.0, 12.0, 0.0),       # nothing waits: drained now, whatever the rates
+    (-1, 10.0, 12.0, 0.0),      # never negative
+    (40, 12.0, 12.0, math.inf),  # arrivals keep up with service: never
+    (40, 13.0, 12.0, math.inf),  # arrivals outrun service: never
+    (1, 0.0, 0.5, 2.0),         # one request, half a completion a second
+])
+def test_drain_time(waiting: int, arriving: float, served: float, drain_s: float) -> None:
+    assert Backlog(waiting, arriving, served, 70.0).drain_s() == drain_s
+
+
+@pytest.mark.parametrize(("waiting", "arriving", "served", "startup_s", "outlasts"), [
+    (40, 10.0, 12.0, 70.0, False),  # drains in 20 s, replicas take 70 s: gone before one could help
+    (40, 10.0, 12.0, 20.0, True),   # drains exactly as a replica is ready: it still helps
+    (40, 10.0, 12.0, 19.0, True),
+    (40, 10.0, 12.0, 21.0, False),
+    (40, 12.0, 12.0, 70.0, True),   # never drains: a replica always helps
+    (40, 10.0, 12.0, None, True),   # no start-up measured yet: assume it helps
+    (0, 10.0, 12.0, None, False),   # nothing waits: nothing to help with, measured or not
+    (0, 12.0, 12.0, 70.0, False),
+])
+def test_a_replica_helps_only_a_backlog_that_outlasts_its_start_up(
+        waiting: int, arriving: float, served: float, startup_s: float | None, outlasts: bool) -> None:
+    assert Backlog(waiting, arriving, served, startup_s).outlasts_startup() is outlasts
+
+
+@pytest.mark.parametrize(("in_flight", "capacity", "replicas"), [
+    (40, 16, 3),  # the docstring's
+    (32, 16, 2),  # exactly full
+    (33, 16, 3),
+    (1, 16, 1),
+    (0, 16, 0),
+    (40, 0, 0),   # capacity unknown: no opinion
+])
+def test_replicas_for_requests_in_flight(in_flight: int, capacity: int, replicas: int) -> None:
+    assert replicas_for(in_flight, capacity) == replicas
