@@ -15,6 +15,7 @@ from inferstack.autoscaler.backlog import Backlog, replicas_for
 @pytest.mark.parametrize(("waiting", "arriving", "served", "drain_s"), [
     (40, 10.0, 12.0, 20.0),     # the docstring's: 40 waiting, 2/s spare -> 20 s
     (0, 10.0, 12.0, 0.0),       # nothing waits: drained now, whatever the rates
+    (0, 12.0, 12.0, 0.0),       # ... even when arrivals keep up with service
     (-1, 10.0, 12.0, 0.0),      # never negative
     (40, 12.0, 12.0, math.inf),  # arrivals keep up with service: never
     (40, 13.0, 12.0, math.inf),  # arrivals outrun service: never
@@ -45,6 +46,7 @@ def test_a_replica_helps_only_a_backlog_that_outlasts_its_start_up(
     (33, 16, 3),
     (1, 16, 1),
     (0, 16, 0),
+    (3, 1, 3),    # one slot a replica
     (40, 0, 0),   # capacity unknown: no opinion
 ])
 def test_replicas_for_requests_in_flight(in_flight: int, capacity: int, replicas: int) -> None:
