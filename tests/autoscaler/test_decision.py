@@ -385,3 +385,10 @@ def test_the_engines_own_queue_counts_as_backlog_like_requests_held_at_the_gatew
     decisions = [decide(spec(), obs, LASTING, NOW) for obs in (held, at_the_engines, split)]
     assert decisions[0].desired > 2, decisions[0].reason  # a lasting backlog buys replicas
     assert [d.desired for d in decisions] == [decisions[0].desired] * 3, [d.reason for d in decisions]
+
+
+def test_a_backlog_never_lowers_what_the_request_rate_asks_for() -> None:
+    # 50 rps at 10/replica asks for 5; the lasting backlog alone (40 in flight, 16 slots) would need 3.
+    obs = observation(rps=50.0, current=2, **backlog(8, ready=2, served=1.0))
+    decision = decide(spec(), obs, LASTING, NOW)
+    assert (decision.desired, decision.rule) == (5, "throughput"), decision.reason
