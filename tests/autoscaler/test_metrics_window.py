@@ -122,3 +122,24 @@ def test_percentiles_are_nearest_rank_over_successes_in_the_window() -> None:
 )
 def test_nearest_rank(values: list[float], percentile: float, expected: float | None) -> None:
     assert nearest_rank(values, percentile) == expected
+
+
+def test_completion_rates_follow_the_same_rules_as_arrivals() -> None:
+    # Replicas get through 4 a second for 10 s; a 5 s window and a 2 s panic window both see 4/s.
+    window = MetricsWindow()
+    for i in range(40):
+        window.arrival(i * 0.25)
+        window.completion(i * 0.25 + 0.1, 0.1, None, ok=i % 4 != 0)  # failures count: they were got through
+    stats = window.observe(10.0, 5, 2)
+    assert stats.completion_rps == pytest.approx(4.0)
+    assert stats.panic_completion_rps == pytest.approx(4.0)
+    # A window younger than asked divides by its age (1 s floor), like arrivals: 3 done in 0.5 s is 3/s.
+    young = MetricsWindow()
+    for t in (0.1, 0.3, 0.5):
+        young.completion(t, 0.05, None, ok=True)
+    assert young.observe(0.6, 60, 6).completion_rps == pytest.approx(3.0)
+    # The cap keeps only the newest completions: the rate is measured over the span they cover.
+    capped = MetricsWindow(max_samples=10)
+    for i in range(100):
+        capped.completion(i * 0.1, 0.05, None, ok=True)
+    assert 9.0 <= capped.observe(10.0, 60, 6).completion_rps <= 10.0
