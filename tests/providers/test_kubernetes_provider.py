@@ -96,6 +96,12 @@ async def test_stop_removes_exactly_the_chosen_pod(cluster: Cluster, tmp_path: P
         handles = [await k8s.start("dep-1", "chat", f"rep-{i}", SPEC, "k") for i in range(3)]
         for handle in handles:
             await ready(handle)
+        # And Ready in the cluster: the ReplicaSet removes a not-Ready pod before it looks at deletion cost.
+        for _ in range(200):
+            if all(any(c.get("type") == "Ready" and c.get("status") == "True"
+                       for c in p.get("status", {}).get("conditions", [])) for p in pods_of(cluster).values()):
+                break
+            await asyncio.sleep(0.05)
         by_replica = {p["metadata"]["annotations"][REPLICA_ANNOTATION]: name for name, p in pods_of(cluster).items()}
         await k8s.stop(handles[1])  # the middle one: neither the newest nor the oldest
         for _ in range(100):
