@@ -220,11 +220,7 @@ class AwsProvider:
         since those replicas were stopped on purpose. What stays running when no control plane comes
         back (a `pulumi destroy` of a stack with API-made deployments) is in docs/aws.md.
         """
-        self._closed = True
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh_task
+        await self._stop_refreshing()
         failed = list(self._failed_stops.values())
         self._claims.clear()
         self._failed_stops.clear()
@@ -237,13 +233,16 @@ class AwsProvider:
     async def hand_over(self) -> bool:
         """Leave every instance running for the next leader, whose `start` adopts them (unclaimed by
         any live process once this one is gone): a rolling deploy keeps its GPU capacity."""
+        await self._stop_refreshing()
+        self._claims.clear()
+        return True
+
+    async def _stop_refreshing(self) -> None:
         self._closed = True
         if self._refresh_task is not None:
             self._refresh_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresh_task
-        self._claims.clear()
-        return True
 
     # --- the exit-code cache -------------------------------------------------------------------------
     def _schedule_refresh(self) -> None:
