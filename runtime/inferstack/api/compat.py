@@ -5,6 +5,10 @@ this system cannot honour is a 422 that says so, never silently ignored. Placeme
 `use_on_prem`, `on_prem_node_ids`, `use_cloudburst`, `instance_types`) maps onto the spec's
 `providers`, `node_names`, `cloudburst` and `instance_types` (providers/placement.py). Errors answer in these
 platforms' own `{"success": false, "message"}` shape (the app's error handler picks it by path).
+
+`/sg_inf` answers as that platform documents (`{"success": true, "message": {"inf_id"}}` on create). Its
+values inferstack already satisfies pass; any other is "Not supported by inferstack: <field> (why)", an
+undocumented field included, and a refusal of the native spec names the platform's fields.
 """
 
 from __future__ import annotations
