@@ -133,7 +133,7 @@ def test_sg_inf_routes_create_update_get_delete(alice: httpx.Client) -> None:
         "max_price_per_hour": 5})
     assert created.status_code == 200, created.text
     assert created.json()["success"] is True
-    deployment_id = created.json()["id"]
+    deployment_id = created.json()["message"]["inf_id"]
     spec = alice.get(f"/sg_inf/{deployment_id}").json()["message"]["spec"]
     assert (spec["hardware_profile"], spec["min_replicas"], spec["target_latency_p95_ms"]) == ("gpu.l4", 0, 4000)
     assert (spec["scale_down_below_latency_ms"], spec["idle_timeout_s"]) == (1000, 900)
@@ -160,13 +160,14 @@ def test_sg_inf_placement_fields_are_honoured_and_shown(alice: httpx.Client) -> 
                                   "on_prem_node_ids": ["gpu-node-7"], "use_cloudburst": True,
                                   "instance_types": ["g6.12xlarge"]}})
     assert created.status_code == 200, created.text
-    spec = alice.get(f"/sg_inf/{created.json()['id']}").json()["message"]["spec"]
+    inf_id = created.json()["message"]["inf_id"]
+    spec = alice.get(f"/sg_inf/{inf_id}").json()["message"]["spec"]
     assert spec["providers"] == ["kubernetes", "aws"] and spec["cloudburst"] is True
     assert (spec["node_names"], spec["instance_types"]) == (["gpu-node-7"], ["g6.12xlarge"])
-    updated = alice.put(f"/sg_inf/{created.json()['id']}", json={"initial_worker_config": {"use_cloudburst": False}})
+    updated = alice.put(f"/sg_inf/{inf_id}", json={"initial_worker_config": {"use_cloudburst": False}})
     assert updated.json()["success"] is True
-    assert alice.get(f"/sg_inf/{created.json()['id']}").json()["message"]["spec"]["cloudburst"] is False
-    assert alice.delete(f"/sg_inf/{created.json()['id']}").json()["success"] is True
+    assert alice.get(f"/sg_inf/{inf_id}").json()["message"]["spec"]["cloudburst"] is False
+    assert alice.delete(f"/sg_inf/{inf_id}").json()["success"] is True
 
 
 def test_the_openapi_document_describes_the_native_routes(plane: ControlPlane) -> None:

@@ -57,7 +57,7 @@ async def test_a_status_change_is_recorded_once_with_its_reason(parts: Parts) ->
     await parts.actions.stop(deployment)
     await parts.actions.stop(deployment)
     [event] = [e for e in parts.events(deployment, "status") if e.data["after"] == "stopped"]
-    assert event.message == "Status provisioning -> stopped: stopped by the user"
+    assert event.message == "Status created -> stopped: stopped by the user"  # before the loop's first pass
     row = parts.store.get_deployment(deployment.id)
     assert row is not None and (row.status, row.status_reason) == ("stopped", "stopped by the user")
 

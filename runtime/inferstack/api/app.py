@@ -19,9 +19,9 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from inferstack.api import batches_routes, compat, deployments, files_routes, keys_routes, metrics_routes, openapi
-from inferstack.api.deps import Services
-from inferstack.api.edge import CONTROL_BODY_LIMITS, admitted_receive
-from inferstack.api.errors import compat_error_response, openai_error_response
+from inferstack.api.deps import Services, caller
+from inferstack.api.edge import CONTROL_BODY_LIMITS, admitted
+from inferstack.api.errors import compat_error_response, malformed_json, not_json, openai_error_response
 from inferstack.db import database_away, is_outage
 from inferstack.errors import ApiError
 from inferstack.gateway.body import BodyLimits
@@ -47,9 +47,18 @@ def build_fastapi(services: Services,
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        path = request.url.path
+        if not_json(error.errors()):
+            try:  # FastAPI parses the body before any dependency: who is asking comes first
+                await caller(request)
+            except ApiError as refused:
+                return _error_response(path, refused)
+            return _error_response(path, malformed_json(error.errors()))
+        if path.startswith(compat.SG_INF_PREFIX):
+            return _error_response(path, compat.sg_inf_refusal(error.errors()))
         fields = error_fields(error.errors())
-        return _error_response(request.url.path, ApiError(422, describe_errors(error.errors()), code="invalid_request",
-                                                 param=fields[0]["field"] if fields else None, details=fields))
+        return _error_response(path, ApiError(422, describe_errors(error.errors()), code="invalid_request",
+                                              param=fields[0]["field"] if fields else None, details=fields))
 
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, error: SQLAlchemyError) -> Response:
@@ -103,7 +112,7 @@ class ControlPlaneApp:
                 await _error_response(scope["path"], error)(scope, receive, send)
         else:
             try:
-                receive = await admitted_receive(scope, receive, self._body_limits)
+                scope, receive = await admitted(scope, receive, self._body_limits)
             except ApiError as error:
                 await _error_response(scope["path"], error)(scope, receive, send)
                 return

@@ -5,10 +5,16 @@ this system cannot honour is a 422 that says so, never silently ignored. Placeme
 `use_on_prem`, `on_prem_node_ids`, `use_cloudburst`, `instance_types`) maps onto the spec's
 `providers`, `node_names`, `cloudburst` and `instance_types` (providers/placement.py). Errors answer in these
 platforms' own `{"success": false, "message"}` shape (the app's error handler picks it by path).
+
+`/sg_inf` answers as that platform documents (`{"success": true, "message": {"inf_id"}}` on create). Its
+values inferstack already satisfies pass; any other is "Not supported by inferstack: <field> (why)", an
+undocumented field included, and a refusal of the native spec names the platform's fields.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -17,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from inferstack.api.deployments import create_deployment, find, invalid, update_deployment
 from inferstack.api.deps import admin_tenant_id, services, tenant_id
 from inferstack.errors import ApiError
-from inferstack.spec import DeploymentSpec, DeploymentUpdate
+from inferstack.spec import DeploymentSpec, DeploymentUpdate, describe_errors
 
 router = APIRouter(tags=["compatibility"])
 
-COMPAT_PREFIXES = ("/api/v2/external/", "/sg_inf")
+SG_INF_PREFIX = "/sg_inf"
+COMPAT_PREFIXES = ("/api/v2/external/", SG_INF_PREFIX)
 
 
 # --- the dedicated-deployment platform -------------------------------------------------------------
@@ -66,6 +73,31 @@ GPU_NAMES = {
 }
 
 
+# The platform's fields that map onto one native spec field each: platform name -> native name.
+WORKER_FIELDS = {"min_workers": "min_replicas", "max_workers": "max_replicas",
+                 "initial_workers_gpu_num": "gpus_per_replica", "instance_types": "instance_types",
+                 "on_prem_node_ids": "node_names", "use_cloudburst": "cloudburst"}
+SCALING_FIELDS = {"lower_allowed_latency_sec": "scale_down_below_latency_ms",
+                  "upper_allowed_latency_sec": "target_latency_p95_ms",
+                  "scale_to_zero_timeout_sec": "idle_timeout_s", "scaling_up_timeout_sec": "scale_up_cooldown_s",
+                  "scaling_down_timeout_sec": "stabilisation_window", "time_window_sec": "metrics_window_s"}
+# max_throughput_rate is the platform's per-worker request rate that triggers scale-up.
+TOP_FIELDS = {"hf_token": "hf_token", "allow_spot_instances": "allow_spot", "max_price_per_hour": "max_price_per_hour",
+              "max_throughput_rate": "target_rps"}
+SECONDS_AS_MS = frozenset({"lower_allowed_latency_sec", "upper_allowed_latency_sec"})
+UNSET_WHEN_ZERO = frozenset({"initial_workers_gpu_num", "max_price_per_hour", "max_throughput_rate"})
+"""The platform's own example sends 0 for these: its default GPU count, no price cap, its default rate."""
+PLATFORM_NAMES = {
+    **{native: f"initial_worker_config.{name}" for name, native in WORKER_FIELDS.items()},
+    **{native: f"autoscaling_config.{name}" for name, native in SCALING_FIELDS.items()},
+    **{native: name for name, native in TOP_FIELDS.items()},
+    "hf_model_id": "model", "hardware_profile": "initial_worker_config.initial_workers_gpu",
+    "providers": "cloud_providers", "task": "inf_type",
+}
+"""Native field -> the platform's, so a refusal names the field the caller sent."""
+NATIVE_WORD = re.compile(r"\b(" + "|".join(sorted(PLATFORM_NAMES, key=len, reverse=True)) + r")\b")
+
+
 class WorkerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +106,7 @@ class WorkerConfig(BaseModel):
     initial_workers_gpu: str | None = None
     initial_workers_gpu_num: int | None = None
     use_same_gpus_when_scaling: bool | None = None
+    """Either value is satisfied: a deployment's replicas are identical, always on the same GPUs."""
     instance_types: list[str] | None = None
     use_on_prem: bool | None = None
     on_prem_node_ids: list[str] | None = None
@@ -100,6 +133,7 @@ def _providers(clouds: list[Any] | None, on_prem: bool) -> list[str]:
 class AutoscalingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    enable_speedup_shared: bool | None = None
     lower_allowed_latency_sec: float | None = None
     upper_allowed_latency_sec: float | None = None
     scale_to_zero_timeout_sec: float | None = None
@@ -113,6 +147,8 @@ class SgInfFields(BaseModel):
 
     hf_token: SecretStr | None = None
     allow_spot_instances: bool | None = None
+    logs_store: str | None = None
+    data_path: str | None = None
     cloud_providers: list[Any] | None = None
     gateway_config: dict[str, Any] | None = None
     initial_worker_config: WorkerConfig | None = None
@@ -132,44 +168,75 @@ class SgInfUpdate(SgInfFields):
     imidiate_scale_down: bool = False  # sic: the platform's own spelling
 
 
+def _unsupported(body: SgInfFields) -> list[str]:
+    """The fields set to what inferstack cannot honour, each with why; their no-op values pass."""
+    scaling = body.autoscaling_config
+    return [refusal for refused, refusal in [
+        (bool(body.gateway_config), "gateway_config (the gateway is part of the control plane, where it runs)"),
+        (bool(body.logs_store), "logs_store (replica logs stay where the replica runs: INFERSTACK_HOME/logs on "
+                                "the local provider, CloudWatch on AWS)"),
+        (bool(body.data_path), "data_path (inferstack serves models and does not finetune; deploy the "
+                               "finetuned model)"),
+        (scaling is not None and bool(scaling.enable_speedup_shared),
+         "autoscaling_config.enable_speedup_shared (replicas are dedicated, never shared)"),
+    ] if refused]
+
+
+def _mapped(section: BaseModel | None, names: dict[str, str]) -> dict[str, Any]:
+    """The section's fields that are set, under their native names, in native units."""
+    if section is None:
+        return {}
+    out = {}
+    for name, native in names.items():
+        value = getattr(section, name)
+        if value is None or (name in UNSET_WHEN_ZERO and value == 0):
+            continue
+        out[native] = value * 1000 if name in SECONDS_AS_MS else value
+    return out
+
+
 def _sg_inf_fields(body: SgInfFields) -> dict[str, Any]:
     """Native spec fields for the platform's fields; 422 for what cannot be honoured."""
-    unsupported = []
-    if body.gateway_config:
-        unsupported.append("gateway_config (the gateway is part of the control plane)")
+    unsupported = _unsupported(body)
+    if unsupported:
+        raise ApiError(422, "Not supported by inferstack: " + "; ".join(unsupported))
     fields: dict[str, Any] = {}
     worker = body.initial_worker_config
     on_prem = worker is not None and bool(worker.use_on_prem or worker.on_prem_node_ids)
     if body.cloud_providers is not None or on_prem:
         fields["providers"] = _providers(body.cloud_providers, on_prem)
-    if worker is not None:
-        fields |= _present(instance_types=worker.instance_types, node_names=worker.on_prem_node_ids,
-                           cloudburst=worker.use_cloudburst)
-        if worker.use_same_gpus_when_scaling is False:
-            unsupported.append("initial_worker_config.use_same_gpus_when_scaling=false (replicas are identical)")
-        if worker.initial_workers_gpu is not None:
-            profile = GPU_NAMES.get(worker.initial_workers_gpu.upper())
-            if profile is None:
-                raise ApiError(422, f"initial_worker_config.initial_workers_gpu {worker.initial_workers_gpu!r} "
-                                    f"is unknown; choose one of {', '.join(GPU_NAMES)}")
-            fields["hardware_profile"] = profile
-        fields |= _present(min_replicas=worker.min_workers, max_replicas=worker.max_workers,
-                           gpus_per_replica=worker.initial_workers_gpu_num)
+    if worker is not None and worker.initial_workers_gpu is not None:
+        profile = GPU_NAMES.get(worker.initial_workers_gpu.upper())
+        if profile is None:
+            raise ApiError(422, f"initial_worker_config.initial_workers_gpu {worker.initial_workers_gpu!r} "
+                                f"is unknown; choose one of {', '.join(GPU_NAMES)}")
+        fields["hardware_profile"] = profile
     scaling = body.autoscaling_config
-    if scaling is not None:
-        fields |= _present(
-            scale_down_below_latency_ms=_ms(scaling.lower_allowed_latency_sec),
-            target_latency_p95_ms=_ms(scaling.upper_allowed_latency_sec),
-            idle_timeout_s=scaling.scale_to_zero_timeout_sec,
-            scale_up_cooldown_s=scaling.scaling_up_timeout_sec,
-            stabilisation_window=scaling.scaling_down_timeout_sec,
-            metrics_window_s=scaling.time_window_sec,
-        )
-    if unsupported:
-        raise ApiError(422, "Not supported by inferstack: " + "; ".join(unsupported))
-    # max_throughput_rate is the platform's per-worker request rate that triggers scale-up.
-    return fields | _present(hf_token=body.hf_token, allow_spot=body.allow_spot_instances,
-                             max_price_per_hour=body.max_price_per_hour, target_rps=body.max_throughput_rate)
+    if (scaling is not None and None not in (scaling.lower_allowed_latency_sec, scaling.upper_allowed_latency_sec)
+            and scaling.lower_allowed_latency_sec >= scaling.upper_allowed_latency_sec):  # type: ignore[operator]
+        # Checked here, in the platform's seconds: the spec would say it in milliseconds.
+        raise ApiError(422, f"autoscaling_config.lower_allowed_latency_sec ({scaling.lower_allowed_latency_sec:g}) "
+                            "must be below autoscaling_config.upper_allowed_latency_sec "
+                            f"({scaling.upper_allowed_latency_sec:g})")
+    return (fields | _mapped(worker, WORKER_FIELDS) | _mapped(scaling, SCALING_FIELDS)
+            | _mapped(body, TOP_FIELDS))
+
+
+def raised_ceiling(fields: dict[str, Any], current_max: int) -> tuple[dict[str, Any], str]:
+    """The platform's PUT has no max field: a floor above the current ceiling raises the ceiling with it."""
+    floor = fields.get("min_replicas")
+    if "max_replicas" in fields or floor is None or floor <= current_max:
+        return fields, ""
+    return fields | {"max_replicas": floor}, f"; max workers raised from {current_max} to {floor} with min_workers"
+
+
+def sg_inf_refusal(errors: Sequence[Mapping[str, Any]]) -> ApiError:
+    """A request the platform's models refused, said in its terms: an unknown field is not supported."""
+    unknown = [".".join(str(p) for p in e["loc"] if p != "body") for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:
+        return ApiError(422, "Not supported by inferstack: " + "; ".join(f"{name} (not a field of this API)"
+                                                                         for name in unknown))
+    return ApiError(422, describe_errors(errors))
 
 
 @router.post("/sg_inf/create")
@@ -179,11 +246,10 @@ async def sg_inf_create(body: SgInfCreate, request: Request, tenant: str = Depen
     fields = _sg_inf_fields(body)
     fields.setdefault("hardware_profile", "gpu.a100")
     fields.setdefault("max_replicas", max(fields.get("min_replicas", 1), 1))
-    spec = _validated({"name": body.name, "hf_model_id": body.model,
-                       "task": "embed" if body.inf_type == "embedding" else "generate", **fields})
+    spec = _validated_as_sg_inf({"name": body.name, "hf_model_id": body.model,
+                                 "task": "embed" if body.inf_type == "embedding" else "generate", **fields})
     deployment = await create_deployment(services(request), tenant, spec)
-    return {"success": True, "message": f"Deployment {deployment.id} created", "id": deployment.id,
-            "status": deployment.status.value}
+    return {"success": True, "message": {"inf_id": deployment.id}}
 
 
 @router.get("/sg_inf/{ref}")
@@ -200,12 +266,15 @@ async def sg_inf_update(ref: str, body: SgInfUpdate, request: Request,
                         tenant: str = Depends(admin_tenant_id)) -> dict[str, Any]:
     svc = services(request)
     deployment = find(svc, tenant, ref)
+    fields, note = raised_ceiling(_sg_inf_fields(body), deployment.spec.max_replicas)
     try:
-        change = DeploymentUpdate(**_sg_inf_fields(body), immediate_scale_down=body.imidiate_scale_down)
+        change = DeploymentUpdate(**fields, immediate_scale_down=body.imidiate_scale_down)
+        await update_deployment(svc, deployment, change)
     except ValidationError as exc:
-        raise invalid(exc) from exc
-    await update_deployment(svc, deployment, change)
-    return {"success": True, "message": f"Deployment {deployment.id} updated"}
+        raise as_sg_inf(invalid(exc)) from exc
+    except ApiError as error:
+        raise as_sg_inf(error) from error
+    return {"success": True, "message": f"Deployment {deployment.id} updated{note}"}
 
 
 @router.delete("/sg_inf/{ref}")
@@ -223,9 +292,23 @@ def _validated(fields: dict[str, Any]) -> DeploymentSpec:
         raise invalid(exc) from exc
 
 
-def _present(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+def _validated_as_sg_inf(fields: dict[str, Any]) -> DeploymentSpec:
+    try:
+        return _validated(fields)
+    except ApiError as error:
+        raise as_sg_inf(error) from error
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
+def as_sg_inf(error: ApiError) -> ApiError:
+    """A refusal of the native spec, naming the platform's fields instead of the native ones."""
+    if not error.details:
+        return error
+    parts = []
+    for detail in error.details:
+        field, message = _platform_words(detail["field"]), _platform_words(detail["message"])
+        parts.append(message if not field or message.startswith(field) else f"{field}: {message}")
+    return ApiError(error.status, "; ".join(parts), code=error.code)
+
+
+def _platform_words(text: str) -> str:
+    return NATIVE_WORD.sub(lambda m: PLATFORM_NAMES[m.group(0)], text)

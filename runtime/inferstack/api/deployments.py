@@ -181,13 +181,21 @@ async def events(ref: str, request: Request, limit: int = 100,
         {"at": e.at, "kind": e.kind, "message": e.message, "data": e.data} for e in rows]}
 
 
+def model_object(deployment: LiveDeployment) -> dict[str, Any]:
+    """OpenAI's model object (what the SDKs read: id, object, created, owned_by), plus the deployment's name."""
+    return {"id": deployment.id, "object": "model", "created": int(deployment.created_at),
+            "owned_by": deployment.tenant_id, "name": deployment.name, "root": deployment.spec.hf_model_id,
+            "status": deployment.status.value, "task": deployment.spec.task.value}
+
+
 @router.get("/v1/models")
 async def models(request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
     """OpenAI's model list: the caller's deployments, by id (the name works as `model` too)."""
     fleet = services(request).fleet
-    data = [
-        {"id": d.id, "object": "model", "created": int(d.created_at), "owned_by": d.tenant_id,
-         "name": d.name, "root": d.spec.hf_model_id, "status": d.status.value, "task": d.spec.task.value}
-        for d in fleet.all() if d.tenant_id == tenant
-    ]
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": [model_object(d) for d in fleet.all() if d.tenant_id == tenant]}
+
+
+@router.get("/v1/models/{ref}")
+async def model(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+    """One model (`client.models.retrieve`), by the deployment's id or name."""
+    return model_object(find(services(request), tenant, ref))

@@ -8,6 +8,9 @@ they replace.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import orjson
 from starlette.responses import Response
 
@@ -22,3 +25,17 @@ def openai_error_response(error: ApiError) -> Response:
 def compat_error_response(error: ApiError) -> Response:
     return Response(orjson.dumps({"success": False, "message": error.message}), status_code=error.status,
                     media_type="application/json", headers=error.headers)
+
+
+def not_json(errors: Sequence[Mapping[str, Any]]) -> bool:
+    return any(e["type"] == "json_invalid" for e in errors)
+
+
+def malformed_json(errors: Sequence[Mapping[str, Any]]) -> ApiError:
+    """A body that is not JSON, said so with where it broke (pydantic's own text is "357: JSON decode error")."""
+    error = next(e for e in errors if e["type"] == "json_invalid")
+    at = next((p for p in error["loc"] if isinstance(p, int)), None)
+    why = (error.get("ctx") or {}).get("error", "")
+    where = f" at character {at}" if at is not None else ""
+    return ApiError(400, f"The request body is not valid JSON: {why or 'it cannot be parsed'}{where}.",
+                    code="invalid_json")

@@ -32,9 +32,11 @@ class DeploymentActions:
     async def create(self, tenant_id: str, spec: DeploymentSpec) -> LiveDeployment:
         """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
         deployment = await self._recorder.create(tenant_id, spec, self._clock.now())
-        self._fleet.add(deployment)
         await self._recorder.event(deployment, "created", f"Created {spec.hf_model_id} on {spec.hardware_profile} "
                                    f"({spec.min_replicas}..{spec.max_replicas} replicas, engine {spec.engine})", {})
+        # Into the fleet last, with no wait before the caller answers: the answer shows the deployment
+        # as created (status `created`), before the controller starts provisioning it.
+        self._fleet.add(deployment)
         self._nudge()
         return deployment
 

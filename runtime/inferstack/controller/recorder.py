@@ -58,6 +58,7 @@ class Recorder:
     async def create(self, tenant_id: str, spec: DeploymentSpec, now: float) -> LiveDeployment:
         """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
         live = live_from_row(await _db(self._store.create_deployment, tenant_id, spec, now), spec, now)
+        live.status = DeploymentStatus.created  # awake from now, as loaded rows are, until the loop's first pass
         live.row_updated_at = now
         self._changed()
         return live
