@@ -211,7 +211,7 @@ class DeploymentSpec(ScalingSpec):
             )
         catalogued = MODELS.get(self.hf_model_id)
         if catalogued is not None:
-            problem = fit_problem(catalogued, profile, self.gpus_per_replica)
+            problem = fit_problem(catalogued.size(), profile, self.gpus_per_replica)
             if problem:
                 raise ValueError(f"hf_model_id: {problem}")
         holding = sorted({t for gpus, t in profile.aws_instance_types.items() if gpus >= self.gpus_per_replica})
