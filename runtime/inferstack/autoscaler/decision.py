@@ -171,7 +171,8 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
         quiet = f"no requests in the last {spec.metrics_window_s:g} s -> 0 replicas"
         return _Proposal(0, "throughput", (quiet,))
     replicas = _ceil(rps / spec.target_rps)
-    per_replica = f"{rps:.1f} req/s against a target of {spec.target_rps:g} per replica -> {replicas} replicas"
+    per_replica = (f"{rps:.1f} req/s against a target of {spec.target_rps:g} per replica -> {replicas} "
+                   f"replica{'' if replicas == 1 else 's'}")
     proposal = _Proposal(replicas, "throughput", (per_replica,))
     if replicas == 0 and obs.stats.in_flight > 0:
         proposal = proposal.override(1, "throughput", f"{obs.stats.in_flight} in flight -> 1 replica")
