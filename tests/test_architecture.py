@@ -41,6 +41,7 @@ FLOORS: dict[str, int] = {
     "inferstack.batches.validation": 2,
     "inferstack.batches.results": 2,
     "inferstack.engines": 2,
+    "inferstack.model_hub": 2,
     # 3. where replicas run, and the live view of them
     "inferstack.providers": 3,
     "inferstack.fleet": 3,

@@ -179,6 +179,10 @@ class ControlPlaneClient:
     def list_events(self, ref: str, *, limit: int) -> list[dict[str, Any]]:
         return self._call("GET", _path("deployments", ref, "events"), params={"limit": limit})["data"]
 
+    def list_models(self) -> list[dict[str, Any]]:
+        """OpenAI's `/v1/models`: the caller's deployments."""
+        return self._call("GET", "/v1/models")["data"]
+
     def stream_chat(self, body: Mapping[str, Any]) -> Iterator[str]:
         """The lines of a streamed chat completion (`data: ...` server-sent events)."""
         with self._stream("POST", _path("chat", "completions"), json=body) as response:

@@ -117,6 +117,31 @@ def aws_instance_type(profile_name: str, gpus_per_replica: int) -> str | None:
     return sizes[min(fitting)] if fitting else None
 
 
+# Bytes a parameter takes in each safetensors dtype (the Hub's names).
+DTYPE_BYTES: dict[str, int] = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
+                               "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+class ModelSize(BaseModel):
+    """What the fit check reads: how large a model's weights are, and in which dtype."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hf_model_id: str
+    params_billion: float
+    weights_gb: float
+    dtype: str = "bf16"
+
+    @classmethod
+    def from_parameter_counts(cls, hf_model_id: str, counts: dict[str, int]) -> ModelSize:
+        """From safetensors metadata: {"BF16": 68_976_648_192} -> 69.0 B parameters, 138.0 GB of bf16 weights.
+        A mixed model (a quantised one keeps some tensors in F16) is named after its largest share."""
+        weights = sum(n * DTYPE_BYTES.get(dtype.upper(), 2) for dtype, n in counts.items())
+        main = max(counts, key=lambda dtype: counts[dtype]).lower() if counts else "bf16"
+        return cls(hf_model_id=hf_model_id, params_billion=sum(counts.values()) / 1e9, weights_gb=weights / 1e9,
+                   dtype=main)
+
+
 class CatalogModel(BaseModel):
     """A popular open model whose size we know, so we can say what fits where before anyone pays."""
 
@@ -129,6 +154,10 @@ class CatalogModel(BaseModel):
     @property
     def weights_gb(self) -> float:
         return self.params_billion * 2  # bf16: two bytes a parameter
+
+    def size(self) -> ModelSize:
+        return ModelSize(hf_model_id=self.hf_model_id, params_billion=self.params_billion,
+                         weights_gb=self.weights_gb)
 
 
 MODELS: dict[str, CatalogModel] = {
@@ -155,7 +184,7 @@ MODELS: dict[str, CatalogModel] = {
 USABLE_MEMORY_FRACTION = 0.9 * 0.8
 
 
-def fit_problem(model: CatalogModel, profile: HardwareProfile, gpus_per_replica: int) -> str | None:
+def fit_problem(model: ModelSize, profile: HardwareProfile, gpus_per_replica: int) -> str | None:
     """Why `model` cannot run on `gpus_per_replica` GPUs of `profile`, or None when it fits."""
     if profile.name == "cpu":
         return None  # local CPU replicas are for small models; host memory is the user's call
@@ -169,7 +198,7 @@ def fit_problem(model: CatalogModel, profile: HardwareProfile, gpus_per_replica:
         else "choose a profile with more GPU memory"
     )
     return (
-        f"{model.hf_model_id} needs about {model.weights_gb:.1f} GB for its bf16 weights plus KV cache, "
+        f"{model.hf_model_id} needs about {model.weights_gb:.1f} GB for its {model.dtype} weights plus KV cache, "
         f"but {gpus_per_replica} x {profile.gpu} ({profile.gpu_memory_gb:g} GB) leaves {usable:.1f} GB "
         f"usable: {hint}"
     )
@@ -178,6 +207,6 @@ def fit_problem(model: CatalogModel, profile: HardwareProfile, gpus_per_replica:
 def smallest_fitting_gpus(model: CatalogModel, profile: HardwareProfile) -> int | None:
     """The fewest GPUs of `profile` a replica of `model` needs, or None if even the most do not do."""
     for gpus in (1, 2, 4, 8):
-        if gpus <= profile.max_gpus_per_replica and fit_problem(model, profile, gpus) is None:
+        if gpus <= profile.max_gpus_per_replica and fit_problem(model.size(), profile, gpus) is None:
             return gpus
     return None

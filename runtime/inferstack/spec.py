@@ -211,7 +211,7 @@ class DeploymentSpec(ScalingSpec):
             )
         catalogued = MODELS.get(self.hf_model_id)
         if catalogued is not None:
-            problem = fit_problem(catalogued, profile, self.gpus_per_replica)
+            problem = fit_problem(catalogued.size(), profile, self.gpus_per_replica)
             if problem:
                 raise ValueError(f"hf_model_id: {problem}")
         holding = sorted({t for gpus, t in profile.aws_instance_types.items() if gpus >= self.gpus_per_replica})
@@ -310,7 +310,9 @@ def error_fields(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     for item in errors:
         loc = [str(p) for p in item["loc"] if p != "body"]
         message = str(item["msg"]).removeprefix("Value error, ")
-        out.append({"field": ".".join(loc) or _field_from_message(message), "message": message})
+        field = ".".join(loc) or _field_from_message(message)
+        # "hf_model_id: needs ..." -> "needs ...": the field is said once, by whoever prints it.
+        out.append({"field": field, "message": message.removeprefix(f"{field}: ") if field else message})
     return out
 
 
@@ -321,5 +323,8 @@ def _field_from_message(message: str) -> str:
 
 
 def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
-    return "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in error_fields(errors))
+    """One line per error; the field leads unless the message already opens with it
+    ("min_replicas (3) must not exceed max_replicas (1)")."""
+    return "; ".join(e["message"] if not e["field"] or e["message"].startswith(e["field"])
+                     else f"{e['field']}: {e['message']}" for e in error_fields(errors))
 

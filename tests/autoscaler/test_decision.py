@@ -63,13 +63,13 @@ class Case:
 CASES = [
     # --- throughput ---
     Case("throughput-up", spec(), observation(rps=23.4), 3, "throughput",
-         reason_has="rps 23.4 over target 10/replica -> 3 replicas"),
+         reason_has="23.4 req/s against a target of 10 per replica -> 3 replicas"),
     Case("throughput-down", spec(), observation(rps=15, current=4), 2, "throughput"),
     # 2.1 / 0.3 is 7.000000000000001 in floating point: 7 replicas carry it, not 8.
     Case("throughput-inexact-quotient", spec(target_rps=0.3), observation(rps=2.1), 7, "throughput"),
     Case("steady-is-hold", spec(), observation(rps=25, current=3), 3, "hold"),
     Case("no-data-fresh-deployment-gets-min", spec(min_replicas=2), observation(current=0), 2, "min",
-         state=AutoscalerState(), reason_has="no requests in the last 60 s -> 0 replicas"),
+         state=AutoscalerState(), reason_has="starting min_replicas (2)"),
     Case("no-data-at-min-holds-by-min", spec(), observation(current=1), 1, "min"),
     Case("a-stream-in-flight-needs-a-replica", spec(min_replicas=0), observation(in_flight=1), 1, "hold"),
     Case("no-data-min-0-shrinks-to-0", spec(min_replicas=0), observation(current=1), 0, "throughput"),

@@ -33,7 +33,7 @@ def refusing_client(**options: Any) -> ControlPlaneClient:
 
 def test_a_422_reads_the_same_on_the_cli_and_in_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = error_from(refusal_422()).describe()
-    assert expected == "min_replicas: min_replicas (5) must not exceed max_replicas (1)"
+    assert expected == "min_replicas (5) must not exceed max_replicas (1)"
 
     monkeypatch.setattr(inferstack.cli.output, "ControlPlaneClient", refusing_client)
     result = CliRunner().invoke(app, ["create", "m/x", "--min-replicas", "5"], env={"COLUMNS": "300"})

@@ -47,6 +47,7 @@ def test_a_deployments_life_through_the_cli_as_json(plane_on_each_store: Control
     assert cli("delete", "scripted") == {"deployment_id": dep_id, "object": "deployment", "deleted": True}
     assert cli("list") == []
 
-    catalogue = cli("models")
-    llama = next(m for m in catalogue if m["hf_model_id"] == "meta-llama/Llama-3.1-8B-Instruct")
+    models = cli("models")
+    assert models["deployments"] == []
+    llama = next(m for m in models["catalogue"] if m["hf_model_id"] == "meta-llama/Llama-3.1-8B-Instruct")
     assert llama["task"] == "generate" and llama["gpus_per_replica"]["gpu.h100"] == 1

@@ -64,6 +64,11 @@ def test_chat_streaming_and_models_through_the_openai_client(plane: tuple[Contro
     by_id = client.chat.completions.create(model=str(deployment["id"]), max_tokens=2,
                                            messages=[{"role": "user", "content": "Hi"}])
     assert by_id.model == "tiny"  # vLLM names its first served name: the deployment's name
+    # The same logprobs call the sim engine's tests make, answered in the same shape by vLLM.
+    scored = client.chat.completions.create(model="tiny", max_tokens=3, logprobs=True, top_logprobs=2,
+                                            messages=[{"role": "user", "content": "Hi"}]).choices[0]
+    assert scored.logprobs is not None and scored.logprobs.content
+    assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in scored.logprobs.content)
 
     stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Stream"}],
                                             max_tokens=8, stream=True, stream_options={"include_usage": True})

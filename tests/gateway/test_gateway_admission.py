@@ -83,6 +83,23 @@ async def test_heartbeats_while_held() -> None:
     assert deployment.queued == 0  # a cancelled wait gives its place back
 
 
+async def test_a_stream_held_for_a_wake_gets_its_first_heartbeat_at_once() -> None:
+    gate, _ = admission(heartbeat_s=3600)  # the next one is an hour away: only the first can arrive
+    deployment = with_replicas(status=DeploymentStatus.paused)
+    beats = 0
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        beats += 1
+
+    held = asyncio.create_task(gate.acquire(deployment, FAR, heartbeat=heartbeat))
+    await eventually(lambda: beats == 1)
+    deployment.replicas["r1"] = make_replica("r1")
+    deployment.notify()
+    lease = await asyncio.wait_for(held, 5)
+    assert lease.replica.replica_id == "r1" and beats == 1
+
+
 async def test_the_queue_bound_and_the_deadline() -> None:
     clock = ManualClock()
     gate, _ = admission(clock=clock)

@@ -68,7 +68,17 @@ def test_the_token_is_write_only() -> None:
 def test_described_errors_read_as_one_line() -> None:
     with pytest.raises(ValidationError) as caught:
         DeploymentSpec.model_validate({"hf_model_id": "x/y", "min_replicas": 5, "max_replicas": 1})
-    assert describe_errors(caught.value.errors()) == "min_replicas: min_replicas (5) must not exceed max_replicas (1)"
+    assert describe_errors(caught.value.errors()) == "min_replicas (5) must not exceed max_replicas (1)"
+
+
+def test_a_field_is_named_once_in_a_described_error() -> None:
+    with pytest.raises(ValidationError) as caught:
+        DeploymentSpec.model_validate({"hf_model_id": "meta-llama/Llama-3.1-70B-Instruct",
+                                       "hardware_profile": "gpu.l4"})
+    described = describe_errors(caught.value.errors())
+    assert described.startswith("hf_model_id: meta-llama/Llama-3.1-70B-Instruct needs about 141.2 GB")
+    assert described.count("hf_model_id") == 1
+    assert error_fields(caught.value.errors())[0]["field"] == "hf_model_id"
 
 
 def test_an_update_can_change_every_spec_field_but_the_identity_ones() -> None:

@@ -6,12 +6,14 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
 from inferstack.controller.recorder import cost_usd
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
+from inferstack.hardware import PROFILES, fit_problem
+from inferstack.model_hub import lookup_size, needs_lookup
 from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
 from inferstack.store import DuplicateName
 
@@ -53,9 +55,11 @@ class DeploymentView(BaseModel):
     queued_requests: int
     created_at: float
     cost: CostView
+    warnings: list[str] = Field(default_factory=list)
+    """On create: what could not be checked (a model's size when the Hub did not answer)."""
 
 
-def view(deployment: LiveDeployment) -> DeploymentView:
+def view(deployment: LiveDeployment, warnings: list[str] | None = None) -> DeploymentView:
     spec = deployment.spec
     replicas = [
         ReplicaView(id=r.replica_id, status=r.status, url=r.url, started_at=r.started_at, ready_at=r.ready_at,
@@ -67,7 +71,7 @@ def view(deployment: LiveDeployment) -> DeploymentView:
         deployment_id=deployment.id, id=deployment.id, name=deployment.name, status=deployment.status,
         status_reason=deployment.status_reason, spec=spec.public(), replicas=replicas,
         ready_replicas=len(deployment.ready_replicas()), queued_requests=deployment.queued,
-        created_at=deployment.created_at,
+        created_at=deployment.created_at, warnings=warnings or [],
         cost=CostView(price_per_replica_hour=spec.price_per_replica_hour,
                       replica_seconds=round(deployment.replica_seconds, 3),
                       usd=round(cost_usd(deployment), 6)),
@@ -89,10 +93,33 @@ def invalid(error: ValidationError) -> ApiError:
 
 
 async def create_deployment(svc: Services, tenant: str, spec: DeploymentSpec) -> LiveDeployment:
+    return (await create_checked(svc, tenant, spec))[0]
+
+
+async def create_checked(svc: Services, tenant: str, spec: DeploymentSpec) -> tuple[LiveDeployment, list[str]]:
+    """Create after the fit check of a model the catalogue does not know; return the warnings it left."""
+    warnings = await fit_warnings(spec)
     try:
-        return await svc.actions.create(tenant, spec)
+        return await svc.actions.create(tenant, spec, warnings), warnings
     except DuplicateName as exc:
         raise ApiError(409, str(exc), code="duplicate_name", param="name") from exc
+
+
+async def fit_warnings(spec: DeploymentSpec) -> list[str]:
+    """Refuse (422, with the numbers) a model whose weights the Hub says cannot fit the replica's GPUs; when the
+    Hub cannot say, accept with a warning rather than refuse a model that may well fit."""
+    if not needs_lookup(spec):
+        return []
+    found = await asyncio.to_thread(lookup_size, spec)
+    profile = PROFILES[spec.hardware_profile]
+    if found.size is None:
+        return [f"could not check that {spec.hf_model_id} fits {spec.gpus_per_replica} x {profile.gpu}: the "
+                f"Hugging Face Hub did not give its size ({found.unknown_because}); created unchecked"]
+    problem = fit_problem(found.size, profile, spec.gpus_per_replica)
+    if problem:
+        raise ApiError(422, f"hf_model_id: {problem}", code="invalid_spec", param="hf_model_id",
+                       details=[{"field": "hf_model_id", "message": problem}])
+    return []
 
 
 async def update_deployment(svc: Services, deployment: LiveDeployment, change: DeploymentUpdate) -> None:
@@ -106,7 +133,7 @@ async def update_deployment(svc: Services, deployment: LiveDeployment, change: D
 
 @router.post("/v1/deployments", status_code=201, response_model=DeploymentView)
 async def create(spec: DeploymentSpec, request: Request, tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
-    return view(await create_deployment(services(request), tenant, spec))
+    return view(*await create_checked(services(request), tenant, spec))
 
 
 @router.get("/v1/deployments")

@@ -171,8 +171,9 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
         quiet = f"no requests in the last {spec.metrics_window_s:g} s -> 0 replicas"
         return _Proposal(0, "throughput", (quiet,))
     replicas = _ceil(rps / spec.target_rps)
-    proposal = _Proposal(replicas, "throughput",
-                         (f"rps {rps:.1f} over target {spec.target_rps:g}/replica -> {replicas} replicas",))
+    per_replica = (f"{rps:.1f} req/s against a target of {spec.target_rps:g} per replica -> {replicas} "
+                   f"replica{'' if replicas == 1 else 's'}")
+    proposal = _Proposal(replicas, "throughput", (per_replica,))
     if replicas == 0 and obs.stats.in_flight > 0:
         proposal = proposal.override(1, "throughput", f"{obs.stats.in_flight} in flight -> 1 replica")
     running, current = max(0, obs.stats.in_flight - obs.queued_requests), obs.current_replicas
@@ -244,7 +245,7 @@ def _panic(spec: ScalingSpec, obs: Observation, proposal: _Proposal, panic_until
         return proposal.note(f"in panic for {panic_until - now:.0f} s more")
     return proposal.override(
         replicas, "panic",
-        f"panic: rps {panic_rps:.1f} over the last {spec.panic_window_s:g} s, capacity "
+        f"panic: {panic_rps:.1f} req/s in the last {spec.panic_window_s:g} s, capacity "
         f"{obs.current_replicas * spec.target_rps:g} rps -> {replicas} replicas (panic for {panic_until - now:.0f} s)",
     )
 
@@ -365,6 +366,9 @@ def _bounded(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Propo
     desired, bound = clamp(proposal.replicas, spec, obs.price_per_replica_hour)
     if bound is None:
         return proposal
+    if bound == "min" and proposal.replicas == 0 and obs.current_replicas == 0:
+        # Nothing asked for and nothing running (a new or resumed deployment): the floor is the whole story.
+        return _Proposal(desired, bound, (f"starting min_replicas ({spec.min_replicas})",))
     if bound == "min":
         limit = f"raised to min_replicas ({spec.min_replicas})"
     elif bound == "max":

@@ -9,9 +9,9 @@ from inferstack.cli import deployments, simulate
 from inferstack.cli.apply import apply
 from inferstack.cli.files import batch_app, files_app
 from inferstack.cli.keys import keys_app
-from inferstack.cli.output import fail
+from inferstack.cli.output import App, fail
 
-app = typer.Typer(help="Dedicated, autoscaled, OpenAI-compatible LLM inference deployments.",
+app = App(help="Dedicated, autoscaled, OpenAI-compatible LLM inference deployments.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 

@@ -11,14 +11,26 @@ import time
 from typing import Any
 
 import typer
-from rich.table import Column, Table
+from rich.table import Table
 
-from inferstack.cli.output import Output, OutputOption, control_plane, emit, fail, given, out
+from inferstack.cli.output import (
+    App,
+    Output,
+    OutputOption,
+    control_plane,
+    emit,
+    fail,
+    given,
+    id_column,
+    out,
+    print_table,
+)
 from inferstack.client import ControlPlaneClient
 from inferstack.hardware import MODELS, PROFILES, smallest_fitting_gpus
+from inferstack.settings import ClientSettings, Env
 from inferstack.spec import DeploymentSpec
 
-app = typer.Typer()
+app = App()
 
 
 def _default(field: str) -> str:
@@ -27,7 +39,8 @@ def _default(field: str) -> str:
 
 @app.command()
 def create(
-    model: str = typer.Argument(..., help="Hugging Face model id (or a local path for the vllm engine)."),
+    model: str = typer.Argument(..., metavar="MODEL",
+                                help="Hugging Face model id (or a local path for the vllm engine)."),
     name: str | None = typer.Option(None, "--name", "-n", help="Name usable as `model` in OpenAI calls."),
     gpu: str | None = typer.Option(None, "-g", "--gpu",
                                    help=f"Hardware profile: {', '.join(PROFILES)}. {_default('hardware_profile')}"),
@@ -80,7 +93,8 @@ def wait_until_running(client: ControlPlaneClient, deployment_id: str, timeout_s
 
 
 def deployment_table(deployments: list[dict[str, Any]]) -> Table:
-    table = Table("ID", "NAME", "MODEL", "ENGINE", "PROFILE", "STATUS", "READY", "MIN..MAX", "COST USD")
+    table = Table(id_column("ID"), "NAME", id_column("MODEL"), "ENGINE", "PROFILE", "STATUS", "READY", "MIN..MAX",
+                  "COST USD")
     for d in deployments:
         spec = d["spec"]
         table.add_row(d["id"], d["name"], spec["hf_model_id"], spec["engine"], spec["hardware_profile"],
@@ -97,37 +111,48 @@ def list_(output: Output = OutputOption) -> None:
     emit(data, output, deployment_table(data))
 
 
+DeploymentArgument = typer.Argument(..., metavar="DEPLOYMENT", help="Deployment id or name.")
+
+
 @app.command()
-def status(deployment: str = typer.Argument(..., help="Deployment id or name."),
-           all_: bool = typer.Option(False, "--all", help="Include stopped and failed replicas."),
+def status(deployment: str | None = typer.Argument(None, metavar="DEPLOYMENT",
+                                                   help="Deployment id or name; without it, all of yours."),
+           all_: bool = typer.Option(False, "--all", help="Include stopped deployments (with DEPLOYMENT: stopped "
+                                                          "and failed replicas)."),
            output: Output = OutputOption) -> None:
-    """A deployment's status, cost and replica health."""
+    """A deployment's status, cost and replica health; without DEPLOYMENT, every deployment that is not
+    stopped (with --all, the stopped ones too)."""
+    if deployment is None:
+        with control_plane() as client:
+            data = [d for d in client.list_deployments() if all_ or d["status"] != "stopped"]
+        emit(data, output, deployment_table(data))
+        return
     with control_plane() as client:
         info = client.get_deployment(deployment)
         replicas = client.list_replicas(deployment, include_stopped=all_)
     if output is Output.json:
         emit({**info, "replicas": replicas}, output)
         return
-    out.print(deployment_table([info]))
+    print_table(deployment_table([info]))
     if info["status_reason"]:
         out.print(f"reason: {info['status_reason']}")
     cost = info["cost"]
     out.print(f"cost: {cost['replica_seconds']:.0f} replica-seconds x {cost['price_per_replica_hour']:g} "
               f"USD/hour = {cost['usd']:.4f} USD")
-    table = Table("REPLICA", "STATUS", "WHERE", "IN FLIGHT", "ENGINE RUNNING/WAITING", "STARTED", "READY AFTER",
-                  "REASON")
+    table = Table(id_column("REPLICA"), "STATUS", "WHERE", "IN FLIGHT", "ENGINE RUNNING/WAITING", "STARTED",
+                  "READY AFTER", "REASON")
     for r in replicas:
         ready_after = f"{r['ready_at'] - r['started_at']:.1f} s" if r["ready_at"] else "-"
         engine = f"{r['engine_running']}/{r['engine_waiting']}" if r.get("engine_running") is not None else "-"
         where = f"{r.get('provider') or '-'}{' (burst)' if r.get('burst') else ''}"
         table.add_row(r["id"], r["status"], where, str(r["in_flight"]), engine, time.strftime("%H:%M:%S",
                       time.localtime(r["started_at"])), ready_after, r["reason"])
-    out.print(table)
+    print_table(table)
 
 
 @app.command()
 def update(
-    deployment: str = typer.Argument(..., help="Deployment id or name."),
+    deployment: str = DeploymentArgument,
     min_replicas: int | None = typer.Option(None, "--min-replicas"),
     max_replicas: int | None = typer.Option(None, "--max-replicas"),
     target_rps: float | None = typer.Option(None, "--target-rps"),
@@ -151,7 +176,7 @@ def update(
 
 
 @app.command()
-def stop(deployment: str = typer.Argument(...), output: Output = OutputOption) -> None:
+def stop(deployment: str = DeploymentArgument, output: Output = OutputOption) -> None:
     """Stop all replicas; requests get a clear error until you resume (no auto-resume)."""
     with control_plane() as client:
         info = client.deployment_action(deployment, "stop")
@@ -159,7 +184,7 @@ def stop(deployment: str = typer.Argument(...), output: Output = OutputOption) -
 
 
 @app.command()
-def resume(deployment: str = typer.Argument(...), output: Output = OutputOption) -> None:
+def resume(deployment: str = DeploymentArgument, output: Output = OutputOption) -> None:
     """Resume a stopped, paused or failed deployment."""
     with control_plane() as client:
         info = client.deployment_action(deployment, "resume")
@@ -167,14 +192,18 @@ def resume(deployment: str = typer.Argument(...), output: Output = OutputOption)
 
 
 @app.command()
-def delete(deployment: str = typer.Argument(...), output: Output = OutputOption) -> None:
+def delete(deployment: str = DeploymentArgument, output: Output = OutputOption) -> None:
     """Delete a deployment and stop its replicas."""
     with control_plane() as client:
-        emit(client.delete_deployment(deployment), output)
+        deleted = client.delete_deployment(deployment)
+    if output is Output.json:
+        emit(deleted, output)
+    else:
+        out.print(f"deleted {deleted['deployment_id']}", highlight=False)
 
 
 @app.command()
-def events(deployment: str = typer.Argument(...), limit: int = typer.Option(50, "--limit"),
+def events(deployment: str = DeploymentArgument, limit: int = typer.Option(50, "--limit"),
            output: Output = OutputOption) -> None:
     """Why it scaled, paused or failed: the deployment's record, with the numbers behind each change."""
     with control_plane() as client:
@@ -187,21 +216,35 @@ def events(deployment: str = typer.Argument(...), limit: int = typer.Option(50, 
 
 @app.command()
 def models(output: Output = OutputOption) -> None:
-    """The built-in model catalogue: the fewest GPUs per replica each model needs on each profile."""
+    """The model catalogue (the fewest GPUs per replica each model needs on each profile) and your deployments
+    (what `model` takes in OpenAI calls; needs INFERSTACK_API_KEY)."""
     gpu_profiles = [p for p in PROFILES.values() if p.name != "cpu"]
     rows = []
     for model in MODELS.values():
         fits = {p.name: smallest_fitting_gpus(model, p) for p in gpu_profiles}
         rows.append({"hf_model_id": model.hf_model_id, "params_billion": model.params_billion,
                      "task": model.task, "weights_gb": round(model.weights_gb, 1), "gpus_per_replica": fits})
-    table = Table(Column("MODEL", no_wrap=True), "PARAMS (B)", "BF16 GB",
-                  *(p.name.removeprefix("gpu.") for p in gpu_profiles))
+    deployed: list[dict[str, Any]] | None = None
+    if ClientSettings.from_env().api_key:
+        with control_plane() as client:
+            deployed = client.list_models()
+    if output is Output.json:
+        emit({"catalogue": rows, "deployments": deployed or []}, output)
+        return
+    table = Table(id_column("MODEL"), "PARAMS (B)", "BF16 GB", *(p.name.removeprefix("gpu.") for p in gpu_profiles),
+                  title="Catalogue")
     for row in rows:
         table.add_row(row["hf_model_id"], f"{row['params_billion']:g}", f"{row['weights_gb']:g}",
                       *(str(g) if (g := row["gpus_per_replica"][p.name]) else "-" for p in gpu_profiles))
-    emit(rows, output, table)
-    if output is Output.table:
-        out.print("Cells: GPUs per replica needed (bf16 weights + KV cache headroom); '-' = does not fit.")
+    print_table(table)
+    out.print("Cells: GPUs per replica needed (bf16 weights + KV cache headroom); '-' = does not fit.")
+    if deployed is None:
+        out.print(f"Set {Env.API_KEY} to list your deployments too.")
+        return
+    mine = Table(id_column("ID"), id_column("NAME"), id_column("MODEL"), "TASK", "STATUS", title="Your deployments")
+    for m in deployed:
+        mine.add_row(m["id"], m.get("name", ""), m.get("root", ""), m.get("task", ""), m.get("status", ""))
+    print_table(mine)
 
 
 @app.command()

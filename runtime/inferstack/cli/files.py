@@ -28,11 +28,11 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
-from inferstack.cli.output import Output, OutputOption, control_plane, emit, err, fail, out
+from inferstack.cli.output import App, Output, OutputOption, control_plane, emit, err, fail, out
 from inferstack.client import ControlPlaneClient
 
-files_app = typer.Typer(help="Files: upload JSONL inputs for batches, list and delete them.", no_args_is_help=True)
-batch_app = typer.Typer(help="Batches: run a JSONL file of requests against a deployment (OpenAI Batch API).",
+files_app = App(help="Files: upload JSONL inputs for batches, list and delete them.", no_args_is_help=True)
+batch_app = App(help="Batches: run a JSONL file of requests against a deployment (OpenAI Batch API).",
                         no_args_is_help=True)
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}

@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from rich.table import Column, Table
 
 from inferstack.access import KeyLimits, KeyScope, parse_duration
-from inferstack.cli.output import Output, OutputOption, control_plane, emit, err, fail, given, out
+from inferstack.cli.output import App, Output, OutputOption, control_plane, emit, err, fail, given, out
 
-keys_app = typer.Typer(help="API keys: create (on the store, for a tenant), list, revoke, rotate.",
+keys_app = App(help="API keys: create (on the store, for a tenant), list, revoke, rotate.",
                        no_args_is_help=True)
 
 

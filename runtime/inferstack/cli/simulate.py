@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from inferstack.cli.output import err, fail
+from inferstack.cli.output import App, err, fail
 from inferstack.declared.stackfile import StackFileError, load_stack_file
 from inferstack.simulate.calibrate import Measurement, fit_profile
 from inferstack.simulate.compare import compare
@@ -29,7 +29,7 @@ from inferstack.simulate.tune import stack_snippet, tune
 from inferstack.simulate.world import World
 from inferstack.spec import DeploymentSpec
 
-app = typer.Typer()
+app = App()
 
 DEFAULT_SPEC: dict[str, Any] = {"hf_model_id": "trace/replay", "engine": "sim", "hardware_profile": "gpu.l4",
                                 "max_replicas": 16}

@@ -8,7 +8,7 @@ what it means for the replicas when it reads the row (`controller/sync.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from inferstack.clock import Clock
@@ -29,11 +29,14 @@ class DeploymentActions:
         self._clock = clock
         self._nudge = nudge
 
-    async def create(self, tenant_id: str, spec: DeploymentSpec) -> LiveDeployment:
-        """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
+    async def create(self, tenant_id: str, spec: DeploymentSpec, warnings: Sequence[str] = ()) -> LiveDeployment:
+        """Raises `store.DuplicateName` when the tenant already has a deployment of that name. `warnings`
+        (what the API could not check) go into the record after the creation."""
         deployment = await self._recorder.create(tenant_id, spec, self._clock.now())
         await self._recorder.event(deployment, "created", f"Created {spec.hf_model_id} on {spec.hardware_profile} "
                                    f"({spec.min_replicas}..{spec.max_replicas} replicas, engine {spec.engine})", {})
+        for warning in warnings:
+            await self._recorder.event(deployment, "warning", warning, {})
         # Into the fleet last, with no wait before the caller answers: the answer shows the deployment
         # as created (status `created`), before the controller starts provisioning it.
         self._fleet.add(deployment)

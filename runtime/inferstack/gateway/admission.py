@@ -140,7 +140,8 @@ class Admission:
     async def acquire(self, deployment: LiveDeployment, deadline: float, *, batch: bool = False,
                       heartbeat: Heartbeat | None = None) -> Lease:
         """A lease on a replica for one request, holding it until `deadline` while none can take it;
-        `heartbeat` is awaited every `heartbeat_s` of waiting (streaming callers' SSE comments). Nobody
+        `heartbeat` is awaited at once when held for a wake, then every `heartbeat_s` of waiting (streaming
+        callers' SSE comments). Nobody
         overtakes the held: while requests are held, a new one joins the end of the queue."""
         lease = Lease(deployment, batch, deadline, heartbeat)
         replica = None if self._queues.get(deployment.id) else self._pick(deployment, batch, None)
@@ -180,6 +181,7 @@ class Admission:
         for_slot = bool(deployment.ready_replicas())
         deployment.queued += 1
         deployment.queued_for_slot += for_slot
+        beat_now = lease.heartbeat is not None
         try:
             while True:
                 self._serve(deployment)
@@ -188,6 +190,12 @@ class Admission:
                 self._check_open(deployment)
                 if not deployment.ready_replicas():
                     self._controller.wake(deployment)
+                    if beat_now and lease.heartbeat is not None:
+                        # A stream held for a wake hears at once that it is alive, then every heartbeat_s;
+                        # then look again: a replica may have turned ready meanwhile.
+                        beat_now = False
+                        await lease.heartbeat()
+                        continue
                 await self._wait(lease)
         except BaseException:
             if held.placed:

@@ -19,7 +19,7 @@ class Generation:
         self.plan = plan
         response_id = f"chatcmpl-{uuid.uuid4().hex}" if chat else f"cmpl-{uuid.uuid4().hex}"
         self.shape = CompletionShape(plan, chat, response_id, int(time.time()))
-        self.seq = scheduler.sequence(plan.prompt_tokens, plan.steps, len(plan.texts))
+        self.seq = scheduler.sequence(plan.prompt_tokens, plan.steps, len(plan.choices))
 
     async def complete(self) -> web.Response:
         scheduler, seq = self.scheduler, self.seq
@@ -30,7 +30,7 @@ class Generation:
             if decode_s > 0:
                 await asyncio.sleep(decode_s)
             seq.generated = self.shape.usage["completion_tokens"]
-            seq.finish_reason = self.plan.finish_reason
+            seq.finish_reason = self.plan.engine_finish_reason
         finally:
             scheduler.release(seq)
         return json_response(self.shape.completion())
@@ -43,14 +43,13 @@ class Generation:
         if scheduler.would_wait():
             # Headers go out now, like vLLM's StreamingResponse; the body starts at the first token.
             await response.write(b"")
-        per_choice = len(plan.texts)
         await scheduler.admit(seq)
         try:
             await scheduler.prefill(seq)
             if timing.instant_decode:
                 # Every token is ready at once: one write, so the instant mode stays fast.
                 body = b"".join(shape.step(s) for s in range(plan.steps))
-                seq.generated = plan.steps * per_choice
+                seq.generated = plan.completion_tokens
                 await response.write(body + shape.tail(include_usage))
             else:
                 loop = asyncio.get_running_loop()
@@ -62,9 +61,9 @@ class Generation:
                             await asyncio.sleep(delay)
                     # Each write reaches the socket at once (no buffering): a proxy sees every token.
                     await response.write(shape.step(step))
-                    seq.generated += per_choice
+                    seq.generated += sum(1 for c in plan.choices if step < len(c.tokens))
                 await response.write(shape.tail(include_usage))
-            seq.finish_reason = plan.finish_reason
+            seq.finish_reason = plan.engine_finish_reason
         except ConnectionResetError:
             # The client went away mid-stream: the slot is freed below and the request counts as aborted.
             return response

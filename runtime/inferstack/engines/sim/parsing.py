@@ -15,8 +15,23 @@ from aiohttp import web
 from inferstack.engines.sim.config import SimConfig, Task
 from inferstack.engines.sim.errors import SimApiError, bad_request
 from inferstack.engines.sim.filler import EMBEDDING_DIM, filler_tokens
+from inferstack.engines.sim.structured import (
+    Structured,
+    cut_at_stop,
+    json_tokens,
+    logprobs_wanted,
+    stop_strings,
+    structured_answer,
+)
 
 DEFAULT_MAX_TOKENS = 16
+
+
+@dataclass(slots=True)
+class Choice:
+    tokens: list[str]
+    finish_reason: str
+    stop_reason: str | None = None  # the stop string that ended it
 
 
 @dataclass(slots=True)
@@ -25,9 +40,23 @@ class Plan:
 
     model: str
     prompt_tokens: int
-    steps: int  # completion tokens per choice
-    finish_reason: str
-    texts: list[list[str]]  # one token list per choice
+    choices: list[Choice]
+    logprobs: int | None = None  # alternatives listed per token; None: no logprobs asked for
+    tool: str | None = None  # the function every choice calls (its tokens are the JSON arguments)
+
+    @property
+    def steps(self) -> int:
+        """Decoding steps: the longest choice's tokens (a choice cut to nothing still sends its finish)."""
+        return max(max(len(c.tokens), 1) for c in self.choices)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(len(c.tokens) for c in self.choices)
+
+    @property
+    def engine_finish_reason(self) -> str:
+        """What the engine's metrics count: vLLM's engine ends a tool call with "stop" too."""
+        return "length" if self.choices[0].finish_reason == "length" else "stop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +216,23 @@ def completion_budget(prompt_tokens: int, max_tokens: int | None, max_model_len:
     return max_tokens, "length"
 
 
+def _choice(seed: str, salt: int, budget: tuple[int, str], stops: list[str]) -> Choice:
+    """Filler words within the budget, cut at the first stop string (then the finish is "stop")."""
+    steps, finish = budget
+    tokens, stop = cut_at_stop(filler_tokens(seed, salt, steps), stops)
+    return Choice(tokens, "stop" if stop else finish, stop)
+
+
+def _structured_choice(seed: str, salt: int, structured: Structured, max_tokens: int | None, room: int) -> Choice:
+    """The whole JSON answer when it fits `max_tokens` and the context, else cut there ("length"), as vLLM's
+    guided decoding does: a truncated answer is not valid JSON, and the finish reason says why."""
+    tokens = json_tokens(structured, filler_tokens(seed, salt, 8))
+    limit = min(room, max_tokens) if max_tokens is not None else room
+    if len(tokens) > limit:
+        return Choice(tokens[:limit], "length")
+    return Choice(tokens, "tool_calls" if structured.tool else "stop")
+
+
 def parse_chat(config: SimConfig, body: dict[str, Any]) -> GenerateRequest:
     model = check_model(config, body)
     text = _chat_prompt_text(body.get("messages"))
@@ -195,10 +241,16 @@ def parse_chat(config: SimConfig, body: dict[str, Any]) -> GenerateRequest:
     if max_tokens is None:
         max_tokens = _optional_int(body, "max_tokens", 1)
     n = _optional_int(body, "n", 1) or 1
+    stops, logprobs, structured = stop_strings(body), logprobs_wanted(body, chat=True), structured_answer(body)
     prompt_tokens = count_tokens(text)
-    steps, finish = completion_budget(prompt_tokens, max_tokens, config.max_model_len)
-    texts = [filler_tokens(text, i, steps) for i in range(n)]
-    return GenerateRequest(Plan(model, prompt_tokens, steps, finish, texts), stream, include_usage)
+    budget = completion_budget(prompt_tokens, max_tokens, config.max_model_len)
+    if structured is None:
+        choices = [_choice(text, i, budget, stops) for i in range(n)]
+    else:
+        room = config.max_model_len - prompt_tokens
+        choices = [_structured_choice(text, i, structured, max_tokens, room) for i in range(n)]
+    plan = Plan(model, prompt_tokens, choices, logprobs, structured.tool if structured else None)
+    return GenerateRequest(plan, stream, include_usage)
 
 
 def parse_completion(config: SimConfig, body: dict[str, Any]) -> GenerateRequest:
@@ -209,13 +261,13 @@ def parse_completion(config: SimConfig, body: dict[str, Any]) -> GenerateRequest
     stream, include_usage = _stream_options(body)
     max_tokens = _optional_int(body, "max_tokens", 1)
     n = _optional_int(body, "n", 1) or 1
+    stops, logprobs = stop_strings(body), logprobs_wanted(body, chat=False)
     # Every prompt is its own sequence for the context check; they share one slot and one schedule.
     budgets = [completion_budget(tokens, max_tokens, config.max_model_len) for _, tokens in prompts]
-    steps = min(b[0] for b in budgets)
-    finish = "length" if any(b[1] == "length" for b in budgets) else "stop"
-    texts = [filler_tokens(seed, i, steps) for seed, _ in prompts for i in range(n)]
+    choices = [_choice(seed, i, budget, stops) for (seed, _), budget in zip(prompts, budgets, strict=True)
+               for i in range(n)]
     prompt_tokens = sum(tokens for _, tokens in prompts)
-    return GenerateRequest(Plan(model, prompt_tokens, steps, finish, texts), stream, include_usage)
+    return GenerateRequest(Plan(model, prompt_tokens, choices, logprobs), stream, include_usage)
 
 
 def parse_embedding(config: SimConfig, body: dict[str, Any]) -> EmbedRequest:
