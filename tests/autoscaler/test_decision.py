@@ -107,16 +107,22 @@ CASES = [
     Case("running-requests-keep-their-replicas", spec(), observation(rps=5, current=3, in_flight=40, capacity=16),
          3, "hold", reason_has="40 running fill 3 replicas of 16 slots"),
     # --- headroom: 30 running complete 4.8/s, so a 16-slot replica serves 2.56/s full, 3 serve 7.7/s ---
+    # (p95 2000 ms, inside the 5000 ms target: the spare slots may be used)
     Case("a-rise-the-spare-slots-carry-buys-none", spec(target_rps=2.5),
-         observation(rps=7.6, current=3, in_flight=30, served=4.8, capacity=16), 3, "hold",
-         reason_has="rps 7.6 over target 2.5/replica -> 4 replicas; 3 replica(s) serve 7.7 rps with every slot busy"),
+         observation(rps=7.6, current=3, in_flight=30, served=4.8, capacity=16, p95=2000), 3, "hold",
+         reason_has="rps 7.6 over target 2.5/replica -> 4 replicas; 3 replica(s) serve 7.7 rps with every slot "
+                    "busy, p95 2000 ms inside the target -> 3"),
     Case("a-rise-past-full-slots-buys", spec(target_rps=2.5),
-         observation(rps=8.0, current=3, in_flight=30, served=4.8, capacity=16), 4, "throughput"),
+         observation(rps=8.0, current=3, in_flight=30, served=4.8, capacity=16, p95=2000), 4, "throughput"),
     Case("a-rise-far-past-full-slots-buys-what-full-slots-need", spec(target_rps=1),
-         observation(rps=8.0, current=3, in_flight=30, served=4.8, capacity=16), 4, "throughput",
-         reason_has="3 replica(s) serve 7.7 rps with every slot busy -> 4"),
+         observation(rps=8.0, current=3, in_flight=30, served=4.8, capacity=16, p95=2000), 4, "throughput",
+         reason_has="3 replica(s) serve 7.7 rps with every slot busy, p95 2000 ms inside the target -> 4"),
     Case("nothing-measured-the-target-decides", spec(target_rps=2.5),
-         observation(rps=7.6, current=3, in_flight=0, served=0.0, capacity=16), 4, "throughput"),
+         observation(rps=7.6, current=3, in_flight=0, served=0.0, capacity=16, p95=2000), 4, "throughput"),
+    Case("p95-over-the-target-the-target-decides", spec(target_rps=2.5),
+         observation(rps=7.6, current=3, in_flight=30, served=4.8, capacity=16, p95=5001), 4, "throughput"),
+    Case("p95-unknown-the-target-decides", spec(target_rps=2.5),
+         observation(rps=7.6, current=3, in_flight=30, served=4.8, capacity=16), 4, "throughput"),
     # --- lower latency band (shrink only while p95 < 1000 ms) ---
     Case("band-blocks-shrink", spec(scale_down_below_latency_ms=1000), observation(rps=5, p95=1400, current=3),
          3, "latency", reason_has="p95 1400 ms, not below 1000 ms -> hold 3"),

@@ -181,24 +181,27 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
     if proposal.replicas > current > 0 and obs.capacity_per_replica and not obs.ready_replicas:
         # Waking: the rate of the first seconds is noise; the held requests size the wake (rule 4).
         proposal = proposal.override(current, "throughput", f"no replica ready yet -> hold {current}")
-    return _headroom(obs, proposal)
+    return _headroom(spec, obs, proposal)
 
 
-def _headroom(obs: Observation, proposal: _Proposal) -> _Proposal:
-    """target_rps keeps slots spare; a rise above it buys a replica only once the replicas there could not
-    serve it with every slot busy. 30 running complete 4.8/s: a 16-slot replica serves 2.56/s full, 3 serve
-    7.7/s; rps 7.6 over target 2.5 -> stay at 3 (rps 8.0 -> 4). A replica bought for a rise the spare slots
-    carry arrives a start-up later and is then held a stabilisation window; queueing (rule 2) and panic
-    (rule 3) still add at once, and the target still sets how far to shrink."""
+def _headroom(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
+    """target_rps keeps slots spare; while p95 is inside the target, a rise above it buys a replica only
+    once the replicas there could not serve it with every slot busy. 30 running complete 4.8/s: a 16-slot
+    replica serves 2.56/s full, 3 serve 7.7/s; rps 7.6 over target 2.5 -> stay at 3 (rps 8.0 -> 4). A
+    replica bought for a rise the spare slots carry arrives a start-up later and is then held a
+    stabilisation window. The extrapolation assumes a request takes as long in a fuller batch, which an
+    engine slowing with its batch breaks: p95 over (or without) the target leaves the target in charge.
+    Queueing (rule 2) and panic (rule 3) still add at once, and the target still sets how far to shrink."""
     current, running = obs.current_replicas, max(0, obs.stats.in_flight - obs.queued_requests)
     per = full_rate(obs.stats.completion_rps, running, obs.capacity_per_replica)
-    if proposal.replicas <= current or not obs.ready_replicas or per is None:
+    p95 = obs.stats.p95_latency_ms
+    if proposal.replicas <= current or not obs.ready_replicas or per is None or p95 is None:
         return proposal
     enough = max(current, _ceil(obs.stats.rps / per))
-    if enough >= proposal.replicas:
+    if enough >= proposal.replicas or p95 > spec.target_latency_p95_ms:
         return proposal
     return proposal.override(enough, "throughput", f"{current} replica(s) serve {current * per:.1f} rps with "
-                                                   f"every slot busy -> {enough}")
+                                                   f"every slot busy, p95 {p95:.0f} ms inside the target -> {enough}")
 
 
 # --- 2. queueing at the replicas -----------------------------------------------------------------
