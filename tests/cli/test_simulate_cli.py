@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from inferstack.cli.app import app
@@ -39,6 +41,15 @@ def test_simulate_draws_the_timeline_as_a_png(tmp_path: Path) -> None:
     assert image.startswith(b"\x89PNG\r\n\x1a\n")
     width, height = struct.unpack(">II", image[16:24])  # the IHDR chunk: a drawing, not an empty file
     assert (width, height) == (960, 600)
+
+
+def test_a_png_without_matplotlib_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
+    result = CliRunner().invoke(app, ["simulate", str(trace_file(tmp_path)), "--set", "max_replicas=4",
+                                      "--timeline", str(tmp_path / "t.png"), "--events", "0"])
+    assert result.exit_code == 1
+    assert "pip install 'inferstack[plot]'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "t.png").exists()
 
 
 def test_tune_prints_a_stack_file_snippet(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from inferstack.client import ControlPlaneClient, ControlPlaneError
@@ -31,7 +32,8 @@ OutputOption = typer.Option(Output.table, "-o", "--output", help="table or json"
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    # Plain text, not markup: "pip install 'inferstack[plot]'" lost its "[plot]" to Rich.
+    err.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(1)
 
 
