@@ -1,7 +1,9 @@
 """Autoscaler benchmark: every trace in ../shared/traces (and a seeded bursty 1.8-hour trace) replayed in
 the simulator with the shipped scaling defaults, against the oracle and the baselines, in one run.
 
-    .venv/bin/python bench/autoscaler.py [--traces DIR] [--speed 1] [--no-synthetic]
+    .venv/bin/python bench/autoscaler.py [--traces DIR] [--speed 1] [--no-synthetic] [--timelines DIR]
+
+`--timelines DIR` also draws inferstack's replay of each trace to DIR/<trace>.png (the plot extra).
 
 Per trace: the deployment is the default spec (sim engine, 16 sequences per replica; min_replicas 1,
 max_replicas 16, every other scaling field at its default) with the two fields that describe the
@@ -29,7 +31,9 @@ from inferstack.simulate.replica_model import ReplicaProfile  # noqa: E402
 from inferstack.simulate.report import Summary, table  # noqa: E402
 from inferstack.simulate.sizing import sized  # noqa: E402
 from inferstack.simulate.synthetic import BURSTY, poisson_trace  # noqa: E402
+from inferstack.simulate.timeline_png import render_png  # noqa: E402
 from inferstack.simulate.trace import TraceRequest, load_trace  # noqa: E402
+from inferstack.simulate.world import World  # noqa: E402
 from inferstack.spec import DeploymentSpec  # noqa: E402
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
@@ -47,7 +51,7 @@ def verdict(rows: list[Summary]) -> str:
             f"{', '.join(r.policy for r in rivals) or 'no baseline'} meeting the SLO: {'yes' if cheaper else 'no'}")
 
 
-def run(name: str, trace: list[TraceRequest]) -> None:
+def run(name: str, trace: list[TraceRequest], timelines: Path | None) -> None:
     profile = ReplicaProfile()
     spec = sized(SPEC, trace, profile)
     started = time.process_time()
@@ -58,6 +62,11 @@ def run(name: str, trace: list[TraceRequest]) -> None:
           f"{len(rows)} replays\n")
     print(table(rows))
     print(f"\n{verdict(rows)}")
+    if timelines is not None:
+        timelines.mkdir(parents=True, exist_ok=True)
+        path = timelines / f"{Path(name).stem.replace(' ', '_')}.png"
+        render_png(World(spec, profile).run(trace), spec.target_latency_p95_ms, f"inferstack on {name}", path)
+        print(f"timeline: {path}")
 
 
 def main() -> None:
@@ -65,14 +74,15 @@ def main() -> None:
     parser.add_argument("--traces", type=Path, default=TRACES)
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--no-synthetic", action="store_true")
+    parser.add_argument("--timelines", type=Path, help="Draw inferstack's replay of each trace to DIR/<trace>.png.")
     args = parser.parse_args()
     paths = sorted([*args.traces.glob("*.csv"), *args.traces.glob("*.jsonl")])
     if not paths:
         print(f"no traces in {args.traces} (pass --traces DIR)", file=sys.stderr)
     for path in paths:
-        run(path.name, load_trace(path, args.speed))
+        run(path.name, load_trace(path, args.speed), args.timelines)
     if not args.no_synthetic:
-        run("synthetic bursty (seed 1)", poisson_trace(BURSTY, seed=1))
+        run("synthetic bursty (seed 1)", poisson_trace(BURSTY, seed=1), args.timelines)
 
 
 if __name__ == "__main__":

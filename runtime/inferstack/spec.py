@@ -90,7 +90,9 @@ class ScalingSpec(BaseModel):
     min_replicas: int = Field(1, ge=0, le=64, description="Floor while awake; 0 allows no warm replica.")
     max_replicas: int = Field(1, ge=1, le=64)
     target_rps: float = Field(10.0, gt=0, le=1_000_000,
-                              description="Requests per second one replica should carry.")
+                              description="Requests per second one replica should carry: the rate replicas "
+                                          "are planned and shrunk to; above it they first fill their spare "
+                                          "slots while p95 is inside the target.")
     target_latency_p95_ms: float = Field(5000, gt=0, le=DAY_S * 1000,
                                          description="p95 end-to-end latency that adds capacity.")
     scale_down_below_latency_ms: float | None = Field(

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from inferstack.autoscaler.backlog import Backlog, replicas_for
+from inferstack.autoscaler.backlog import Backlog, full_rate, replicas_for
 
 
 @pytest.mark.parametrize(("waiting", "arriving", "served", "drain_s"), [
@@ -51,3 +51,30 @@ def test_a_replica_helps_only_a_backlog_that_outlasts_its_start_up(
 ])
 def test_replicas_for_requests_in_flight(in_flight: int, capacity: int, replicas: int) -> None:
     assert replicas_for(in_flight, capacity) == replicas
+
+
+@pytest.mark.parametrize(("arriving", "served", "ready", "replicas"), [
+    (12.0, 10.0, 1, 2),   # the docstring's: one full replica serves 10/s, 12 arrive
+    (20.0, 10.0, 1, 2),   # exactly two replicas' worth
+    (21.0, 10.0, 1, 3),
+    (9.0, 12.0, 3, 3),    # three full replicas serve 4/s each: 9 arriving need 3
+    (0.0, 10.0, 1, 0),    # nothing arrives: nothing to keep up with
+    (12.0, 0.0, 1, None),  # nothing served yet: no measure of a full replica
+    (12.0, 10.0, 0, None),  # no replica ready: nothing measured either
+])
+def test_replicas_that_keep_up_with_the_arrivals(arriving: float, served: float, ready: int,
+                                                 replicas: int | None) -> None:
+    assert Backlog(5, arriving, served, 70.0).keeping_up(ready) == replicas
+
+
+@pytest.mark.parametrize(("completion_rps", "running", "capacity", "rate"), [
+    (4.8, 30, 16, 2.56),  # the docstring's
+    (8.0, 16, 16, 8.0),   # every slot busy already: what it serves now
+    (1.0, 1, 4, 4.0),     # one request running, 1/s: four slots serve 4/s
+    (0.0, 30, 16, None),  # nothing completed yet
+    (4.8, 0, 16, None),   # nothing running
+    (4.8, 30, 0, None),   # capacity unknown
+])
+def test_what_a_replica_serves_with_every_slot_busy(completion_rps: float, running: int, capacity: int,
+                                                    rate: float | None) -> None:
+    assert full_rate(completion_rps, running, capacity) == (None if rate is None else pytest.approx(rate))

@@ -77,8 +77,19 @@ CASES = [
     Case("latency-without-queueing-adds-nothing", spec(), observation(rps=5, p95=7200, current=2), 1, "throughput"),
     Case("held-for-a-wake-is-not-queueing", spec(), observation(rps=5, p95=70_000, queued=20, in_flight=20,
                                                                  current=1, ready=0), 1, "hold"),
-    Case("queueing-sizes-for-what-is-in-flight", spec(), observation(rps=12, **backlog(24, ready=1)), 3,
+    # Sized to keep up: 20 arriving/s over the 10/s a full replica serves -> 2, not the 3 that would run all
+    # 40 in flight at once (the rate alone, at target 40, said 1); never more than those 3 either, and 3
+    # before any completion measured a full replica.
+    Case("queueing-keeps-up-with-arrivals", spec(target_rps=40), observation(rps=20, **backlog(24, ready=1)), 2,
          "queueing", state=LASTING,
+         reason_has="24 request(s) waiting for a slot on 1 full replica(s), arriving 20.0/s, served 10.0/s -> 2"),
+    Case("queueing-never-beyond-what-is-in-flight", spec(target_rps=40),
+         observation(rps=35, **backlog(24, ready=1)), 3, "queueing", state=LASTING,
+         reason_has="40 in flight -> 3"),
+    Case("queueing-adds-one-while-arrivals-fit", spec(), observation(rps=8, **backlog(24, ready=1, served=8.0)),
+         2, "queueing", state=LASTING, reason_has="arriving 8.0/s, served 8.0/s -> 2"),
+    Case("queueing-before-any-completion-sizes-for-what-is-in-flight", spec(),
+         observation(rps=12, **backlog(24, ready=1, served=0.0)), 3, "queueing", state=LASTING,
          reason_has="24 request(s) waiting for a slot on 1 full replica(s), 40 in flight -> 3"),
     Case("a-backlog-of-one-tick-buys-none", spec(), observation(rps=8, **backlog(24, ready=1)), 1, "hold",
          reason_has="24 request(s) waiting for a slot, for less than 6 s"),
@@ -86,15 +97,32 @@ CASES = [
          observation(rps=4, **backlog(24, ready=1, served=12.0)), 1, "hold", state=LASTING,
          reason_has="draining in 3 s, before a replica could start (70 s) -> none added"),
     Case("starting-replicas-count", spec(), observation(rps=12, current=3, **backlog(24, ready=1)), 3, "queueing",
-         state=LASTING, reason_has="40 in flight -> 3 (2 starting counted)"),
+         state=LASTING, reason_has="served 10.0/s -> 3 (2 starting counted)"),
     Case("no-start-up-measured-yet-buys", spec(),
-         observation(rps=4, **{**backlog(24, ready=1, served=12.0), "startup": None}), 3, "queueing",
+         observation(rps=4, **{**backlog(24, ready=1, served=12.0), "startup": None}), 2, "queueing",
          state=LASTING),
     # What runs is never shrunk away, whatever target_rps says; while waking, the rate does not add replicas.
     Case("waking-rate-adds-none", spec(), observation(rps=25, current=1, ready=0, queued=5, in_flight=5,
                                                       capacity=16), 1, "hold", reason_has="no replica ready yet"),
     Case("running-requests-keep-their-replicas", spec(), observation(rps=5, current=3, in_flight=40, capacity=16),
          3, "hold", reason_has="40 running fill 3 replicas of 16 slots"),
+    # --- headroom: 30 running complete 4.8/s, so a 16-slot replica serves 2.56/s full, 3 serve 7.7/s ---
+    # (p95 2000 ms, inside the 5000 ms target: the spare slots may be used)
+    Case("a-rise-the-spare-slots-carry-buys-none", spec(target_rps=2.5),
+         observation(rps=7.6, current=3, in_flight=30, served=4.8, capacity=16, p95=2000), 3, "hold",
+         reason_has="rps 7.6 over target 2.5/replica -> 4 replicas; 3 replica(s) serve 7.7 rps with every slot "
+                    "busy, p95 2000 ms inside the target -> 3"),
+    Case("a-rise-past-full-slots-buys", spec(target_rps=2.5),
+         observation(rps=8.0, current=3, in_flight=30, served=4.8, capacity=16, p95=2000), 4, "throughput"),
+    Case("a-rise-far-past-full-slots-buys-what-full-slots-need", spec(target_rps=1),
+         observation(rps=8.0, current=3, in_flight=30, served=4.8, capacity=16, p95=2000), 4, "throughput",
+         reason_has="3 replica(s) serve 7.7 rps with every slot busy, p95 2000 ms inside the target -> 4"),
+    Case("nothing-measured-the-target-decides", spec(target_rps=2.5),
+         observation(rps=7.6, current=3, in_flight=0, served=0.0, capacity=16, p95=2000), 4, "throughput"),
+    Case("p95-over-the-target-the-target-decides", spec(target_rps=2.5),
+         observation(rps=7.6, current=3, in_flight=30, served=4.8, capacity=16, p95=5001), 4, "throughput"),
+    Case("p95-unknown-the-target-decides", spec(target_rps=2.5),
+         observation(rps=7.6, current=3, in_flight=30, served=4.8, capacity=16), 4, "throughput"),
     # --- lower latency band (shrink only while p95 < 1000 ms) ---
     Case("band-blocks-shrink", spec(scale_down_below_latency_ms=1000), observation(rps=5, p95=1400, current=3),
          3, "latency", reason_has="p95 1400 ms, not below 1000 ms -> hold 3"),
@@ -251,6 +279,16 @@ def test_panic_never_shrinks_until_a_stable_window_after_the_burst() -> None:
     ], current=2, state=replace(SETTLED, backlog_since=-6.0))
 
 
+def test_a_peak_of_running_requests_holds_its_own_tick_only() -> None:
+    """40 running keep 3 replicas on that tick; the tick after, with 20 running, the rate's 1 and the 2
+    they fill decide: the peak is not remembered for the stabilisation window."""
+    replay(spec(), [
+        (0.0, {"rps": 5, "in_flight": 40, "capacity": 16}, 3, "hold"),
+        (1.0, {"rps": 5, "in_flight": 20, "capacity": 16}, 2, "throughput"),
+        (2.0, {"rps": 5, "in_flight": 10, "capacity": 16}, 1, "throughput"),
+    ], current=3)
+
+
 def test_cooldown_spaces_scale_ups() -> None:
     replay(spec(scale_up_cooldown_s=120), [
         (0.0, {"rps": 25}, 3, "throughput"),
@@ -283,7 +321,8 @@ def test_no_scale_up_on_latency_while_nothing_waits_for_a_slot() -> None:
         (70.0, {"rps": 0.05, "p95": 72_000, "startup": 70.0}, 1, "hold"),  # ready, the 3 served, nothing new
         (71.0, {"rps": 0.1, "p95": 72_000, "startup": 70.0}, 1, "hold"),  # a trickle, still nothing waits
         (80.0, {"rps": 5, "p95": 9_000, **backlog(30, ready=1, served=4.0)}, 1, "hold"),  # waiting: a blip?
-        (86.0, {"rps": 5, "p95": 9_000, **backlog(30, ready=1, served=4.0)}, 3, "queueing"),  # 6 s: it lasts
+        # 6 s: it lasts -> replicas that keep up with 5/s at the 4/s a full one serves
+        (86.0, {"rps": 5, "p95": 9_000, **backlog(30, ready=1, served=4.0)}, 2, "queueing"),
     ], current=0, state=AutoscalerState())
 
 

@@ -15,8 +15,10 @@ SPEC = {
     **SIM_SPEC, "name": "elastic",
     "min_replicas": 1, "max_replicas": 3, "target_rps": 2.0, "metrics_window_s": 2, "panic_window_s": 1,
     "stabilisation_window": 3, "idle_timeout_s": 4, "max_queue_wait_s": 60, "drain_timeout_s": 30,
-    # ~0.2 s a request: streams are in flight when replicas drain.
-    "engine_args": ["--ttft-ms", "50", "--tokens-per-s", "40"],
+    # ~0.25 s a request: streams are in flight when replicas drain. One sequence at a time, so a replica's
+    # slots are full at ~4 rps: the rate buys replicas past target_rps only once the slots could not carry
+    # it (a 16-slot replica would carry the whole test alone).
+    "engine_args": ["--ttft-ms", "50", "--tokens-per-s", "40", "--max-concurrency", "1"],
 }
 
 
@@ -63,8 +65,9 @@ def test_follows_load_up_and_down_pauses_and_wakes_without_losing_requests(contr
     dep = rest.post("/v1/deployments", json=SPEC).json()
     wait_running(rest, dep["id"])
 
-    # Load rises: 8 rps against a target of 2 per replica -> grows to max_replicas (3), not beyond.
-    failures = asyncio.run(steady_load(openai_client(control_plane, key), rps=8, seconds=5))
+    # Load rises: 12 rps against a target of 2 per replica, 3 replicas' full slots -> grows to max_replicas
+    # (3), not beyond.
+    failures = asyncio.run(steady_load(openai_client(control_plane, key), rps=12, seconds=5))
     high_load_ended_at = time.time()  # the control plane's clock is the wall clock: compare like with like
     assert failures == []
     wait_for(lambda: rest.get(f"/v1/deployments/{dep['id']}").json()["ready_replicas"] == 3, timeout=30,
@@ -75,7 +78,7 @@ def test_follows_load_up_and_down_pauses_and_wakes_without_losing_requests(contr
     failures = asyncio.run(steady_load(openai_client(control_plane, key), rps=1.5, seconds=6, stream=True))
     assert failures == []
     wait_for(lambda: replica_count(rest, dep["id"]) == 1, timeout=30, what="shrink to 1 replica")
-    # Shrinking waited out the stabilisation window (3 s): the ticks up to 2 s after the 8 rps ended still
+    # Shrinking waited out the stabilisation window (3 s): the ticks up to 2 s after the 12 rps ended still
     # saw them in the 2 s metrics window and recommended 3, which holds for 3 s. Without the window the
     # shrink would come as the rate left the metrics window, ~2 s after. (Anchored on the end of the
     # high load, not on the start of the low one: on a loaded machine waiting for 3 ready replicas can

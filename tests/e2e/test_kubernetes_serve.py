@@ -53,8 +53,8 @@ def test_the_whole_loop_on_kubernetes_loses_no_request(on_kubernetes: tuple[Cont
     status = json.loads(plane.cli(key, "status", "elastic", "-o", "json").stdout)
     assert [(r["provider"], r["burst"]) for r in status["replicas"]] == [("kubernetes", False)]
 
-    # Load rises: 8 rps against 2 per replica -> 3 replicas, 3 pods.
-    assert asyncio.run(steady_load(openai_client(plane, key), rps=8, seconds=5)) == []
+    # Load rises: 12 rps against 2 per replica, 3 one-slot replicas' worth -> 3 replicas, 3 pods.
+    assert asyncio.run(steady_load(openai_client(plane, key), rps=12, seconds=5)) == []
     wait_for(lambda: rest.get(f"/v1/deployments/{dep['id']}").json()["ready_replicas"] == 3, timeout=60,
              what="3 ready replicas")
     before = pods_by_replica(cluster)

@@ -59,3 +59,25 @@ def test_production_follows_a_ramp_inside_the_slo_near_the_oracle() -> None:
     (ours,) = compare(trace, spec(target_rps=10, target_latency_p95_ms=8000), PROFILE, with_baselines=False)
     assert ours.policy == PRODUCTION
     assert ours.inside_target >= 0.99 and ours.oracle_ratio <= 1.5, ours
+
+
+def test_a_rise_the_spare_slots_carry_buys_no_replica_and_keeps_the_slo() -> None:
+    """The conv trace's lesson: 3 replicas at target 2.5 plan for 7.5 rps, with slots to spare; 9 rps of
+    ~2-s requests keep ~18 of their 48 slots busy. Buying a 4th (what ceil(9 / 2.5) asks) only pays for a
+    replica the SLO does not need."""
+    trace = poisson_trace([(120, 6.0), (900, 9.0)], seed=6, prompt_tokens=100, output_tokens=100)
+    replay = World(spec(target_rps=2.5, target_latency_p95_ms=24_000), PROFILE).run(trace)
+    assert max(s.live for s in replay.samples) == 3, replay.events[:5]
+    inside = sum(r.latency_s <= 24 for r in replay.requests) / len(replay.requests)
+    assert inside >= 0.99, inside
+
+
+def test_a_rate_past_the_full_slots_still_buys_replicas_in_time() -> None:
+    """The other side of the same rule: a step to 14 rps of ~4-s requests is past what 3 replicas serve with
+    every slot busy (~12 rps): more come, and the SLO holds (the target, 24 s, is 1.5x the p99 request
+    alone, the bench's sizing rule)."""
+    trace = poisson_trace([(300, 7.0), (900, 14.0)], seed=7, prompt_tokens=100, output_tokens=200)
+    replay = World(spec(target_rps=2.5, target_latency_p95_ms=24_000), PROFILE).run(trace)
+    assert max(s.live for s in replay.samples) >= 5, replay.events[:5]
+    inside = sum(r.latency_s <= 24 for r in replay.requests) / len(replay.requests)
+    assert inside >= 0.99, inside

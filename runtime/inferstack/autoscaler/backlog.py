@@ -1,4 +1,5 @@
-"""Queueing a replica can fix, and whether a new replica would come in time to fix it. Pure.
+"""Queueing a replica can fix, whether a new replica would come in time to fix it, and what a full replica
+serves. Pure.
 
 The latency a client sees includes time held while a deployment wakes and plain decode time; neither
 shrinks with more replicas. What more replicas do fix is requests waiting for a slot: held at the
@@ -33,6 +34,22 @@ class Backlog:
         if self.waiting <= 0:
             return False
         return self.startup_s is None or self.drain_s() >= self.startup_s
+
+    def keeping_up(self, ready: int) -> int | None:
+        """Replicas that serve the arrivals at the rate the `ready` full replicas serve now: arriving 12/s, one
+        full replica completing 10/s -> 2. None before anything was served (no measure of a full replica)."""
+        if ready <= 0 or self.served_rps <= 0:
+            return None
+        return math.ceil(round(self.arriving_rps / (self.served_rps / ready), 9))
+
+
+def full_rate(completion_rps: float, running: int, capacity: int) -> float | None:
+    """Requests per second one replica completes with every slot busy, from what the busy slots complete now
+    (Little's law): 30 running complete 4.8/s, so 16 slots complete 4.8 / 30 x 16 = 2.56/s. None without a
+    measure (nothing running or completing, or the capacity unknown)."""
+    if running <= 0 or completion_rps <= 0 or capacity <= 0:
+        return None
+    return completion_rps / running * capacity
 
 
 def replicas_for(in_flight: int, capacity: int) -> int:

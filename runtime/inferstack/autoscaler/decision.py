@@ -8,11 +8,13 @@ The same inputs always give the same decision, so the tests are tables that trav
 The rules, in the order they apply (each is one helper below, with a worked number):
 
   0. idle       no activity for idle_timeout_s, nothing in flight or queued -> 0 (pause); stops here.
-  1. throughput ceil(rps / target_rps), at least 1 while anything is in flight and never below the
-                replicas the running requests fill; while no replica is ready, the rate adds none.
+  1. throughput ceil(rps / target_rps), at least 1 while anything is in flight; while no replica is ready,
+                the rate adds none; above the replicas there, it adds only what they could not serve
+                with every slot busy (the target's headroom absorbs the rest).
   2. queueing   requests waiting for a slot on full, ready replicas for a panic window (never time held
-                while waking, never decode time) -> enough replicas for what is in flight, unless the
-                backlog drains before a replica could start (autoscaler/backlog.py).
+                while waking, never decode time) -> enough replicas to keep up with the arrivals at what
+                a full replica serves, unless the backlog drains before a replica could start
+                (autoscaler/backlog.py).
   3. panic      a burst of >= 2x capacity over the panic window -> ceil(panic_rps / target_rps), only
                 while requests wait for a slot (a burst the replicas there absorb buys nothing); never
                 at 0 replicas, where the wake sizes itself.
@@ -22,7 +24,8 @@ The rules, in the order they apply (each is one helper below, with a worked numb
   5. stabilising  scale-down only to the highest recommendation of the stabilisation window; once a
                 start-up has been measured, the window is at most two start-ups (cost-aware: an idle
                 replica kept longer costs more than starting one again).
-  6. latency band scale-down only while p95 is known and below scale_down_below_latency_ms.
+  6. latency band scale-down only while p95 is known and below scale_down_below_latency_ms; and never
+                below the replicas the running requests fill.
   7. panic      never shrink while in panic.
   8. cooldown   outside panic, no scale-up within scale_up_cooldown_s of the last one.
   9. clamp      min/max replicas and the price cap: the only place bounds are applied.
@@ -36,7 +39,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from inferstack.autoscaler.backlog import Backlog, replicas_for
+from inferstack.autoscaler import stabilisation
+from inferstack.autoscaler.backlog import Backlog, full_rate, replicas_for
 from inferstack.autoscaler.bounds import clamp
 from inferstack.autoscaler.metrics_window import WindowStats
 from inferstack.autoscaler.state import AutoscalerState
@@ -115,10 +119,10 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
         history: tuple[tuple[float, int], ...] = ((now, recommended),)
         proposal = proposal.note("stabilisation skipped once (immediate_scale_down)")
     else:
-        window_s = _stabilisation_window(spec, obs)
-        history = _remember(state.recommendations, recommended, now, window_s, current)
+        window_s = stabilisation.window_s(spec, obs.startup_s)
+        history = stabilisation.remember(state.recommendations, recommended, now, window_s, current)
         proposal = _stabilise(window_s, proposal, history, current)
-    proposal = _latency_band(spec, obs, proposal)
+    proposal = _running_kept(obs, _latency_band(spec, obs, proposal))
     if panic_until is not None:
         proposal = _no_shrink_in_panic(proposal, current, panic_until, now)
     else:
@@ -163,9 +167,7 @@ def _pause(spec: ScalingSpec, obs: Observation, state: AutoscalerState, now: flo
 # --- 1. throughput -----------------------------------------------------------------------------
 def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
     """ceil(rps / target_rps): rps 23.4, target 10/replica -> 3 replicas. No requests -> 0 (the clamp
-    lifts it to min_replicas). Anything in flight needs a replica: rps 0.0 but one stream -> 1. And the
-    requests running now keep their slots busy: 38 running on 16-slot replicas -> at least 3, whatever
-    target_rps says (a target_rps set too high must not shrink replicas that are full)."""
+    lifts it to min_replicas). Anything in flight needs a replica: rps 0.0 but one stream -> 1."""
     rps = obs.stats.rps
     if rps == 0 and obs.stats.in_flight == 0:
         quiet = f"no requests in the last {spec.metrics_window_s:g} s -> 0 replicas"
@@ -176,23 +178,42 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
     proposal = _Proposal(replicas, "throughput", (per_replica,))
     if replicas == 0 and obs.stats.in_flight > 0:
         proposal = proposal.override(1, "throughput", f"{obs.stats.in_flight} in flight -> 1 replica")
-    running, current = max(0, obs.stats.in_flight - obs.queued_requests), obs.current_replicas
-    busy = replicas_for(running, obs.capacity_per_replica)
-    if busy > proposal.replicas:
-        proposal = proposal.override(busy, "throughput", f"{running} running fill {busy} replicas of "
-                                                         f"{obs.capacity_per_replica} slots")
+    current = obs.current_replicas
     if proposal.replicas > current > 0 and obs.capacity_per_replica and not obs.ready_replicas:
         # Waking: the rate of the first seconds is noise; the held requests size the wake (rule 4).
         proposal = proposal.override(current, "throughput", f"no replica ready yet -> hold {current}")
-    return proposal
+    return _headroom(spec, obs, proposal)
+
+
+def _headroom(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal:
+    """target_rps keeps slots spare; while p95 is inside the target, a rise above it buys a replica only
+    once the replicas there could not serve it with every slot busy. 30 running complete 4.8/s: a 16-slot
+    replica serves 2.56/s full, 3 serve 7.7/s; rps 7.6 over target 2.5 -> stay at 3 (rps 8.0 -> 4). A
+    replica bought for a rise the spare slots carry arrives a start-up later and is then held a
+    stabilisation window. The extrapolation assumes a request takes as long in a fuller batch, which an
+    engine slowing with its batch breaks: p95 over (or without) the target leaves the target in charge.
+    Queueing (rule 2) and panic (rule 3) still add at once, and the target still sets how far to shrink."""
+    current, running = obs.current_replicas, max(0, obs.stats.in_flight - obs.queued_requests)
+    per = full_rate(obs.stats.completion_rps, running, obs.capacity_per_replica)
+    p95 = obs.stats.p95_latency_ms
+    if proposal.replicas <= current or not obs.ready_replicas or per is None or p95 is None:
+        return proposal
+    enough = max(current, _ceil(obs.stats.rps / per))
+    if enough >= proposal.replicas or p95 > spec.target_latency_p95_ms:
+        return proposal
+    return proposal.override(enough, "throughput", f"{current} replica(s) serve {current * per:.1f} rps with "
+                                                   f"every slot busy, p95 {p95:.0f} ms inside the target -> {enough}")
 
 
 # --- 2. queueing at the replicas -----------------------------------------------------------------
 def _queueing(spec: ScalingSpec, obs: Observation, proposal: _Proposal, lasting: bool) -> _Proposal:
-    """Requests waiting for a slot -> enough replicas for everything in flight: 40 in flight (24 of them
-    waiting) on 1 replica of 16 slots -> 3, replicas still starting included (no shrink meanwhile).
-    Unless the backlog drains first: 24 waiting, served 12/s,
-    arriving 4/s -> gone in 3 s, before a replica starting now (70 s) could take any -> no change.
+    """Requests waiting for a slot -> enough replicas to keep up with the arrivals at what a full replica
+    serves now, and at least one more than are ready: 24 waiting on 1 full replica serving 10/s, 20
+    arriving/s -> 2, replicas still starting included (no shrink meanwhile). Never more than run everything
+    in flight at once (40 on 16 slots -> 3), which is also the size before any completion was measured;
+    sizing every backlog so bought replicas for requests served before they were ready.
+    Unless the backlog drains first: 24 waiting, served 12/s, arriving 4/s -> gone in 3 s, before a replica
+    starting now (70 s) could take any -> no change.
     A backlog counts once it has lasted a panic window (6 s): one tick's blip is not a trend.
     Latency alone never adds a replica: time held while waking and decode time are not queueing."""
     backlog = obs.backlog()
@@ -201,7 +222,11 @@ def _queueing(spec: ScalingSpec, obs: Observation, proposal: _Proposal, lasting:
     if not lasting:
         return proposal.note(f"{backlog.waiting} request(s) waiting for a slot, for less than "
                              f"{spec.panic_window_s:g} s")
-    needed = max(1, replicas_for(obs.stats.in_flight, obs.capacity_per_replica))
+    needed, basis = replicas_for(obs.stats.in_flight, obs.capacity_per_replica), f"{obs.stats.in_flight} in flight"
+    keep_up = backlog.keeping_up(obs.ready_replicas)
+    if keep_up is not None and keep_up < needed:
+        needed, basis = keep_up, f"arriving {backlog.arriving_rps:.1f}/s, served {backlog.served_rps:.1f}/s"
+    needed = max(needed, obs.ready_replicas + 1, obs.current_replicas)
     waiting = f"{backlog.waiting} request(s) waiting for a slot on {obs.ready_replicas} full replica(s)"
     if not backlog.outlasts_startup():
         return proposal.note(f"{waiting}, draining in {backlog.drain_s():.0f} s, before a replica could start "
@@ -210,7 +235,7 @@ def _queueing(spec: ScalingSpec, obs: Observation, proposal: _Proposal, lasting:
         return proposal
     starting = obs.current_replicas - obs.ready_replicas
     counted = f" ({starting} starting counted)" if starting else ""
-    return proposal.override(needed, "queueing", f"{waiting}, {obs.stats.in_flight} in flight -> {needed}{counted}")
+    return proposal.override(needed, "queueing", f"{waiting}, {basis} -> {needed}{counted}")
 
 
 # --- 3. panic ----------------------------------------------------------------------------------
@@ -275,32 +300,6 @@ def _wake(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Proposal
 
 
 # --- 5. stabilisation --------------------------------------------------------------------------
-def _remember(history: tuple[tuple[float, int], ...], recommended: int, now: float, window_s: float,
-              current: int) -> tuple[tuple[float, int], ...]:
-    """Add `recommended` at `now` to the window's running maximum and drop what left the window.
-
-    Window 300 s, history ((0, 5), (100, 3)), now 350, recommended 4: (0, 5) has left the window
-    (0 <= 350 - 300) and (100, 3) can never be the maximum again next to a newer 4 -> ((350, 4),).
-    A fresh history (state lost or new) starts with the current count, so a restarted controller does
-    not shrink at once: it waits one window like everyone else.
-    """
-    kept = [(t, n) for t, n in history if t > now - window_s]
-    if not history and window_s > 0:
-        kept = [(now, current)]
-    while kept and kept[-1][1] <= recommended:
-        kept.pop()
-    kept.append((now, recommended))
-    return tuple(kept)
-
-
-def _stabilisation_window(spec: ScalingSpec, obs: Observation) -> float:
-    """The spec's window, at most two measured start-ups (never under the metrics window): with 70-s
-    start-ups an idle replica is kept 140 s, not 300: past that, starting it again is the cheaper risk."""
-    if obs.startup_s is None:
-        return spec.stabilisation_window
-    return min(spec.stabilisation_window, max(spec.metrics_window_s, 2 * obs.startup_s))
-
-
 def _stabilise(window_s: float, proposal: _Proposal, history: tuple[tuple[float, int], ...],
                current: int) -> _Proposal:
     """Scale-up is immediate; scale-down goes only to the highest recommendation in the window (HPA).
@@ -331,6 +330,19 @@ def _latency_band(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _
         return proposal
     seen = "p95 unknown" if p95 is None else f"p95 {p95:.0f} ms"
     return proposal.override(current, "latency", f"{seen}, not below {band:g} ms -> hold {current}")
+
+
+def _running_kept(obs: Observation, proposal: _Proposal) -> _Proposal:
+    """Never shrink below the replicas the running requests fill, whatever target_rps says: 40 running on
+    16-slot replicas keep 3. A guard on the shrink of this tick, not a recommendation remembered: one tick's
+    running count peaks with the jitter, and remembered it held a replica the rate did not need for a whole
+    stabilisation window."""
+    current, running = obs.current_replicas, max(0, obs.stats.in_flight - obs.queued_requests)
+    busy = min(current, replicas_for(running, obs.capacity_per_replica))
+    if busy <= proposal.replicas:
+        return proposal
+    return proposal.override(busy, "throughput", f"{running} running fill {busy} replicas of "
+                                                 f"{obs.capacity_per_replica} slots")
 
 
 # --- 7. no shrink in panic ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ import click
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Column, Table
 from typer.core import TyperCommand
@@ -52,7 +53,8 @@ OutputOption = typer.Option(Output.table, "-o", "--output", help="table or json"
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    # Plain text, not markup: "pip install 'inferstack[plot]'" lost its "[plot]" to Rich.
+    err.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(1)
 
 

@@ -24,9 +24,10 @@ from inferstack.simulate.replica_model import ReplicaProfile
 from inferstack.simulate.report import table
 from inferstack.simulate.sizing import sized
 from inferstack.simulate.timeline import render_html
+from inferstack.simulate.timeline_png import MissingPlotting, render_png
 from inferstack.simulate.trace import TraceRequest, load_trace
 from inferstack.simulate.tune import stack_snippet, tune
-from inferstack.simulate.world import World
+from inferstack.simulate.world import Replay, World
 from inferstack.spec import DeploymentSpec
 
 app = App()
@@ -83,7 +84,8 @@ def simulate(trace: TraceArg, stack: StackOpt = None, deployment: NameOpt = None
              profile: ProfileOpt = None, speed: SpeedOpt = 1.0, duration_s: DurationOpt = None,
              auto_targets: AutoOpt = True,
              baselines: Annotated[bool, typer.Option("--baselines", help="Also replay the baselines.")] = False,
-             timeline: Annotated[Path | None, typer.Option("--timeline", help="Draw the replay to this HTML.")] = None,
+             timeline: Annotated[Path | None, typer.Option(
+                 "--timeline", help="Draw the replay to this file: .png (needs the plot extra), else HTML.")] = None,
              events: Annotated[int, typer.Option("--events", help="Print this many scale events.")] = 20) -> None:
     """Replay a trace against a deployment in virtual time: SLO attainment, replica-hours, cost, events."""
     requests, spec, replica = _inputs(trace, stack, deployment, set_, profile, speed, duration_s, auto_targets)
@@ -97,8 +99,19 @@ def simulate(trace: TraceArg, stack: StackOpt = None, deployment: NameOpt = None
         for e in replay.events[:events]:
             typer.echo(f"{e.at:8.1f} s  {e.before} -> {e.after} ({e.rule}): {e.reason}")
         if timeline:
-            timeline.write_text(render_html(replay, spec.target_latency_p95_ms, trace.name))
+            draw(replay, spec.target_latency_p95_ms, trace.name, timeline)
             err.print(f"timeline written to {timeline}")
+
+
+def draw(replay: Replay, target_ms: float, title: str, path: Path) -> None:
+    """The timeline to `path`: a PNG for .png, else the HTML page."""
+    if path.suffix.lower() != ".png":
+        path.write_text(render_html(replay, target_ms, title))
+        return
+    try:
+        render_png(replay, target_ms, title, path)
+    except MissingPlotting as exc:
+        fail(str(exc))
 
 
 @app.command("tune")
