@@ -201,7 +201,7 @@ def _headroom(spec: ScalingSpec, obs: Observation, proposal: _Proposal) -> _Prop
     enough = max(current, _ceil(obs.stats.rps / per))
     if enough >= proposal.replicas or p95 > spec.target_latency_p95_ms:
         return proposal
-    return proposal.override(enough, "throughput", f"{current} replica(s) serve {current * per:.1f} rps with "
+    return proposal.override(enough, "throughput", f"{current} replica(s) serve {current * per:.1f} req/s with "
                                                    f"every slot busy, p95 {p95:.0f} ms inside the target -> {enough}")
 
 
