@@ -12,7 +12,14 @@ from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
 from inferstack.controller.recorder import cost_usd
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
-from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
+from inferstack.spec import (
+    DeploymentSpec,
+    DeploymentStatus,
+    DeploymentUpdate,
+    ReplicaStatus,
+    describe_errors,
+    error_fields,
+)
 from inferstack.store import DuplicateName
 
 router = APIRouter(tags=["deployments"])
@@ -38,6 +45,18 @@ class CostView(BaseModel):
     price_per_replica_hour: float
     replica_seconds: float
     usd: float
+    usd_per_hour: float
+    """What the live replicas cost per hour now."""
+
+
+class TrafficView(BaseModel):
+    """The leader's last observation (over the metrics window); null on an instance that does not lead."""
+
+    requests_per_s: float
+    completions_per_s: float
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    p95_ttft_ms: float | None
 
 
 class DeploymentView(BaseModel):
@@ -50,9 +69,11 @@ class DeploymentView(BaseModel):
     spec: dict[str, Any]
     replicas: list[ReplicaView]
     ready_replicas: int
+    desired_replicas: int
     queued_requests: int
     created_at: float
     cost: CostView
+    traffic: TrafficView | None
 
 
 def view(deployment: LiveDeployment) -> DeploymentView:
@@ -63,14 +84,21 @@ def view(deployment: LiveDeployment) -> DeploymentView:
                     engine_waiting=r.engine_waiting, provider=r.handle.provider, burst=r.burst)
         for r in deployment.replicas.values()
     ]
+    stats = deployment.last_stats
+    traffic = None if stats is None else TrafficView(
+        requests_per_s=round(stats.rps, 3), completions_per_s=round(stats.completion_rps, 3),
+        p50_latency_ms=stats.p50_latency_ms, p95_latency_ms=stats.p95_latency_ms, p95_ttft_ms=stats.p95_ttft_ms)
     return DeploymentView(
         deployment_id=deployment.id, id=deployment.id, name=deployment.name, status=deployment.status,
         status_reason=deployment.status_reason, spec=spec.public(), replicas=replicas,
-        ready_replicas=len(deployment.ready_replicas()), queued_requests=deployment.queued,
+        ready_replicas=len(deployment.ready_replicas()), desired_replicas=deployment.wanted(),
+        queued_requests=deployment.queued,
         created_at=deployment.created_at,
         cost=CostView(price_per_replica_hour=spec.price_per_replica_hour,
                       replica_seconds=round(deployment.replica_seconds, 3),
-                      usd=round(cost_usd(deployment), 6)),
+                      usd=round(cost_usd(deployment), 6),
+                      usd_per_hour=deployment.count(*ReplicaStatus.live()) * spec.price_per_replica_hour),
+        traffic=traffic,
     )
 
 
