@@ -18,14 +18,14 @@ def test_history_is_sampled_kept_per_tenant_and_survives_a_restart(tmp_path: Pat
         deployment_id = sim_deployment(plane, key, "charted", min_replicas=2, max_replicas=2)
         rest = plane.client(key)
 
-        def with_two_ready() -> list[dict[str, float]]:
-            points = rest.get(f"/v1/deployments/{deployment_id}/history", params={"window": "15m"}).json()["data"]
-            return [p for p in points if p["ready"] == 2]
+        def with_two_ready() -> list[float]:
+            series = rest.get(f"/v1/deployments/{deployment_id}/history", params={"window": "15m"}).json()["series"]
+            return [at for at, ready in zip(series["at"], series["ready"], strict=True) if ready == 2]
 
         before = wait_for(with_two_ready, what="a sample with both replicas ready")
         history = rest.get(f"/v1/deployments/{deployment_id}/history", params={"window": "15m"}).json()
         assert (history["window_s"], history["resolution_s"]) == (900, 10)
-        assert {p["min_replicas"] for p in history["data"]} == {2}
+        assert set(history["series"]["min_replicas"]) == {2}
         assert any(e["kind"] == "status" for e in history["events"])
         assert plane.client(other).get(f"/v1/deployments/{deployment_id}/history").status_code == 404
         listed = rest.get("/v1/deployments").json()["data"][0]
@@ -43,7 +43,7 @@ def test_history_is_sampled_kept_per_tenant_and_survives_a_restart(tmp_path: Pat
     plane.start()  # same home, same database
     try:
         after = plane.client(key).get(f"/v1/deployments/{deployment_id}/history", params={"window": "15m"}).json()
-        assert before[0]["at"] in [p["at"] for p in after["data"]]
+        assert before[0] in after["series"]["at"]
     finally:
         plane.stop()
 

@@ -8,15 +8,16 @@ own deployments only: anyone else's is a 404, as everywhere.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
 
 from inferstack.api.deployments import find
 from inferstack.api.deps import services, tenant_id
 from inferstack.errors import ApiError
 from inferstack.history import table
-from inferstack.history.series import BadWindow, as_dict, parse_window, tier_for
+from inferstack.history.series import BadWindow, parse_window, tier_for
 
 router = APIRouter(tags=["deployments"])
 
@@ -24,10 +25,9 @@ MAX_EVENTS = 1000
 
 
 @router.get("/v1/deployments/{ref}/history")
-async def history(ref: str, request: Request, window: str = "1h",
-                  tenant: str = Depends(tenant_id)) -> dict[str, Any]:
-    """Points oldest first (`at` is each bucket's start, in seconds since the epoch), and the newest
-    `MAX_EVENTS` events of the window."""
+async def history(ref: str, request: Request, window: str = "1h", tenant: str = Depends(tenant_id)) -> Response:
+    """`series`: columns oldest first (`at` is each bucket's start, in seconds since the epoch; the others
+    as `history/series.py` says); `events`: the newest `MAX_EVENTS` events of the window."""
     svc = services(request)
     deployment = find(svc, tenant, ref)
     try:
@@ -36,8 +36,11 @@ async def history(ref: str, request: Request, window: str = "1h",
         raise ApiError(422, str(exc), code="invalid_window", param="window") from exc
     now = svc.clock.now()
     tier = tier_for(window_s)
-    points = await asyncio.to_thread(table.window, svc.store, deployment.id, tier, now - window_s)
+    series = await asyncio.to_thread(table.window, svc.store, deployment.id, tier, now - window_s)
     events = await asyncio.to_thread(svc.store.list_events, deployment.id, MAX_EVENTS, now - window_s)
-    return {"object": "history", "deployment_id": deployment.id, "window_s": window_s, "now": now,
-            "resolution_s": tier.resolution_s, "data": [as_dict(p) for p in points],
-            "events": [{"at": e.at, "kind": e.kind, "message": e.message, "data": e.data} for e in events]}
+    # Written with orjson directly: FastAPI's encoder takes ~100 ms over a week of points.
+    return Response(orjson.dumps({
+        "object": "history", "deployment_id": deployment.id, "window_s": window_s, "now": now,
+        "resolution_s": tier.resolution_s, "series": series,
+        "events": [{"at": e.at, "kind": e.kind, "message": e.message, "data": e.data} for e in events]}),
+        media_type="application/json")

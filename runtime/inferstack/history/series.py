@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 MINUTE_S = 60
 HOUR_S = 3600
@@ -134,6 +134,3 @@ def parse_window(text: str) -> int:
         raise BadWindow(f"window {text!r} is outside 15m .. 7d")
     return seconds
 
-
-def as_dict(point: Point) -> dict[str, float | int | None]:
-    return {f.name: getattr(point, f.name) for f in fields(point)}
