@@ -21,6 +21,7 @@ from starlette.routing import Match
 from inferstack.api import (
     batches_routes,
     compat,
+    console_routes,
     deployments,
     files_routes,
     history_routes,
@@ -84,6 +85,7 @@ def build_fastapi(services: Services,
     app.include_router(keys_routes.router)
     files_routes.include(app)
     batches_routes.include(app)
+    console_routes.mount(app)
     openapi.install(app, compat.COMPAT_PREFIXES)
     return app
 
