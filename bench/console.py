@@ -41,14 +41,14 @@ from inferstack.store import EventRow
 WEEK_S = 7 * 24 * 3600
 
 
-def synthetic_point(at: float, phase: float) -> dict[str, float | int]:
-    """A day-shaped load: busier by day, quieter by night, 1..4 replicas."""
+def synthetic_point(at: float, phase: float, created_at: float) -> dict[str, float | int]:
+    """A day-shaped load: busier by day, quieter by night, 1..4 replicas at 0.80 USD/hour each."""
     load = 0.5 + 0.5 * math.sin(2 * math.pi * at / 86_400 + phase)
     ready = 1 + round(3 * load)
-    return {"arrivals_rps": 8 * load, "completions_rps": 8 * load, "usd_per_hour": ready * 0.8,
+    return {"arrivals_rps": 8 * load, "completions_rps": 7.8 * load, "usd_per_hour": ready * 0.8,
             "p50_latency_ms": 200 + 100 * load, "p95_latency_ms": 400 + 300 * load, "p95_ttft_ms": 80 + 40 * load,
             "ready": ready, "starting": 0, "draining": 0, "min_replicas": 1, "max_replicas": 4,
-            "target_latency_ms": 1000.0, "cost_usd": at / 3600 * 1.6}
+            "target_latency_ms": 1000.0, "cost_usd": (at - created_at) / 3600 * 2.0}
 
 
 def fill(home: Path, count: int, now: float) -> tuple[str, str]:
@@ -57,7 +57,8 @@ def fill(home: Path, count: int, now: float) -> tuple[str, str]:
     first = ""
     for n in range(count):
         spec = DeploymentSpec(hf_model_id="inferstack/sim-chat", engine="sim", hardware_profile="cpu",
-                              name=f"model-{n:03d}", min_replicas=1, max_replicas=4)
+                              name=f"model-{n:03d}", min_replicas=1, max_replicas=4,
+                              target_latency_p95_ms=1000)
         row = store.create_deployment(tenant, spec, now - WEEK_S)
         store.update_deployment(row.id, status=DeploymentStatus.stopped, status_reason="benchmark")
         first = first or row.id
@@ -66,7 +67,7 @@ def fill(home: Path, count: int, now: float) -> tuple[str, str]:
             start = bucket_start(now - tier.keep_s, tier.resolution_s)
             for i in range(tier.keep_s // tier.resolution_s):
                 at = start + i * tier.resolution_s
-                point = synthetic_point(at, phase=n / count * math.pi)
+                point = synthetic_point(at, phase=n / count * math.pi, created_at=now - WEEK_S)
                 rows.append({"deployment_id": row.id, "resolution_s": tier.resolution_s, "at": at, "samples": 1,
                              **{name: point[name] for name in SERIES}})
         events = [{"deployment_id": row.id, "at": now - WEEK_S + h * 3600, "kind": "scaled",
@@ -131,7 +132,7 @@ def main() -> None:
                 answer = httpx.get(f"{url}/v1/deployments/{deployment_id}/history", params={"window": "7d"},
                                    headers=auth, timeout=30)
                 api_ms.append((time.perf_counter() - t0) * 1000)
-            points = len(answer.json()["data"])
+            points = len(answer.json()["series"]["at"])
             driver = chromium()
             driver.get(url + "/console/")
             driver.execute_script("sessionStorage.setItem('inferstack.apiKey', arguments[0])", key)

@@ -59,9 +59,11 @@ function drawChart(spec) {
                                    "text-anchor": frac === 0 ? "start" : frac === 1 ? "end" : "middle"},
                           timeLabel(t, span)));
   }
-  for (const ev of spec.events || []) {
+  // Many events (a week of hourly scaling) would hide the lines behind them: the more, the fainter.
+  const events = spec.events || [], opacity = Math.min(1, 20 / Math.max(1, events.length)).toFixed(2);
+  for (const ev of events) {
     const marker = svgEl("line", {x1: x(ev.at), x2: x(ev.at), y1: PAD_T, y2: CHART_H - PAD_B, stroke: "#c2410c",
-                                  "stroke-dasharray": "3 3", class: "event-marker"});
+                                  "stroke-dasharray": "3 3", "stroke-opacity": opacity, class: "event-marker"});
     marker.appendChild(svgEl("title", {}, ev.label));
     svg.appendChild(marker);
   }

@@ -36,9 +36,10 @@ function drawHistory(box, history) {
       {name: "draining", color: "#c2410c", values: series("draining")}],
       refs: [{name: "min", color: "#66707c", values: series("min_replicas")},
              {name: "max", color: "#1d232b", values: series("max_replicas")}]}),
-    charts.drawChart({...common, id: "chart-cost", title: "Cost (USD per hour)", series: [
+    charts.drawChart({...common, id: "chart-cost", series: [
       {name: "per hour", color: "#2557d6", values: series("usd_per_hour")}],
-      refs: [{name: "so far", color: "#66707c", values: series("cost_usd")}]}));
+      // The cost so far grows without bound: it is a number in the title, not a line on the hourly axis.
+      title: `Cost (USD per hour) · ${api.money(series("cost_usd").filter(v => v !== null).pop())} so far`}));
 }
 
 function replicaRows(replicas) {
