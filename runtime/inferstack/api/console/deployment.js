@@ -51,12 +51,13 @@ function replicaRows(replicas) {
     <td>${api.when(r.started_at)}</td><td>${api.when(r.ready_at)}</td></tr>`).join("");
 }
 
-async function streamChat(deploymentId, prompt, out) {
+async function streamChat(deploymentId, prompt, maxTokens, out) {
   // The gateway's SSE stream, read chunk by chunk: each `data:` line carries a delta of the answer.
   out.textContent = "";
   const response = await fetch("/v1/chat/completions", {method: "POST", headers: {
     Authorization: `Bearer ${api.session.key()}`, "Content-Type": "application/json"},
-    body: JSON.stringify({model: deploymentId, stream: true, messages: [{role: "user", content: prompt}]})});
+    body: JSON.stringify({model: deploymentId, stream: true, max_tokens: maxTokens,
+                          messages: [{role: "user", content: prompt}]})});
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     throw new api.ApiFailure(response.status, body.error || {message: response.statusText});
@@ -97,7 +98,8 @@ function renderDeployment(main, id, chosenWindow) {
     </form>
     <h2>Playground</h2>
     <form id="playground"><textarea name="prompt" rows="3" cols="80">Say hello in five words.</textarea>
-      <div><button class="primary" type="submit">Send</button> <span class="error" id="chat-error"></span></div></form>
+      <div><label>Max tokens <input name="max_tokens" type="number" min="1" value="64"></label>
+        <button class="primary" type="submit">Send</button> <span class="error" id="chat-error"></span></div></form>
     <pre id="answer"></pre>`;
   const form = main.querySelector("#scaling-form");
   const refresh = async () => {
@@ -158,7 +160,8 @@ function renderDeployment(main, id, chosenWindow) {
     const error = main.querySelector("#chat-error");
     error.textContent = "";
     try {
-      await streamChat(id, event.target.elements.prompt.value, main.querySelector("#answer"));
+      const {prompt, max_tokens: maxTokens} = event.target.elements;
+      await streamChat(id, prompt.value, Number(maxTokens.value) || undefined, main.querySelector("#answer"));
     } catch (failure) {
       error.textContent = failure.message;
     }
