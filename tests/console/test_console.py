@@ -159,12 +159,12 @@ def test_bad_input_gets_the_message_beside_its_field_and_creates_or_changes_noth
 
     console.fill("#scaling-form", {"min_replicas": 1, "max_replicas": 4})
     console.submit("#scaling-form")
-    wait_for(lambda: rest.get(f"/v1/deployments/{deployment_id}").json()["spec"]["max_replicas"] == 4,
-             what="the edit saved")
+    console.wait(lambda: console.text("#scaling-form .form-note") == "Saved.", what="the edit saved")
+    assert rest.get(f"/v1/deployments/{deployment_id}").json()["spec"]["max_replicas"] == 4
     assert console.field_error("#scaling-form", "min_replicas") == ""
 
 
-def test_batches_page_shows_progress_and_counts_and_downloads_the_results(plane: ControlPlane,
+def test_batches_page_shows_progress_counts_and_errors_and_downloads_the_results(plane: ControlPlane,
                                                                          browser: object) -> None:
     key = plane.create_key("batcher")
     sim_deployment(plane, key, "bulk")
@@ -175,6 +175,9 @@ def test_batches_page_shows_progress_and_counts_and_downloads_the_results(plane:
     upload = client.files.create(file=("input.jsonl", "\n".join(json.dumps(x) for x in lines).encode()),
                                  purpose="batch")
     batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    broken = client.files.create(file=("broken.jsonl", (json.dumps(lines[0]) + "\n" + json.dumps(
+        {**lines[1], "custom_id": None}) + "\n").encode()), purpose="batch")
+    refused = client.batches.create(input_file_id=broken.id, endpoint="/v1/chat/completions", completion_window="24h")
 
     console = Console(browser, plane.url)  # type: ignore[arg-type]
     console.sign_in(key)
@@ -184,6 +187,9 @@ def test_batches_page_shows_progress_and_counts_and_downloads_the_results(plane:
     assert "3 / 3" in console.text(row)
     assert console.find(f"{row} progress").get_attribute("value") == "3"
     assert "input.jsonl" in console.text("#files")
+    failed = f'#batches tr[data-id="{refused.id}"]'
+    console.wait(lambda: "failed" in console.text(failed), what="the broken batch failed")
+    assert "line 2: Line 2 has no custom_id." in console.text(failed)
     console.screenshot("console-batches.png")
 
     console.find(f'{row} button[data-download]').click()

@@ -65,7 +65,7 @@ function showErrors(form, failure) {
 }
 
 function clearErrors(form) {
-  form.querySelectorAll(".field-error, .form-error").forEach(el => { el.textContent = ""; });
+  form.querySelectorAll(".field-error, .form-error, .form-note").forEach(el => { el.textContent = ""; });
   form.querySelectorAll(".invalid").forEach(el => el.classList.remove("invalid"));
 }
 

@@ -94,7 +94,7 @@ function renderDeployment(main, id, chosenWindow) {
     <h2>Scaling</h2>
     <form id="scaling-form" class="grid" novalidate>
       ${SCALING_FIELDS.map(([name, label]) => api.fieldHtml(name, label, {type: "number", step: "any"})).join("")}
-      <div><button class="primary" type="submit">Save</button><p class="form-error"></p></div>
+      <div><button class="primary" type="submit">Save</button><p class="form-error"></p><p class="form-note"></p></div>
     </form>
     <h2>Playground</h2>
     <form id="playground"><textarea name="prompt" rows="3" cols="80">Say hello in five words.</textarea>
@@ -149,7 +149,7 @@ function renderDeployment(main, id, chosenWindow) {
     if (change.max_price_per_hour === undefined) change.max_price_per_hour = null;
     try {
       await api.call("PATCH", `/v1/deployments/${ref}`, change);
-      form.querySelector(".form-error").textContent = "Saved.";
+      form.querySelector(".form-note").textContent = "Saved.";
       refresh();
     } catch (failure) {
       api.showErrors(form, failure);
