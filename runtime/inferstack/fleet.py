@@ -94,6 +94,11 @@ class LiveDeployment:
     def count(self, *statuses: ReplicaStatus) -> int:
         return sum(1 for r in self.replicas.values() if r.status in statuses)
 
+    def traffic(self) -> WindowStats | None:
+        """What the last observation saw while the controller manages it; None once it is stopped or failed
+        (a stale rate would read as traffic that is not there)."""
+        return self.last_stats if self.status in DeploymentStatus.managed() else None
+
     def wanted(self) -> int:
         """Replicas of the current shape that exist or are on their way: starting, ready, or asked of
         the provider. Outdated ones do not count: the autoscaler starts their replacements."""

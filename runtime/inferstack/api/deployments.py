@@ -9,17 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
-from inferstack.controller.recorder import cost_usd
+from inferstack.controller.recorder import cost_usd, usd_per_hour
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
-from inferstack.spec import (
-    DeploymentSpec,
-    DeploymentStatus,
-    DeploymentUpdate,
-    ReplicaStatus,
-    describe_errors,
-    error_fields,
-)
+from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
 from inferstack.store import DuplicateName
 
 router = APIRouter(tags=["deployments"])
@@ -50,7 +43,8 @@ class CostView(BaseModel):
 
 
 class TrafficView(BaseModel):
-    """The leader's last observation (over the metrics window); null on an instance that does not lead."""
+    """The leader's last observation (over the metrics window); null on an instance that does not lead,
+    and for a stopped or failed deployment."""
 
     requests_per_s: float
     completions_per_s: float
@@ -84,7 +78,7 @@ def view(deployment: LiveDeployment) -> DeploymentView:
                     engine_waiting=r.engine_waiting, provider=r.handle.provider, burst=r.burst)
         for r in deployment.replicas.values()
     ]
-    stats = deployment.last_stats
+    stats = deployment.traffic()
     traffic = None if stats is None else TrafficView(
         requests_per_s=round(stats.rps, 3), completions_per_s=round(stats.completion_rps, 3),
         p50_latency_ms=stats.p50_latency_ms, p95_latency_ms=stats.p95_latency_ms, p95_ttft_ms=stats.p95_ttft_ms)
@@ -97,7 +91,7 @@ def view(deployment: LiveDeployment) -> DeploymentView:
         cost=CostView(price_per_replica_hour=spec.price_per_replica_hour,
                       replica_seconds=round(deployment.replica_seconds, 3),
                       usd=round(cost_usd(deployment), 6),
-                      usd_per_hour=deployment.count(*ReplicaStatus.live()) * spec.price_per_replica_hour),
+                      usd_per_hour=usd_per_hour(deployment)),
         traffic=traffic,
     )
 

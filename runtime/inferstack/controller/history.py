@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 
 from inferstack.controller.gauges import DeploymentGauges
-from inferstack.controller.recorder import cost_usd
+from inferstack.controller.recorder import cost_usd, usd_per_hour
 from inferstack.db import Database
 from inferstack.fleet import LiveDeployment
 from inferstack.history import table
@@ -25,10 +25,8 @@ log = logging.getLogger("inferstack.controller")
 
 
 def sample_of(deployment: LiveDeployment, now: float) -> Sample:
-    """A deployment the controller does not reconcile (stopped, failed) has no traffic to show."""
-    stats = deployment.last_stats if deployment.status in DeploymentStatus.managed() else None
+    stats = deployment.traffic()
     spec = deployment.spec
-    live = deployment.count(*ReplicaStatus.live())
     return Sample(
         at=now,
         arrivals_rps=stats.rps if stats else 0.0,
@@ -40,7 +38,7 @@ def sample_of(deployment: LiveDeployment, now: float) -> Sample:
         draining=deployment.count(ReplicaStatus.draining),
         min_replicas=spec.min_replicas, max_replicas=spec.max_replicas,
         target_latency_ms=spec.target_latency_p95_ms,
-        cost_usd=cost_usd(deployment), usd_per_hour=live * spec.price_per_replica_hour)
+        cost_usd=cost_usd(deployment), usd_per_hour=usd_per_hour(deployment))
 
 
 class HistorySampler:
