@@ -25,10 +25,12 @@ from pathlib import Path
 
 import httpx
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "console"))
+from console_driver import headless_chromium
+
 from harness import wait_healthy
 from inferstack.history.series import SERIES, TIERS, bucket_start
 from inferstack.history.table import HistoryRow
@@ -80,14 +82,6 @@ def fill(home: Path, count: int, now: float) -> tuple[str, str]:
     return key, first
 
 
-def chromium() -> webdriver.Chrome:
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(argument)
-    return webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
-
-
 def page_load_ms(driver: webdriver.Chrome, url: str, runs: int) -> list[float]:
     times = []
     for _ in range(runs):
@@ -133,7 +127,7 @@ def main() -> None:
                                    headers=auth, timeout=30)
                 api_ms.append((time.perf_counter() - t0) * 1000)
             points = len(answer.json()["series"]["at"])
-            driver = chromium()
+            driver = headless_chromium()
             driver.get(url + "/console/")
             driver.execute_script("sessionStorage.setItem('inferstack.apiKey', arguments[0])", key)
             results = {

@@ -7,15 +7,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 T = TypeVar("T")
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOTS = os.environ.get("INFERSTACK_CONSOLE_SCREENSHOTS")
 """A directory (docs/, say) to save the main pages' screenshots in; unset: none are saved."""
+
+
+def headless_chromium(downloads: Path | None = None) -> webdriver.Chrome:
+    """Debian's chromium through its chromium-driver (the tests' browser, and bench/console.py's)."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                     "--disable-gpu", "--no-first-run"):
+        options.add_argument(argument)
+    if downloads is not None:
+        options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                                  "download.prompt_for_download": False})
+    # An explicit driver path: Selenium Manager would otherwise try to download a driver.
+    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
 
 
 class Console:
