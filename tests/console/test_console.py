@@ -164,6 +164,26 @@ def test_bad_input_gets_the_message_beside_its_field_and_creates_or_changes_noth
     assert console.field_error("#scaling-form", "min_replicas") == ""
 
 
+def test_stop_resume_and_delete_from_the_list(plane: ControlPlane, browser: object) -> None:
+    key = plane.create_key("tidy")
+    rest = plane.client(key)
+    deployment_id = sim_deployment(plane, key, "short-lived")
+    console = Console(browser, plane.url)  # type: ignore[arg-type]
+    console.sign_in(key)
+    row = f'#deployments tr[data-id="{deployment_id}"]'
+    console.wait(lambda: "running" in console.text(f"{row} .status"), what="running in the list")
+    console.find(f'{row} button[data-act="stop"]').click()
+    console.wait(lambda: "stopped" in console.text(f"{row} .status"), what="stopped")
+    console.find(f'{row} button[data-act="resume"]').click()
+    console.wait(lambda: "running" in console.text(f"{row} .status"), what="running again")
+    console.find(f'{row} button[data-act="delete"]').click()
+    confirm = console.driver.switch_to.alert
+    assert "short-lived" in confirm.text
+    confirm.accept()
+    console.wait(lambda: not console.all(row), what="the row gone")
+    assert rest.get(f"/v1/deployments/{deployment_id}").status_code == 404
+
+
 def test_batches_page_shows_progress_counts_and_errors_and_downloads_the_results(plane: ControlPlane,
                                                                          browser: object) -> None:
     key = plane.create_key("batcher")
