@@ -16,9 +16,9 @@ from inferstack.server import open_database
 from inferstack.store import Store
 from support import ControlPlane, free_port, postgres_schema, wait_for
 
-# Tests that need a service this machine may lack. Locally they skip, saying why; under CI=true
-# (`.ci/test` provides both services) such a skip is a failure, so a green run means they ran.
-REQUIRED_IN_CI = ("postgres", "vllm")
+# Tests that need a service or program this machine may lack. Locally they skip, saying why; under CI=true
+# (`.ci/test` provides them all) such a skip is a failure, so a green run means they ran.
+REQUIRED_IN_CI = ("postgres", "vllm", "browser")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -28,7 +28,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             and any(item.get_closest_marker(name) for name in REQUIRED_IN_CI)):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = f"skipped under CI=true, which must run every PostgreSQL and vLLM test: {reason}"
+        report.longrepr = f"skipped under CI=true, which must run every PostgreSQL, vLLM and browser test: {reason}"
     return report
 
 

@@ -36,6 +36,7 @@ FLOORS: dict[str, int] = {
     "inferstack.ratelimit": 2,
     "inferstack.secrets_at_rest": 2,
     "inferstack.files": 2,
+    "inferstack.history": 2,
     "inferstack.autoscaler": 2,
     "inferstack.batches.transitions": 2,
     "inferstack.batches.validation": 2,

@@ -35,6 +35,7 @@ from inferstack.files.tables import FileRow
 from inferstack.fleet import Fleet
 from inferstack.gateway.body import BodyLimits
 from inferstack.gateway.entry import Gateway
+from inferstack.history.table import HistoryRow
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
 from inferstack.providers.base import Provider
 from inferstack.providers.kubernetes import KubernetesProvider, KubernetesProviderConfig
@@ -49,7 +50,7 @@ from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, ReplicaRow, Sto
 # knows nothing of files or batches, and files nothing of batches.
 TABLES: tuple[type[Base], ...] = (TenantRow, ApiKeyRow, DeploymentRow, ReplicaRow, EventRow,
                                   FileRow, BatchRow, BatchResultRow, LeaderLeaseRow,
-                                  InstanceWindowRow)
+                                  InstanceWindowRow, HistoryRow)
 
 
 def open_database(url: str, cipher: TokenCipher | None = None, password: RotatingPassword | None = None) -> Store:
@@ -109,7 +110,8 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     holder, host = instance_identity()
     leadership, feed = coordination(settings, store, clock, holder, host)
     controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s,
-                                  leadership=leadership, feed=feed, instance_id=holder)
+                                  leadership=leadership, feed=feed, instance_id=holder,
+                                  history_interval_s=settings.history_interval_s)
     gateway = Gateway(fleet, keys, controller.instance, clock, heartbeat_s=settings.heartbeat_s,
                       limits=BodyLimits(settings.max_request_bytes, settings.client_timeout_s))
     blobs = blob_store_from_url(settings.files_url, settings.files_dir, settings.s3)

@@ -28,6 +28,7 @@ class Env:
     FILES_URL: Final = "INFERSTACK_FILES_URL"
     PROVIDER: Final = "INFERSTACK_PROVIDER"
     CONTROLLER_TICK_S: Final = "INFERSTACK_CONTROLLER_TICK_S"
+    HISTORY_INTERVAL_S: Final = "INFERSTACK_HISTORY_INTERVAL_S"
     HEARTBEAT_S: Final = "INFERSTACK_HEARTBEAT_S"
     BOOTSTRAP_API_KEY: Final = "INFERSTACK_BOOTSTRAP_API_KEY"
     BOOTSTRAP_TENANT: Final = "INFERSTACK_BOOTSTRAP_TENANT"
@@ -208,6 +209,10 @@ class Settings(_FromEnvironment):
                     "`providers` picks among them); unset: INFERSTACK_PROVIDER alone.",
     )
     controller_tick_s: float = Field(1.0, alias=Env.CONTROLLER_TICK_S, gt=0)
+    history_interval_s: float = Field(
+        10.0, alias=Env.HISTORY_INTERVAL_S, gt=0, le=600,
+        description="How often the leader samples every deployment for the console's charts (kept in the store).",
+    )
     heartbeat_s: float = Field(
         5.0, alias=Env.HEARTBEAT_S, gt=0,
         description="How often a held streaming request gets an SSE comment while its deployment wakes.",

@@ -339,8 +339,11 @@ class Store(Database):
         with self.session() as s:
             s.add(EventRow(deployment_id=deployment_id, at=at, kind=kind, message=message, data=data))
 
-    def list_events(self, deployment_id: str, limit: int = 100) -> Sequence[EventRow]:
+    def list_events(self, deployment_id: str, limit: int = 100, since: float | None = None) -> Sequence[EventRow]:
+        """The newest `limit` events (from `since` on, if given), oldest first."""
+        query = select(EventRow).where(EventRow.deployment_id == deployment_id)
+        if since is not None:
+            query = query.where(EventRow.at >= since)
         with self.session() as s:
-            rows = s.scalars(select(EventRow).where(EventRow.deployment_id == deployment_id)
-                             .order_by(EventRow.id.desc()).limit(limit))
+            rows = s.scalars(query.order_by(EventRow.id.desc()).limit(limit))
             return list(reversed(list(rows)))

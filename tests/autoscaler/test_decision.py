@@ -110,8 +110,8 @@ CASES = [
     # (p95 2000 ms, inside the 5000 ms target: the spare slots may be used)
     Case("a-rise-the-spare-slots-carry-buys-none", spec(target_rps=2.5),
          observation(rps=7.6, current=3, in_flight=30, served=4.8, capacity=16, p95=2000), 3, "hold",
-         reason_has="7.6 req/s against a target of 2.5 per replica -> 4 replicas; 3 replica(s) serve 7.7 req/s with every slot "
-                    "busy, p95 2000 ms inside the target -> 3"),
+         reason_has="7.6 req/s against a target of 2.5 per replica -> 4 replicas; 3 replica(s) serve 7.7 req/s "
+                    "with every slot busy, p95 2000 ms inside the target -> 3"),
     Case("a-rise-past-full-slots-buys", spec(target_rps=2.5),
          observation(rps=8.0, current=3, in_flight=30, served=4.8, capacity=16, p95=2000), 4, "throughput"),
     Case("a-rise-far-past-full-slots-buys-what-full-slots-need", spec(target_rps=1),

@@ -18,7 +18,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from inferstack.api import batches_routes, compat, deployments, files_routes, keys_routes, metrics_routes, openapi
+from inferstack.api import (
+    batches_routes,
+    compat,
+    console_routes,
+    deployments,
+    files_routes,
+    history_routes,
+    keys_routes,
+    metrics_routes,
+    openapi,
+)
 from inferstack.api.deps import Services, caller
 from inferstack.api.edge import CONTROL_BODY_LIMITS, admitted
 from inferstack.api.errors import compat_error_response, malformed_json, not_json, openai_error_response
@@ -78,11 +88,13 @@ def build_fastapi(services: Services,
         return {"status": "ok"}
 
     app.include_router(deployments.router)
+    app.include_router(history_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(compat.router)
     app.include_router(keys_routes.router)
     files_routes.include(app)
     batches_routes.include(app)
+    console_routes.mount(app)
     openapi.install(app, compat.COMPAT_PREFIXES)
     return app
 

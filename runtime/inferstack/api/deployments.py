@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
-from inferstack.controller.recorder import cost_usd
+from inferstack.controller.recorder import cost_usd, usd_per_hour
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
 from inferstack.hardware import PROFILES, fit_problem
@@ -40,6 +40,19 @@ class CostView(BaseModel):
     price_per_replica_hour: float
     replica_seconds: float
     usd: float
+    usd_per_hour: float
+    """What the live replicas cost per hour now."""
+
+
+class TrafficView(BaseModel):
+    """The leader's last observation (over the metrics window); null on an instance that does not lead,
+    and for a stopped or failed deployment."""
+
+    requests_per_s: float
+    completions_per_s: float
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    p95_ttft_ms: float | None
 
 
 class DeploymentView(BaseModel):
@@ -52,11 +65,13 @@ class DeploymentView(BaseModel):
     spec: dict[str, Any]
     replicas: list[ReplicaView]
     ready_replicas: int
+    desired_replicas: int
     queued_requests: int
     created_at: float
     cost: CostView
     warnings: list[str] = Field(default_factory=list)
     """On create: what could not be checked (a model's size when the Hub did not answer)."""
+    traffic: TrafficView | None
 
 
 def view(deployment: LiveDeployment, warnings: list[str] | None = None) -> DeploymentView:
@@ -67,14 +82,21 @@ def view(deployment: LiveDeployment, warnings: list[str] | None = None) -> Deplo
                     engine_waiting=r.engine_waiting, provider=r.handle.provider, burst=r.burst)
         for r in deployment.replicas.values()
     ]
+    stats = deployment.traffic()
+    traffic = None if stats is None else TrafficView(
+        requests_per_s=round(stats.rps, 3), completions_per_s=round(stats.completion_rps, 3),
+        p50_latency_ms=stats.p50_latency_ms, p95_latency_ms=stats.p95_latency_ms, p95_ttft_ms=stats.p95_ttft_ms)
     return DeploymentView(
         deployment_id=deployment.id, id=deployment.id, name=deployment.name, status=deployment.status,
         status_reason=deployment.status_reason, spec=spec.public(), replicas=replicas,
-        ready_replicas=len(deployment.ready_replicas()), queued_requests=deployment.queued,
+        ready_replicas=len(deployment.ready_replicas()), desired_replicas=deployment.wanted(),
+        queued_requests=deployment.queued,
         created_at=deployment.created_at, warnings=warnings or [],
         cost=CostView(price_per_replica_hour=spec.price_per_replica_hour,
                       replica_seconds=round(deployment.replica_seconds, 3),
-                      usd=round(cost_usd(deployment), 6)),
+                      usd=round(cost_usd(deployment), 6),
+                      usd_per_hour=usd_per_hour(deployment)),
+        traffic=traffic,
     )
 
 

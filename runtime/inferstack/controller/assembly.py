@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from inferstack.clock import Clock
 from inferstack.controller.actions import DeploymentActions
+from inferstack.controller.history import HistorySampler
 from inferstack.controller.instance import Instance
 from inferstack.controller.leadership import Leadership, SoleLeadership
 from inferstack.controller.loop import ControllerLoop
@@ -32,15 +33,17 @@ class ControllerParts:
 
 def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Clock, *, tick_s: float = 1.0,
                      leadership: Leadership | None = None, feed: ChangeFeed | None = None,
-                     instance_id: str = "solo") -> ControllerParts:
+                     instance_id: str = "solo", history_interval_s: float | None = None) -> ControllerParts:
     """Without `leadership` the instance is alone and leads; without `feed` other instances' changes
-    arrive by a short-interval resync only. `instance_id` names its published metrics windows."""
+    arrive by a short-interval resync only. `instance_id` names its published metrics windows. With
+    `history_interval_s` the leader samples every deployment that often for the charts (`history/`)."""
     kick = asyncio.Event()  # set by the lifecycle and the actions to ask the loop for a pass now
     feed = feed or PollingFeed()
     probes = Probes()
     recorder = Recorder(store, clock, feed.announce)
     replicas = ReplicaLifecycle(provider, recorder, probes, clock, kick.set)
-    loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=tick_s)
+    history = HistorySampler(store, history_interval_s) if history_interval_s else None
+    loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=tick_s, history=history)
     sync = FleetSync(store, fleet, feed, replicas, clock, kick.set, resync_s=feed.resync_s)
     windows = WindowExchange(store, fleet, clock, instance_id)
     instance = Instance(loop, leadership or SoleLeadership(), sync, windows)

@@ -16,6 +16,7 @@ from inferstack.autoscaler.decision import Decision, decide
 from inferstack.autoscaler.observe import observe
 from inferstack.clock import Clock
 from inferstack.controller.backoff import retry_due
+from inferstack.controller.history import HistorySampler
 from inferstack.controller.probes import Probes, engine_queues
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
@@ -31,8 +32,9 @@ STATE_SAVE_INTERVAL_S = 15.0
 
 class ControllerLoop:
     def __init__(self, fleet: Fleet, recorder: Recorder, probes: Probes, replicas: ReplicaLifecycle, clock: Clock,
-                 kick: asyncio.Event, *, tick_s: float = 1.0) -> None:
-        """`kick` is set by whoever wants a pass before the next tick (see `wake`)."""
+                 kick: asyncio.Event, *, tick_s: float = 1.0, history: HistorySampler | None = None) -> None:
+        """`kick` is set by whoever wants a pass before the next tick (see `wake`); `history`, when
+        given, samples every deployment for the charts after the tick's passes."""
         self._fleet = fleet
         self._recorder = recorder
         self._probes = probes
@@ -40,6 +42,7 @@ class ControllerLoop:
         self._clock = clock
         self._kick = kick
         self._tick_s = tick_s
+        self._history = history
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -97,6 +100,8 @@ class ControllerLoop:
         for deployment in self._fleet.all():
             if deployment.status in DeploymentStatus.managed() or deployment.status is DeploymentStatus.failed:
                 await self.reconcile(deployment)
+        if self._history is not None:
+            await self._history.sample(self._fleet.all(), self._clock.now())
 
     async def reconcile(self, deployment: LiveDeployment) -> Decision:
         """One deployment, one pass. A failed one is passed over until its retry is due; it stays `failed`
@@ -110,6 +115,7 @@ class ControllerLoop:
             deployment.retry_at = None  # one try at a time: the next failure sets the next retry
         await self._probes.scrape_engines(deployment)
         observation = observe(deployment, now)
+        deployment.last_stats = observation.stats
         decision = decide(deployment.spec, observation, deployment.autoscaler_state, now)
         deployment.autoscaler_state = decision.next_state
         await self._apply(deployment, decision, observation.current_replicas, now)

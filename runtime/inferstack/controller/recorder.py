@@ -137,6 +137,11 @@ def cost_usd(deployment: LiveDeployment) -> float:
     return deployment.replica_seconds / 3600 * deployment.spec.price_per_replica_hour
 
 
+def usd_per_hour(deployment: LiveDeployment) -> float:
+    """What its live replicas cost now: 2 replicas on a 2.5 USD/hour profile cost 5 USD an hour."""
+    return deployment.count(*ReplicaStatus.live()) * deployment.spec.price_per_replica_hour
+
+
 def live_from_row(row: DeploymentRow, spec: DeploymentSpec, now: float) -> LiveDeployment:
     status = DeploymentStatus(row.status)
     if status in DeploymentStatus.managed() and status is not DeploymentStatus.paused:
