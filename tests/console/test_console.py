@@ -79,7 +79,7 @@ def test_sign_in_create_watch_it_scale_stop_it_and_another_tenant_sees_none_of_i
 
     console.fill("#create-form", {"name": "chat", "hf_model_id": "inferstack/sim-chat", "engine": "sim",
                                   "hardware_profile": "cpu", "min_replicas": 1, "max_replicas": 3, "target_rps": 2,
-                                  "engine_args": "--ttft-ms 50 --tokens-per-s 40"})
+                                  "engine_args": "--ttft-ms 50 --tokens-per-s 40 --max-concurrency 1"})
     console.submit("#create-form")
     console.wait(lambda: "#/deployments/" in console.driver.current_url, what="the new deployment's page")
     deployment_id = console.driver.current_url.rsplit("/", 1)[-1]
@@ -89,7 +89,8 @@ def test_sign_in_create_watch_it_scale_stop_it_and_another_tenant_sees_none_of_i
     console.find('#windows button[data-window="15m"]').click()
     console.wait(lambda: console.driver.current_url.endswith("?window=15m"), what="the window kept in the link")
 
-    # 8 requests/s against a target of 2 per replica: the replica chart rises and the scale-up is drawn on it.
+    # 8 requests/s against a target of 2 per replica, on one-slot replicas whose slots cannot carry it
+    # (the autoscaler fills spare slots before buying): the replica chart rises and the scale-up is drawn on it.
     with Load(plane, alpha, "chat", rps=8) as load:
         console.wait(lambda: legend_max(console, "chart-replicas", "ready") >= 2, timeout=90,
                      what="the replica chart rising")
