@@ -20,7 +20,6 @@ from inferstack.clock import Clock, SystemClock
 from inferstack.controller.assembly import build_controller
 from inferstack.controller.leadership import (
     FileLeadership,
-    LeaderLeaseRow,
     Leadership,
     PostgresLeadership,
     check_single_host,
@@ -43,7 +42,7 @@ from inferstack.providers.local import LocalProvider
 from inferstack.providers.placing import PlacingProvider
 from inferstack.secrets_at_rest import TokenCipher, load_or_create_key, make_private
 from inferstack.settings import Settings
-from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, ReplicaRow, Store, TenantRow
+from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, LeaderLeaseRow, ReplicaRow, Store, TenantRow
 
 # Every table of the schema, named here so that no table module needs to know the others: the store
 # knows nothing of files or batches, and files nothing of batches.

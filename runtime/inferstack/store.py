@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import SecretStr
@@ -28,7 +29,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from inferstack.access import KeyGrant, KeyLimits, KeyScope
 from inferstack.db import Base, Database
@@ -136,6 +137,22 @@ class EventRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class LeaderLeaseRow(Base):
+    """One row: the current term of the control plane's leader (`controller/leadership.py`). `epoch`
+    rises by one at every change of leader and fences the leader's writes (`Store.fenced`)."""
+
+    __tablename__ = "leader_lease"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    holder: Mapped[str] = mapped_column(String(80), default="")
+    host: Mapped[str] = mapped_column(String(255), default="")
+    renewed_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Fenced(Exception):
+    """A write stamped with a term that is over: the instance that made it no longer leads."""
+
+
 class DuplicateName(Exception):
     pass
 
@@ -177,6 +194,23 @@ class Store(Database):
             return self.deployment_spec(row), ""
         except TokenUnreadable as unreadable:
             return DeploymentSpec.model_validate(row.spec), str(unreadable)
+
+    @contextmanager
+    def fenced(self, fence: int | None) -> Iterator[Session]:
+        """A session whose writes commit only while `fence` is the leader's current term (None: not fenced).
+
+        The term is read after the writes, in the same transaction: on PostgreSQL with a share lock, so a
+        new leader's `begin_term` (which updates the row) waits for this commit or, once it committed, is
+        seen here; on SQLite the writes already hold the database's one write lock. Either way a deposed
+        leader's late write rolls back with `Fenced` and changes nothing."""
+        with self.session() as s:
+            yield s
+            if fence is not None:
+                s.flush()
+                current = s.scalar(select(LeaderLeaseRow.epoch).where(LeaderLeaseRow.id == 1)
+                                   .with_for_update(read=True))
+                if current != fence:
+                    raise Fenced(f"refused a write of term {fence}: term {current} leads now")
 
     # --- tenants and keys -------------------------------------------------------------------
     def create_key(self, tenant_name: str, now: float, *, scope: KeyScope = KeyScope.admin,
@@ -286,17 +320,17 @@ class Store(Database):
                 hf_token=self._sealed_token(spec),
                 updated_at=now))
 
-    def update_deployment(self, deployment_id: str, **values: Any) -> None:
-        with self.session() as s:
+    def update_deployment(self, deployment_id: str, *, fence: int | None = None, **values: Any) -> None:
+        with self.fenced(fence) as s:
             s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(**values))
 
     # --- replicas ---------------------------------------------------------------------------
-    def add_replica(self, row: ReplicaRow) -> None:
-        with self.session() as s:
+    def add_replica(self, row: ReplicaRow, *, fence: int | None = None) -> None:
+        with self.fenced(fence) as s:
             s.add(row)
 
-    def update_replica(self, replica_id: str, **values: Any) -> None:
-        with self.session() as s:
+    def update_replica(self, replica_id: str, *, fence: int | None = None, **values: Any) -> None:
+        with self.fenced(fence) as s:
             s.execute(update(ReplicaRow).where(ReplicaRow.id == replica_id).values(**values))
 
     def list_replicas(self, deployment_id: str, live_only: bool = False) -> list[ReplicaRow]:
@@ -306,10 +340,10 @@ class Store(Database):
         with self.session() as s:
             return list(s.scalars(query))
 
-    def mark_orphaned_replicas(self, now: float, reason: str) -> int:
+    def mark_orphaned_replicas(self, now: float, reason: str, *, fence: int | None = None) -> int:
         """When an instance takes the lead: replicas recorded live were the previous leader's, and went
         with it (a local replica dies with its control plane). Only the leader calls this."""
-        with self.session() as s:
+        with self.fenced(fence) as s:
             result = s.execute(update(ReplicaRow).where(
                 ReplicaRow.status.in_(list(ReplicaStatus.live()))
             ).values(status=ReplicaStatus.stopped, stopped_at=now, reason=reason))
@@ -325,18 +359,19 @@ class Store(Database):
         with self.session() as s:
             s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(wake_requested_at=now))
 
-    def set_status_unless_closed(self, deployment_id: str, **values: Any) -> bool:
+    def set_status_unless_closed(self, deployment_id: str, *, fence: int | None = None, **values: Any) -> bool:
         """The controller's status write: it never overrides a user's stop or delete made meanwhile (on
         another instance, say). Returns whether the row changed."""
         closed = [DeploymentStatus.stopped, DeploymentStatus.deleted]
-        with self.session() as s:
+        with self.fenced(fence) as s:
             result = s.execute(update(DeploymentRow).where(
                 DeploymentRow.id == deployment_id, DeploymentRow.status.not_in(closed)).values(**values))
             return bool(result.rowcount)
 
     # --- events -----------------------------------------------------------------------------
-    def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any]) -> None:
-        with self.session() as s:
+    def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any], *,
+                  fence: int | None = None) -> None:
+        with self.fenced(fence) as s:
             s.add(EventRow(deployment_id=deployment_id, at=at, kind=kind, message=message, data=data))
 
     def list_events(self, deployment_id: str, limit: int = 100) -> Sequence[EventRow]:
