@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from inferstack.autoscaler.decision import AutoscalerState
 from inferstack.autoscaler.metrics_window import MetricsWindow
-from inferstack.autoscaler.shared_window import WindowShare
+from inferstack.autoscaler.shared_window import MergedWindow, WindowShare
 from inferstack.providers.base import ReplicaHandle
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
@@ -84,6 +84,10 @@ class LiveDeployment:
     """Another instance holds a request for this deployment until then (it asked for a wake-up)."""
     peer_windows: list[WindowShare] = field(default_factory=list)
     """The leader's copy of the other instances' fresh metrics windows (`controller/window_exchange.py`)."""
+    observed: MergedWindow | None = None
+    """The leader's last observation of it, all instances' traffic added up (set by its controller loop)."""
+    merged_window: MergedWindow | None = None
+    """The leader's last published `observed`, as every instance shows it (`controller/window_exchange.py`)."""
 
     def ready_replicas(self) -> list[LiveReplica]:
         return [r for r in self.replicas.values() if r.status is ReplicaStatus.ready]

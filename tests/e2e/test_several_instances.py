@@ -65,6 +65,22 @@ def test_a_deployment_made_on_one_instance_is_served_by_the_other_with_one_set_o
         listing = rest.get(f"/v1/deployments/{dep_id}/replicas").text + rest.get(f"/v1/deployments/{dep_id}").text
         assert "api_key" not in listing  # the replicas' keys are in the database, never in a response
 
+    # One more request through the leader: `status` on either instance shows both instances' traffic added up.
+    openai.OpenAI(base_url=a.url + "/v1", api_key=key, max_retries=0).chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+
+    def merged_alike() -> bool:
+        metrics_a, metrics_b = (rest.get(f"/v1/deployments/{dep_id}").json()["metrics"] for rest in (rest_a, rest_b))
+        return (metrics_a == metrics_b and metrics_a is not None and metrics_a["instances_reporting"] == 2
+                and metrics_a["completed"] == 2)
+
+    wait_for(merged_alike, timeout=10, what="both instances show the leader's merged window of both instances")
+    metrics = rest_b.get(f"/v1/deployments/{dep_id}").json()["metrics"]
+    assert metrics["arrivals_per_s"] > 0 and metrics["in_flight"] == 0 and metrics["failed"] == 0
+    assert metrics["p95_latency_ms"] is not None and metrics["p95_latency_ms"] >= metrics["p50_latency_ms"]
+    shown = " ".join(b.cli(key, "status", dep_id).stdout.split())  # as one line, whatever the terminal's width
+    assert "traffic (2 instances reporting" in shown and "2 completed, 0 failed" in shown
+
 
 def test_a_paused_deployment_woken_through_the_follower_serves_the_first_request(
         planes: tuple[ControlPlane, ControlPlane]) -> None:

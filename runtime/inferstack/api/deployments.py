@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
+from inferstack.autoscaler.shared_window import MergedWindow
 from inferstack.controller.recorder import cost_usd
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
@@ -40,6 +41,35 @@ class CostView(BaseModel):
     usd: float
 
 
+class MetricsView(BaseModel):
+    """What the autoscaler last saw: every control-plane instance's traffic added up by the leader, the
+    same on every instance. Latency percentiles are bucketed (at most 25% above the exact value) when
+    more than one instance reports."""
+
+    instances_reporting: int
+    at: float
+    """When the leader observed it."""
+    arrivals_per_s: float
+    completions_per_s: float
+    in_flight: int
+    completed: int
+    failed: int
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    p50_ttft_ms: float | None
+    p95_ttft_ms: float | None
+
+
+def metrics_view(merged: MergedWindow | None) -> MetricsView | None:
+    if merged is None:
+        return None
+    stats = merged.stats
+    return MetricsView(instances_reporting=merged.instances_reporting, at=merged.at, arrivals_per_s=stats.rps,
+                       completions_per_s=stats.completion_rps, in_flight=stats.in_flight, completed=stats.completed,
+                       failed=stats.failed, p50_latency_ms=stats.p50_latency_ms, p95_latency_ms=stats.p95_latency_ms,
+                       p50_ttft_ms=stats.p50_ttft_ms, p95_ttft_ms=stats.p95_ttft_ms)
+
+
 class DeploymentView(BaseModel):
     object: str = "deployment"
     deployment_id: str
@@ -53,6 +83,8 @@ class DeploymentView(BaseModel):
     queued_requests: int
     created_at: float
     cost: CostView
+    metrics: MetricsView | None = None
+    """None until the leader has observed it once."""
 
 
 def view(deployment: LiveDeployment) -> DeploymentView:
@@ -71,6 +103,7 @@ def view(deployment: LiveDeployment) -> DeploymentView:
         cost=CostView(price_per_replica_hour=spec.price_per_replica_hour,
                       replica_seconds=round(deployment.replica_seconds, 3),
                       usd=round(cost_usd(deployment), 6)),
+        metrics=metrics_view(deployment.merged_window),
     )
 
 

@@ -14,6 +14,7 @@ import logging
 
 from inferstack.autoscaler.decision import Decision, decide
 from inferstack.autoscaler.observe import observe
+from inferstack.autoscaler.shared_window import MergedWindow
 from inferstack.clock import Clock
 from inferstack.controller.backoff import retry_due
 from inferstack.controller.probes import Probes, engine_queues
@@ -110,6 +111,7 @@ class ControllerLoop:
             deployment.retry_at = None  # one try at a time: the next failure sets the next retry
         await self._probes.scrape_engines(deployment)
         observation = observe(deployment, now)
+        deployment.observed = MergedWindow(observation.stats, 1 + len(deployment.peer_windows), now)
         decision = decide(deployment.spec, observation, deployment.autoscaler_state, now)
         deployment.autoscaler_state = decision.next_state
         await self._apply(deployment, decision, observation.current_replicas, now)
