@@ -42,12 +42,21 @@ from inferstack.providers.local import LocalProvider
 from inferstack.providers.placing import PlacingProvider
 from inferstack.secrets_at_rest import TokenCipher, load_or_create_key, make_private
 from inferstack.settings import Settings
-from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, LeaderLeaseRow, ReplicaRow, Store, TenantRow
+from inferstack.store import (
+    ApiKeyRow,
+    DeploymentRow,
+    EventRow,
+    LeaderLeaseRow,
+    ReplicaRow,
+    SealCheckRow,
+    Store,
+    TenantRow,
+)
 
 # Every table of the schema, named here so that no table module needs to know the others: the store
 # knows nothing of files or batches, and files nothing of batches.
 TABLES: tuple[type[Base], ...] = (TenantRow, ApiKeyRow, DeploymentRow, ReplicaRow, EventRow,
-                                  FileRow, BatchRow, BatchResultRow, LeaderLeaseRow,
+                                  FileRow, BatchRow, BatchResultRow, LeaderLeaseRow, SealCheckRow,
                                   InstanceWindowRow)
 
 
@@ -66,7 +75,9 @@ def open_store(settings: Settings) -> Store:
     if settings.database_password_secret:
         password = RotatingPassword(secrets_manager_password(
             settings.database_password_secret, settings.aws.region, settings.aws.endpoint_url))
-    return open_database(settings.resolved_database_url, cipher, password)
+    store = open_database(settings.resolved_database_url, cipher, password)
+    store.check_sealing_key()
+    return store
 
 
 def build_provider(settings: Settings, clock: Clock) -> Provider:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from inferstack.access import KeyGrant, KeyLimits, KeyScope
@@ -114,9 +115,8 @@ class ReplicaRow(Base):
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
     status: Mapped[str] = mapped_column(String(20))
     url: Mapped[str] = mapped_column(String(200), default="")
-    # Every instance's gateway calls the replica with its key, so the key is kept as the gateway must send
-    # it. It opens only that one replica's engine (no tenant data at rest), the database already holds the
-    # deployments' HF tokens, and no API response or event carries it (see `fleet_sync`).
+    # Every instance's gateway calls the replica with its key: sealed like the HF tokens (`TokenCipher`),
+    # opened by `live_replicas` for the fleet's mirror only; no API response, event or log carries it.
     api_key: Mapped[str] = mapped_column(Text, default="")
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     log_path: Mapped[str] = mapped_column(Text, default="")
@@ -147,6 +147,22 @@ class LeaderLeaseRow(Base):
     holder: Mapped[str] = mapped_column(String(80), default="")
     host: Mapped[str] = mapped_column(String(255), default="")
     renewed_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class SealCheckRow(Base):
+    """One row: a known text sealed by the first instance on this database. An instance whose key cannot
+    open it would write secrets the others cannot read (`Store.check_sealing_key`)."""
+
+    __tablename__ = "seal_check"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sealed: Mapped[str] = mapped_column(Text)
+
+
+_SEAL_CHECK = "inferstack seal check"
+
+
+class KeysDiffer(ValueError):
+    """This instance seals secrets under another key than the instances before it on this database."""
 
 
 class Fenced(Exception):
@@ -194,6 +210,28 @@ class Store(Database):
             return self.deployment_spec(row), ""
         except TokenUnreadable as unreadable:
             return DeploymentSpec.model_validate(row.spec), str(unreadable)
+
+    def check_sealing_key(self) -> None:
+        """Refuse to run on a database whose secrets were sealed under another key: every instance and
+        worker on one database must share INFERSTACK_TOKEN_KEY (or one home's token.key), else each
+        would write HF tokens and replica keys that the others cannot open. The first one leaves a check."""
+        try:
+            with self.session() as s:
+                row = s.get(SealCheckRow, 1)
+                if row is None:
+                    s.add(SealCheckRow(id=1, sealed=self._cipher.seal(_SEAL_CHECK)))
+                    return
+                sealed = row.sealed
+        except IntegrityError:  # another instance starting at the same moment wrote its check first
+            with self.session() as s:
+                sealed = s.get_one(SealCheckRow, 1).sealed
+        try:
+            self._cipher.unseal(sealed)
+        except TokenUnreadable:
+            raise KeysDiffer(
+                "the secrets in this database were sealed under another key than this instance's: give every "
+                "control-plane instance on one database the same INFERSTACK_TOKEN_KEY (from a secret store), or "
+                "run them as `serve --workers N` on one INFERSTACK_HOME") from None
 
     @contextmanager
     def fenced(self, fence: int | None) -> Iterator[Session]:
@@ -326,6 +364,8 @@ class Store(Database):
 
     # --- replicas ---------------------------------------------------------------------------
     def add_replica(self, row: ReplicaRow, *, fence: int | None = None) -> None:
+        if row.api_key:
+            row.api_key = self._cipher.seal(row.api_key)
         with self.fenced(fence) as s:
             s.add(row)
 
@@ -350,10 +390,18 @@ class Store(Database):
             return result.rowcount or 0
 
     def live_replicas(self) -> list[ReplicaRow]:
-        """Every replica recorded starting, ready or draining, of any deployment."""
+        """Every replica recorded starting, ready or draining, of any deployment, with its key opened (the
+        gateway sends it). A key sealed under another key is left empty: `check_sealing_key` refuses such
+        an instance at start."""
         with self.session() as s:
-            return list(s.scalars(select(ReplicaRow).where(ReplicaRow.status.in_(list(ReplicaStatus.live())))
+            rows = list(s.scalars(select(ReplicaRow).where(ReplicaRow.status.in_(list(ReplicaStatus.live())))
                                   .order_by(ReplicaRow.created_at)))
+        for row in rows:  # detached rows: opening the key here writes nothing back
+            try:
+                row.api_key = self._cipher.unseal(row.api_key) if row.api_key else ""
+            except TokenUnreadable:
+                row.api_key = ""
+        return rows
 
     def request_wake(self, deployment_id: str, now: float) -> None:
         with self.session() as s:

@@ -80,7 +80,8 @@ def instances(endpoint: str) -> dict[str, str]:
 @pytest.mark.postgres
 def test_a_rolling_stop_of_the_leader_hands_its_instances_over(moto_endpoint: str, tmp_path: Path) -> None:
     with postgres_schema() as url:
-        env = {**blank_account(moto_endpoint), "INFERSTACK_DATABASE_URL": url}
+        env = {**blank_account(moto_endpoint), "INFERSTACK_DATABASE_URL": url,
+               "INFERSTACK_TOKEN_KEY": "a-shared-secret-from-the-secret-store-0123456789"}
         leader = ControlPlane(home=tmp_path / "a", env_extra=env).start()
         follower = ControlPlane(home=tmp_path / "b", env_extra=env)
         try:

@@ -86,7 +86,7 @@ class ReplicaLifecycle:
         self._spawn(self._await_healthy(deployment, replica))
         await self._recorder.add_replica(ReplicaRow(
             id=replica_id, deployment_id=deployment.id, status=ReplicaStatus.starting, url=handle.url,
-            api_key=api_key, pid=handle.pid, log_path=handle.log_path, created_at=now))
+            api_key=replica.api_key, pid=handle.pid, log_path=handle.log_path, created_at=now))
 
     async def _await_healthy(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
         deadline = replica.started_at + self._startup_timeout_s
