@@ -29,6 +29,7 @@ from inferstack.controller.sync import ChangeFeed, PollingFeed, PostgresFeed
 from inferstack.controller.window_exchange import InstanceWindowRow
 from inferstack.db import Base
 from inferstack.db_password import RotatingPassword, secrets_manager_password
+from inferstack.fencing import LeaderLeaseRow
 from inferstack.files.blobs import blob_store_from_url
 from inferstack.files.tables import FileRow
 from inferstack.fleet import Fleet
@@ -46,7 +47,6 @@ from inferstack.store import (
     ApiKeyRow,
     DeploymentRow,
     EventRow,
-    LeaderLeaseRow,
     ReplicaRow,
     SealCheckRow,
     Store,

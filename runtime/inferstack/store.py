@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import SecretStr
@@ -30,11 +29,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from inferstack.access import KeyGrant, KeyLimits, KeyScope
 from inferstack.db import Base, Database
 from inferstack.db_password import RotatingPassword
+from inferstack.fencing import fenced_session
 from inferstack.secrets_at_rest import TokenCipher, TokenUnreadable
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
@@ -137,18 +137,6 @@ class EventRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class LeaderLeaseRow(Base):
-    """One row: the current term of the control plane's leader (`controller/leadership.py`). `epoch`
-    rises by one at every change of leader and fences the leader's writes (`Store.fenced`)."""
-
-    __tablename__ = "leader_lease"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    epoch: Mapped[int] = mapped_column(Integer, default=0)
-    holder: Mapped[str] = mapped_column(String(80), default="")
-    host: Mapped[str] = mapped_column(String(255), default="")
-    renewed_at: Mapped[float] = mapped_column(Float, default=0.0)
-
-
 class SealCheckRow(Base):
     """One row: a known text sealed by the first instance on this database. An instance whose key cannot
     open it would write secrets the others cannot read (`Store.check_sealing_key`)."""
@@ -163,10 +151,6 @@ _SEAL_CHECK = "inferstack seal check"
 
 class KeysDiffer(ValueError):
     """This instance seals secrets under another key than the instances before it on this database."""
-
-
-class Fenced(Exception):
-    """A write stamped with a term that is over: the instance that made it no longer leads."""
 
 
 class DuplicateName(Exception):
@@ -232,23 +216,6 @@ class Store(Database):
                 "the secrets in this database were sealed under another key than this instance's: give every "
                 "control-plane instance on one database the same INFERSTACK_TOKEN_KEY (from a secret store), or "
                 "run them as `serve --workers N` on one INFERSTACK_HOME") from None
-
-    @contextmanager
-    def fenced(self, fence: int | None) -> Iterator[Session]:
-        """A session whose writes commit only while `fence` is the leader's current term (None: not fenced).
-
-        The term is read after the writes, in the same transaction: on PostgreSQL with a share lock, so a
-        new leader's `begin_term` (which updates the row) waits for this commit or, once it committed, is
-        seen here; on SQLite the writes already hold the database's one write lock. Either way a deposed
-        leader's late write rolls back with `Fenced` and changes nothing."""
-        with self.session() as s:
-            yield s
-            if fence is not None:
-                s.flush()
-                current = s.scalar(select(LeaderLeaseRow.epoch).where(LeaderLeaseRow.id == 1)
-                                   .with_for_update(read=True))
-                if current != fence:
-                    raise Fenced(f"refused a write of term {fence}: term {current} leads now")
 
     # --- tenants and keys -------------------------------------------------------------------
     def create_key(self, tenant_name: str, now: float, *, scope: KeyScope = KeyScope.admin,
@@ -359,18 +326,18 @@ class Store(Database):
                 updated_at=now))
 
     def update_deployment(self, deployment_id: str, *, fence: int | None = None, **values: Any) -> None:
-        with self.fenced(fence) as s:
+        with fenced_session(self, fence) as s:
             s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(**values))
 
     # --- replicas ---------------------------------------------------------------------------
     def add_replica(self, row: ReplicaRow, *, fence: int | None = None) -> None:
         if row.api_key:
             row.api_key = self._cipher.seal(row.api_key)
-        with self.fenced(fence) as s:
+        with fenced_session(self, fence) as s:
             s.add(row)
 
     def update_replica(self, replica_id: str, *, fence: int | None = None, **values: Any) -> None:
-        with self.fenced(fence) as s:
+        with fenced_session(self, fence) as s:
             s.execute(update(ReplicaRow).where(ReplicaRow.id == replica_id).values(**values))
 
     def list_replicas(self, deployment_id: str, live_only: bool = False) -> list[ReplicaRow]:
@@ -383,7 +350,7 @@ class Store(Database):
     def mark_orphaned_replicas(self, now: float, reason: str, *, fence: int | None = None) -> int:
         """When an instance takes the lead: replicas recorded live were the previous leader's, and went
         with it (a local replica dies with its control plane). Only the leader calls this."""
-        with self.fenced(fence) as s:
+        with fenced_session(self, fence) as s:
             result = s.execute(update(ReplicaRow).where(
                 ReplicaRow.status.in_(list(ReplicaStatus.live()))
             ).values(status=ReplicaStatus.stopped, stopped_at=now, reason=reason))
@@ -411,7 +378,7 @@ class Store(Database):
         """The controller's status write: it never overrides a user's stop or delete made meanwhile (on
         another instance, say). Returns whether the row changed."""
         closed = [DeploymentStatus.stopped, DeploymentStatus.deleted]
-        with self.fenced(fence) as s:
+        with fenced_session(self, fence) as s:
             result = s.execute(update(DeploymentRow).where(
                 DeploymentRow.id == deployment_id, DeploymentRow.status.not_in(closed)).values(**values))
             return bool(result.rowcount)
@@ -419,7 +386,7 @@ class Store(Database):
     # --- events -----------------------------------------------------------------------------
     def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any], *,
                   fence: int | None = None) -> None:
-        with self.fenced(fence) as s:
+        with fenced_session(self, fence) as s:
             s.add(EventRow(deployment_id=deployment_id, at=at, kind=kind, message=message, data=data))
 
     def list_events(self, deployment_id: str, limit: int = 100) -> Sequence[EventRow]:

@@ -9,8 +9,9 @@ import pytest
 from inferstack.clock import ManualClock
 from inferstack.controller.leadership import begin_term
 from inferstack.controller.recorder import Recorder, live_from_row
+from inferstack.fencing import Fenced
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
-from inferstack.store import Fenced, ReplicaRow, Store
+from inferstack.store import ReplicaRow, Store
 
 
 async def test_a_deposed_leaders_late_writes_are_refused_and_the_new_leaders_are_kept(store: Store) -> None:

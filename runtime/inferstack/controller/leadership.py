@@ -4,7 +4,7 @@
   leads. The server releases it the moment that connection ends, so a leader killed with SIGKILL
   hands over within one election poll (`ELECTION_POLL_S`) of the next instance. Each new leader
   raises the lease row's `epoch`: the fencing token of its term (`Leadership.epoch`). Every write the
-  controller makes carries it and commits only while it is current (`Store.fenced`), so a deposed
+  controller makes carries it and commits only while it is current (`fencing.fenced_session`), so a deposed
   leader still writing (a paused process, a lock connection lost while its pool lives on) changes nothing.
 - SQLite: an exclusive `flock` on a file beside the database, which the kernel drops when its holder
   dies. A SQLite file cannot be shared between hosts, so an instance on another host than the live
@@ -31,7 +31,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from inferstack.db import is_outage
-from inferstack.store import LeaderLeaseRow, Store
+from inferstack.fencing import LeaderLeaseRow
+from inferstack.store import Store
 
 log = logging.getLogger("inferstack.leadership")
 

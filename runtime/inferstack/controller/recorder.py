@@ -9,7 +9,7 @@ not lose them. Creating a deployment and saving a spec are the API's: those rais
 instances (`controller/sync.py`).
 
 The controller's writes carry the leader's term (`fence`): a deposed leader's are refused
-(`Store.fenced`). A user's (create, spec, stop, resume, delete and their events) carry none: any
+(`fencing.fenced_session`). A user's (create, spec, stop, resume, delete and their events) carry none: any
 instance takes them.
 """
 

@@ -12,7 +12,7 @@ outage's length. Events are kept up to `MAX_BUFFERED_EVENTS`; past that the olde
 database is back one `events_lost` event per deployment says how many.
 
 The controller's writes carry its term (`fence`, the leader's epoch) and commit only while it is
-current (`Store.fenced`): once another instance leads, this one's late writes are refused and dropped.
+current (`fencing.fenced_session`): once another instance leads, this one's late writes are refused and dropped.
 A user's writes (made on any instance) carry none, and never merge with a fenced one.
 """
 
@@ -28,7 +28,8 @@ from typing import Any
 
 from inferstack.clock import Clock
 from inferstack.db import is_outage
-from inferstack.store import Fenced, ReplicaRow, Store
+from inferstack.fencing import Fenced
+from inferstack.store import ReplicaRow, Store
 
 log = logging.getLogger("inferstack.controller")
 
