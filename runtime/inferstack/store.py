@@ -347,12 +347,14 @@ class Store(Database):
         with self.session() as s:
             return list(s.scalars(query))
 
-    def mark_orphaned_replicas(self, now: float, reason: str, *, fence: int | None = None) -> int:
+    def mark_orphaned_replicas(self, now: float, reason: str, kept: set[str] | None = None, *,
+                               fence: int | None = None) -> int:
         """When an instance takes the lead: replicas recorded live were the previous leader's, and went
-        with it (a local replica dies with its control plane). Only the leader calls this."""
+        with it (a local replica dies with its control plane) unless it adopted them (`kept`). Only the
+        leader calls this."""
         with fenced_session(self, fence) as s:
             result = s.execute(update(ReplicaRow).where(
-                ReplicaRow.status.in_(list(ReplicaStatus.live()))
+                ReplicaRow.status.in_(list(ReplicaStatus.live())), ReplicaRow.id.not_in(sorted(kept or ()))
             ).values(status=ReplicaStatus.stopped, stopped_at=now, reason=reason))
             return result.rowcount or 0
 

@@ -30,7 +30,9 @@ async def test_a_deposed_leaders_late_writes_are_refused_and_the_new_leaders_are
     second_term = begin_term(store, "b:2", "h", clock.now())
     assert second_term == first_term + 1
     second = Recorder(store, clock, fence=lambda: second_term)
-    [seen_by_second] = await second.restore(clock.now())  # the new leader finds the old leader's replica gone
+    [seen_by_second], [left] = await second.restore(clock.now())
+    assert left.id == "rep-a"
+    await second.orphaned(clock.now(), kept=set())  # the new leader finds the old leader's replica gone
     assert [r.status for r in store.list_replicas(row.id)] == [ReplicaStatus.stopped]
 
     # The old leader, late: a replica it thinks ready, a status, its memory, an event, a new replica.
@@ -43,7 +45,7 @@ async def test_a_deposed_leaders_late_writes_are_refused_and_the_new_leaders_are
     await first.add_replica(ReplicaRow(id="rep-late", deployment_id=row.id, status=ReplicaStatus.starting,
                                        created_at=clock.now()))
     with pytest.raises(Fenced, match=f"term {first_term}.*term {second_term} leads"):
-        await first.restore(clock.now())
+        await first.orphaned(clock.now(), kept=set())
 
     assert [(r.id, r.status) for r in store.list_replicas(row.id)] == [("rep-a", ReplicaStatus.stopped)]
     stored = store.get_deployment(row.id)

@@ -47,7 +47,8 @@ class ControllerLoop:
         """Bring back every deployment from the store, then run the loop in the background. A deployment
         already in the fleet (mirrored while this instance followed) is taken over in place."""
         await self._probes.start()
-        restored = await self._recorder.restore(self._clock.now())
+        now = self._clock.now()
+        restored, live_replicas = await self._recorder.restore(now)
         for deployment in restored:
             existing = self._fleet.get(deployment.id)
             if existing is None:
@@ -56,6 +57,12 @@ class ControllerLoop:
                 existing.take_over(deployment)
         for gone in {d.id for d in self._fleet.all()} - {d.id for d in restored}:
             self._fleet.remove(gone)
+        kept: set[str] = set()
+        for deployment in self._fleet.all():
+            rows = [r for r in live_replicas if r.deployment_id == deployment.id]
+            if rows and deployment.status in DeploymentStatus.managed():
+                kept |= await self._replicas.adopt(deployment, rows)
+        await self._recorder.orphaned(now, kept)
         self._task = asyncio.create_task(self._run(), name="controller-loop")
 
     async def stop(self, *, hand_over: bool = False) -> None:

@@ -48,12 +48,10 @@ class Recorder:
         await self.writes.flush()
 
     # --- deployments ---------------------------------------------------------------------------
-    async def restore(self, now: float) -> list[LiveDeployment]:
-        """Deployments as the previous leader left them. Called by the instance taking the lead: the
-        replicas recorded live were the previous leader's and went with it (marked stopped)."""
-        await _db(self._store.mark_orphaned_replicas, now, "the control plane that ran it is gone",
-                  fence=self._fence())
-        self._changed()
+    async def restore(self, now: float) -> tuple[list[LiveDeployment], list[ReplicaRow]]:
+        """Deployments as the previous leader left them, and the replicas it recorded live (keys opened).
+        Called by the instance taking the lead, which adopts what still runs and then calls `orphaned`."""
+        live_replicas = await _db(self._store.live_replicas)
         restored = []
         for row in await _db(self._store.list_deployments):
             spec, problem = self._store.restorable_spec(row)
@@ -61,7 +59,13 @@ class Recorder:
             if problem:
                 deployment.status, deployment.status_reason = DeploymentStatus.failed, problem
             restored.append(deployment)
-        return restored
+        return restored, live_replicas
+
+    async def orphaned(self, now: float, kept: set[str]) -> None:
+        """The replicas recorded live that did not outlive the previous leader (all but `kept`): stopped."""
+        await _db(self._store.mark_orphaned_replicas, now, "the control plane that ran it is gone", kept,
+                  fence=self._fence())
+        self._changed()
 
     async def create(self, tenant_id: str, spec: DeploymentSpec, now: float) -> LiveDeployment:
         """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""

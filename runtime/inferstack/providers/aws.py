@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -42,6 +43,8 @@ from inferstack.providers.aws_claims import InstanceClaims
 from inferstack.providers.aws_cloud import AwsCloud
 from inferstack.providers.aws_groups import (
     MissingLaunchTemplate,
+    Owner,
+    ReplicaGroup,
     launch_document_name,
     launch_template_id,
     owner_of,
@@ -143,18 +146,7 @@ class AwsProvider:
         `replica_api_key` is deliberately unused (see the module docstring)."""
         if self._closed:
             raise ProviderError("the aws provider is closed")
-        try:
-            template = launch_template_id(self._config.launch_templates, spec.hardware_profile, self._config.stack)
-        except MissingLaunchTemplate as exc:
-            raise ProviderError(str(exc)) from None
-        # The deployment's own choice (checked by the spec to hold its GPUs), else the profile's smallest.
-        instance_type = (spec.instance_types[0] if spec.instance_types
-                         else aws_instance_type(spec.hardware_profile, spec.gpus_per_replica))
-        if instance_type is None:
-            raise ProviderError(f"no EC2 instance type offers {spec.gpus_per_replica} x {spec.profile.gpu}")
-        owner = owner_of(name, self._config.declared)
-        groups = replica_groups(self._config.stack, name, spec, deployment_id=deployment_id,
-                                launch_template_id=template, instance_type=instance_type, owner=owner)
+        groups, instance_type, owner = self._groups(deployment_id, name, spec)
         parameter = launch_document_name(self._config.parameter_prefix, name, owner)
         try:
             if owner == "pulumi":
@@ -172,15 +164,49 @@ class AwsProvider:
                                                           launch_digest(document), rewritten, instance_type)
         except (ClientError, BotoCoreError) as exc:
             raise ProviderError(f"AWS: {exc}") from exc
-        self._claims[replica_id] = claim
+        return self._hold(claim, instance, name)
+
+    async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
+                    replica_ids: list[str]) -> list[ReplicaHandle]:
+        """The instances of the deployment's groups tagged with one of `replica_ids` (at their claim) that
+        still run: an earlier leader's replicas, kept under their ids, neither restarted nor re-tagged."""
+        if self._closed or not replica_ids:
+            return []
+        try:
+            groups, _, _ = self._groups(deployment_id, name, spec)
+            found = await self._instances.find_tagged([g.name for g in groups], set(replica_ids))
+        except (ProviderError, ClientError, BotoCoreError) as exc:
+            log.warning("could not look for the running replicas of %s (they are replaced): %s", name, exc)
+            return []
+        return [self._hold(claim, instance, name) for claim, instance in found]
+
+    def _hold(self, claim: Claim, instance: dict[str, Any], name: str) -> ReplicaHandle:
+        self._claims[claim.replica_id] = claim
         self._states[claim.instance_id] = instance["State"]["Name"]
         address = instance["PrivateIpAddress"]
-        log.info("replica %s of %s is instance %s in %s (%s)", replica_id, name, claim.instance_id, claim.group,
-                 address)
+        log.info("replica %s of %s is instance %s in %s (%s)", claim.replica_id, name, claim.instance_id,
+                 claim.group, address)
         # pid None: nothing runs here. log_path names where the replica's output is kept (its CloudWatch
         # stream, readable after the instance is gone), not a local file.
-        return ReplicaHandle(replica_id=replica_id, url=f"http://{address}:{REPLICA_PORT}", pid=None,
+        return ReplicaHandle(replica_id=claim.replica_id, url=f"http://{address}:{REPLICA_PORT}", pid=None,
                              log_path=replica_log_stream(self._config.stack, claim.instance_id))
+
+    def _groups(self, deployment_id: str, name: str,
+                spec: DeploymentSpec) -> tuple[list[ReplicaGroup[str]], str, Owner]:
+        """The deployment's groups, the instance type its replicas run on, and who owns the groups."""
+        try:
+            template = launch_template_id(self._config.launch_templates, spec.hardware_profile, self._config.stack)
+        except MissingLaunchTemplate as exc:
+            raise ProviderError(str(exc)) from None
+        # The deployment's own choice (checked by the spec to hold its GPUs), else the profile's smallest.
+        instance_type = (spec.instance_types[0] if spec.instance_types
+                         else aws_instance_type(spec.hardware_profile, spec.gpus_per_replica))
+        if instance_type is None:
+            raise ProviderError(f"no EC2 instance type offers {spec.gpus_per_replica} x {spec.profile.gpu}")
+        owner = owner_of(name, self._config.declared)
+        groups = replica_groups(self._config.stack, name, spec, deployment_id=deployment_id,
+                                launch_template_id=template, instance_type=instance_type, owner=owner)
+        return groups, instance_type, owner
 
     def exit_code(self, handle: ReplicaHandle) -> int | None:
         """1 once the replica's instance is stopping, stopped, terminated or gone, else None.
@@ -214,9 +240,9 @@ class AwsProvider:
 
         A control plane stops when it is replaced (every merge rolls out a new image digest, ECS
         replaces the tasks), far more often than for good: terminating its instances would make every
-        deploy a cold start of every model. The next control plane marks the earlier replicas orphaned
-        and starts new ones, and each `start` adopts a running instance of the group (its launch
-        document unchanged) before it grows the group. Terminations that failed are retried here once,
+        deploy a cold start of every model. The next control plane keeps the replicas it finds tagged
+        with their ids (`adopt`), and each later `start` adopts any other running instance of the group
+        (its launch document unchanged) before it grows the group. Terminations that failed are retried here once,
         since those replicas were stopped on purpose. What stays running when no control plane comes
         back (a `pulumi destroy` of a stack with API-made deployments) is in docs/aws.md.
         """

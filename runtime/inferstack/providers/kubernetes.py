@@ -181,6 +181,10 @@ class KubernetesProvider:
         if claim is not None:
             await self._give_back(claim, "stopped")
 
+    async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
+                    replica_ids: list[str]) -> list[ReplicaHandle]:
+        return []  # not by id yet: the next leader's `start` claims the pods left running, under new ids
+
     async def hand_over(self) -> bool:
         """Pods outlive this process: leave them (and the Deployments' replica counts) for the next
         leader, whose `start` adopts unclaimed pods."""
