@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
 
 from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
@@ -13,6 +13,7 @@ from inferstack.autoscaler.shared_window import MergedWindow
 from inferstack.controller.recorder import cost_usd
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
+from inferstack.providers.logs import MAX_TAIL, CloudWatchLogs, LogUnavailable, read_log
 from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
 from inferstack.store import DuplicateName
 
@@ -201,6 +202,46 @@ async def replicas(ref: str, request: Request, all: bool = False,
             stopped_at=r.stopped_at, reason=r.reason).model_dump()
         for r in rows
     ]
+    return {"object": "list", "data": data}
+
+
+class ReplicaLogView(BaseModel):
+    replica_id: str
+    status: str
+    lines: list[str]
+    """The last lines, anything that looks like a secret replaced by `[redacted]`."""
+    unavailable: str | None = None
+    """Why no lines could be read (the file or stream is gone), else None."""
+
+
+LOGGED_REPLICAS = 5
+"""Without a replica named, the logs of the deployment's most recent replicas (a failed start's included)."""
+
+
+@router.get("/v1/deployments/{ref}/logs")
+async def logs(ref: str, request: Request, replica: str | None = None,
+               tail: int = Query(100, ge=1, le=MAX_TAIL), tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+    """The last `tail` lines of what a replica wrote (local: its log file; AWS: its CloudWatch stream)."""
+    svc = services(request)
+    deployment = find(svc, tenant, ref)
+    rows = await asyncio.to_thread(svc.store.list_replicas, deployment.id)
+    if replica is not None:
+        rows = [r for r in rows if r.id == replica]
+        if not rows:
+            raise ApiError(404, f"Deployment {deployment.id} has no replica {replica!r}.", code="replica_not_found",
+                           param="replica")
+    known = [r.api_key for r in deployment.replicas.values()]
+    if deployment.spec.hf_token is not None:
+        known.append(deployment.spec.hf_token.get_secret_value())
+    cloudwatch = CloudWatchLogs(svc.settings.aws.region, svc.settings.aws.endpoint_url)
+    data = []
+    for row in rows[-LOGGED_REPLICAS:]:
+        try:
+            view_ = ReplicaLogView(replica_id=row.id, status=row.status,
+                                   lines=await read_log(row.log_path, tail, cloudwatch, known))
+        except LogUnavailable as exc:
+            view_ = ReplicaLogView(replica_id=row.id, status=row.status, lines=[], unavailable=str(exc))
+        data.append(view_.model_dump())
     return {"object": "list", "data": data}
 
 

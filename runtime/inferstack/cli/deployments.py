@@ -204,6 +204,25 @@ def events(deployment: str = typer.Argument(...), limit: int = typer.Option(50, 
 
 
 @app.command()
+def logs(deployment: str = typer.Argument(..., help="Deployment id or name."),
+         replica: str | None = typer.Argument(None, help="A replica id; without one, the most recent replicas."),
+         tail: int = typer.Option(100, "--tail", "-n", min=1, help="How many of the last lines."),
+         output: Output = OutputOption) -> None:
+    """What the replicas wrote (a failed start's cause, say): the last lines, secrets redacted."""
+    with control_plane() as client:
+        data = client.replica_logs(deployment, replica, tail=tail)
+    if output is Output.json:
+        emit(data, output)
+        return
+    for entry in data:
+        out.print(f"==> {entry['replica_id']} ({entry['status']})", markup=False)
+        for line in entry["lines"]:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        if entry["unavailable"]:
+            out.print(f"(no log: {entry['unavailable']})", markup=False)
+
+
+@app.command()
 def models(output: Output = OutputOption) -> None:
     """The built-in model catalogue: the fewest GPUs per replica each model needs on each profile."""
     gpu_profiles = [p for p in PROFILES.values() if p.name != "cpu"]
