@@ -9,6 +9,7 @@ import pytest
 from inferstack.clock import ManualClock
 from inferstack.controller.leadership import begin_term
 from inferstack.controller.recorder import Recorder, live_from_row
+from inferstack.controller.window_exchange import MERGED, merged_windows, publish
 from inferstack.fencing import Fenced
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 from inferstack.store import ReplicaRow, Store
@@ -59,3 +60,15 @@ async def test_a_deposed_leaders_late_writes_are_refused_and_the_new_leaders_are
     stored = store.get_deployment(row.id)
     assert stored is not None and stored.status == DeploymentStatus.running
     assert [e.kind for e in store.list_events(row.id)] == ["status", "updated"]
+
+
+def test_a_deposed_leaders_merged_windows_are_refused(store: Store) -> None:
+    first_term = begin_term(store, "a:1", "h", 1.0)
+    window = {"stats": {}, "instances_reporting": 1, "at": 1.0}
+    publish(store, MERGED, 1.0, {"dep-1": window}, fence=first_term)
+    second_term = begin_term(store, "b:2", "h", 2.0)
+    with pytest.raises(Fenced):
+        publish(store, MERGED, 3.0, {"dep-1": {**window, "at": 3.0}}, fence=first_term)
+    assert merged_windows(store)["dep-1"].at == 1.0  # what the old leader published in its term stands
+    publish(store, MERGED, 4.0, {"dep-1": {**window, "at": 4.0}}, fence=second_term)
+    assert merged_windows(store)["dep-1"].at == 4.0

@@ -43,7 +43,7 @@ def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Cloc
     replicas = ReplicaLifecycle(provider, recorder, probes, clock, kick.set)
     loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=tick_s)
     sync = FleetSync(store, fleet, feed, replicas, clock, kick.set, resync_s=feed.resync_s)
-    windows = WindowExchange(store, fleet, clock, instance_id)
+    windows = WindowExchange(store, fleet, clock, instance_id, fence=lambda: leader.epoch)
     instance = Instance(loop, leader, sync, windows)
     actions = DeploymentActions(fleet, recorder, replicas, clock, kick.set, leading=lambda: instance.leading)
     return ControllerParts(loop=loop, actions=actions, instance=instance)

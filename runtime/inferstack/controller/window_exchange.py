@@ -28,6 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from inferstack.autoscaler.shared_window import MergedWindow, WindowShare, share
 from inferstack.clock import Clock
 from inferstack.db import Base
+from inferstack.fencing import fenced_session
 from inferstack.fleet import Fleet
 from inferstack.store import Store
 
@@ -46,8 +47,10 @@ class InstanceWindowRow(Base):
     window: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-def publish(store: Store, instance_id: str, now: float, windows: dict[str, dict[str, Any]]) -> None:
-    with store.session() as s:
+def publish(store: Store, instance_id: str, now: float, windows: dict[str, dict[str, Any]],
+            fence: int | None = None) -> None:
+    """Replace the instance's rows; `fence`: the leader's term, for the leader's merged rows."""
+    with fenced_session(store, fence) as s:
         s.execute(delete(InstanceWindowRow).where(InstanceWindowRow.instance_id == instance_id))
         s.add_all(InstanceWindowRow(instance_id=instance_id, deployment_id=deployment_id, published_at=now,
                                     window=window) for deployment_id, window in windows.items())
@@ -87,8 +90,11 @@ def merged_windows(store: Store) -> dict[str, MergedWindow]:
 
 
 class WindowExchange:
-    def __init__(self, store: Store, fleet: Fleet, clock: Clock, instance_id: str) -> None:
+    def __init__(self, store: Store, fleet: Fleet, clock: Clock, instance_id: str,
+                 fence: Callable[[], int | None] = lambda: None) -> None:
+        """`fence`: the leader's current term, on the merged windows it publishes."""
         self._store = store
+        self._fence = fence
         self._fleet = fleet
         self._clock = clock
         self._instance_id = instance_id
@@ -121,7 +127,7 @@ class WindowExchange:
             for deployment in self._fleet.all():
                 deployment.peer_windows = peers.get(deployment.id, [])
             observed = {d.id: d.observed.to_json() for d in self._fleet.all() if d.observed is not None}
-            await asyncio.to_thread(publish, self._store, MERGED, now, observed)
+            await asyncio.to_thread(publish, self._store, MERGED, now, observed, self._fence())
             for deployment in self._fleet.all():  # shown as published: as every other instance reads it
                 deployment.merged_window = (MergedWindow.from_json(observed[deployment.id])
                                             if deployment.id in observed else None)
