@@ -28,7 +28,6 @@ The boto3 calls are `aws_cloud`'s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -53,6 +52,7 @@ from inferstack.providers.aws_groups import (
     replica_log_stream,
 )
 from inferstack.providers.base import ProviderError, ReplicaHandle
+from inferstack.providers.refresher import BackgroundRefresh
 from inferstack.settings import Env, Settings
 from inferstack.spec import DeploymentSpec
 
@@ -133,9 +133,7 @@ class AwsProvider:
         self._claims: dict[str, Claim] = {}  # replica id -> its instance
         self._failed_stops: dict[str, Claim] = {}  # replica id -> an instance whose termination failed
         self._states: dict[str, str] = {}  # instance id -> last known EC2 state (or GONE)
-        self._refreshed_at = float("-inf")
-        self._refresh_task: asyncio.Task[None] | None = None
-        self._closed = False
+        self._refresher = BackgroundRefresh(clock, poll_s, self.refresh, "aws-provider-refresh")
 
     # --- Provider ------------------------------------------------------------------------------------
     async def start(
@@ -144,7 +142,7 @@ class AwsProvider:
         """Claim an instance for the replica (adopting an unclaimed one, else growing the group) and
         return its handle. On any failure, raises ProviderError and leaves desired capacity as it was.
         `replica_api_key` is deliberately unused (see the module docstring)."""
-        if self._closed:
+        if self._refresher.stopped:
             raise ProviderError("the aws provider is closed")
         groups, instance_type, owner = self._groups(deployment_id, name, spec)
         parameter = launch_document_name(self._config.parameter_prefix, name, owner)
@@ -170,7 +168,7 @@ class AwsProvider:
                     replica_ids: list[str]) -> list[ReplicaHandle]:
         """The instances of the deployment's groups tagged with one of `replica_ids` (at their claim) that
         still run: an earlier leader's replicas, kept under their ids, neither restarted nor re-tagged."""
-        if self._closed or not replica_ids:
+        if self._refresher.stopped or not replica_ids:
             return []
         try:
             groups, _, _ = self._groups(deployment_id, name, spec)
@@ -216,7 +214,7 @@ class AwsProvider:
         claim = self._claims.get(handle.replica_id)
         if claim is None:
             return None
-        self._schedule_refresh()
+        self._refresher.schedule()
         return 1 if self._states.get(claim.instance_id) in EXITED_EC2 else None
 
     async def stop(self, handle: ReplicaHandle) -> None:
@@ -246,7 +244,7 @@ class AwsProvider:
         since those replicas were stopped on purpose. What stays running when no control plane comes
         back (a `pulumi destroy` of a stack with API-made deployments) is in docs/aws.md.
         """
-        await self._stop_refreshing()
+        await self._refresher.stop()
         failed = list(self._failed_stops.values())
         self._claims.clear()
         self._failed_stops.clear()
@@ -259,34 +257,16 @@ class AwsProvider:
     async def hand_over(self) -> bool:
         """Leave every instance running for the next leader, whose `start` adopts them (unclaimed by
         any live process once this one is gone): a rolling deploy keeps its GPU capacity."""
-        await self._stop_refreshing()
+        await self._refresher.stop()
         self._claims.clear()
         return True
 
-    async def _stop_refreshing(self) -> None:
-        self._closed = True
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh_task
-
     # --- the exit-code cache -------------------------------------------------------------------------
-    def _schedule_refresh(self) -> None:
-        if self._closed or (self._refresh_task is not None and not self._refresh_task.done()):
-            return
-        if self._clock.now() - self._refreshed_at < self._poll_s:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # called outside the event loop: answer from the cache alone
-            return
-        self._refreshed_at = self._clock.now()
-        self._refresh_task = loop.create_task(self.refresh(), name="aws-provider-refresh")
 
     async def refresh(self) -> None:
         """Describe every held instance once and update the cache `exit_code` reads; retry the
         terminations that failed earlier. Errors are logged: the next refresh tries again."""
-        self._refreshed_at = self._clock.now()
+        self._refresher.refreshed()
         try:
             for replica_id, claim in list(self._failed_stops.items()):
                 await self._instances.release(claim)
