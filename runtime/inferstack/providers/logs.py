@@ -50,7 +50,9 @@ def _file_tail(path: Path, tail: int) -> list[str]:
         with path.open(errors="replace") as lines:
             return [line.rstrip("\n") for line in deque(lines, maxlen=tail)]
     except FileNotFoundError:
-        raise LogUnavailable(f"the log file of this replica is gone ({path.name})") from None
+        # A local replica's file is on the host of the instance that started it: ask that one.
+        raise LogUnavailable(f"the log file of this replica ({path.name}) is gone or on another "
+                             "control-plane host") from None
 
 
 async def read_log(log_path: str, tail: int, cloudwatch: CloudWatchLogs, known_secrets: list[str]) -> list[str]:
