@@ -14,6 +14,7 @@ from inferstack.controller.recorder import cost_usd
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
 from inferstack.providers.logs import MAX_TAIL, CloudWatchLogs, LogUnavailable, read_log
+from inferstack.providers.placement import PlacementError, placement_order
 from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
 from inferstack.store import DuplicateName
 
@@ -122,6 +123,15 @@ def invalid(error: ValidationError) -> ApiError:
                     param=fields[0]["field"] if fields else None, details=fields)
 
 
+def placeable(svc: Services, providers: list[str], cloudburst: bool) -> None:
+    """A 422 naming `providers` when the deployment names a provider this control plane does not run:
+    every replica start would fail with that cause otherwise."""
+    try:
+        placement_order(providers, cloudburst, svc.settings.provider_names)
+    except PlacementError as exc:
+        raise ApiError(422, f"providers: {exc}", code="invalid_spec", param="providers") from None
+
+
 async def create_deployment(svc: Services, tenant: str, spec: DeploymentSpec) -> LiveDeployment:
     try:
         return await svc.actions.create(tenant, spec)
@@ -140,7 +150,9 @@ async def update_deployment(svc: Services, deployment: LiveDeployment, change: D
 
 @router.post("/v1/deployments", status_code=201, response_model=DeploymentView)
 async def create(spec: DeploymentSpec, request: Request, tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
-    return view(await create_deployment(services(request), tenant, spec))
+    svc = services(request)
+    placeable(svc, list(spec.providers), spec.cloudburst)
+    return view(await create_deployment(svc, tenant, spec))
 
 
 @router.get("/v1/deployments")
@@ -160,6 +172,10 @@ async def patch(ref: str, change: DeploymentUpdate, request: Request,
                 tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
     svc = services(request)
     deployment = find(svc, tenant, ref)
+    changes = change.changes()
+    if {"providers", "cloudburst"} & changes.keys():
+        placeable(svc, list(changes.get("providers", deployment.spec.providers)),
+                  bool(changes.get("cloudburst", deployment.spec.cloudburst)))
     await update_deployment(svc, deployment, change)
     return view(deployment)
 
