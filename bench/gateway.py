@@ -8,6 +8,8 @@ worker process doing its real per-request work (bearer-key auth, model -> deploy
 two-choice replica pick, metrics window, Prometheus counters, proxying with the pooled client), and a
 load generator. Every figure comes from the same run, so compare them as ratios: the machine is shared.
 Added latency = gateway p50/p99 minus direct-to-replica p50/p99 at one request at a time.
+With `--workers N` the upstream is a canned answer on N processes of its own instead of the sim replica
+(so that neither proxy is capped by its upstream) and wrk is the load generator.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ import orjson
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import REPLICA_KEY, start_sim_replicas, wait_healthy
 from inferstack.providers.local import free_port
-from workers import serve_bare_proxy, shared_socket, start_processes, wrk_path, wrk_rps
+from workers import (
+    serve_bare_proxy,
+    serve_fast_upstream,
+    shared_socket,
+    start_processes,
+    stop_processes,
+    wrk_path,
+    wrk_rps,
+)
 
 BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
 STREAM_BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
@@ -80,14 +90,20 @@ def serve_gateway(replica_url: str, port: int, home: str) -> None:
 
 def compare_workers(workers: int, seconds: float, connections: int, samples: int) -> None:
     """Requests/sec (wrk) of the gateway and of a bare aiohttp proxy with 1 and `workers` processes, the
-    same replica behind both, and the gateway's added p50 with `workers` processes."""
+    same upstream behind both, and the gateway's added p50. The upstream is not a sim replica but a canned
+    answer on `workers` processes of its own (`workers.serve_fast_upstream`): a sim replica caps both
+    proxies at its own rate, and the comparison would show nothing."""
     wrk_path()
     home = tempfile.mkdtemp(prefix="inferstack-bench-")
     key = make_bench_key(home)
-    replicas, (replica_url,) = start_sim_replicas(1, ttft_ms=0, max_concurrency=4096)
+    upstream_port = free_port()
+    replicas = start_processes([__file__, "--serve-upstream", str(upstream_port)], workers)
+    replica_url = f"http://127.0.0.1:{upstream_port}"
     rps: dict[tuple[str, int], float] = {}
     added_p50: dict[int, float] = {}
     try:
+        wait_healthy(replica_url + "/")
+        upstream_rps = wrk_rps(replica_url + "/v1/chat/completions", "unused", connections, seconds)
         direct = asyncio.run(one_at_a_time(replica_url + "/v1/chat/completions", REPLICA_KEY, BODY, samples))
         for kind in ("gateway", "bare proxy"):
             for count in (1, workers):
@@ -106,17 +122,14 @@ def compare_workers(workers: int, seconds: float, connections: int, samples: int
                         via = asyncio.run(one_at_a_time(url, key, BODY, samples))
                         added_p50[count] = statistics.median(via) - statistics.median(direct)
                 finally:
-                    for process in processes:
-                        process.terminate()
-                        process.wait()
+                    stop_processes(processes)
     finally:
-        for replica in replicas:
-            replica.terminate()
-            replica.wait()
+        stop_processes(replicas)
 
     gain = {kind: rps[(kind, workers)] / rps[(kind, 1)] for kind in ("gateway", "bare proxy")}
-    print(f"worker scaling: wrk -t1 -c{connections} for {seconds:g} s per row, sim replica answering at once, "
-          f"{os.cpu_count()} cores shared by wrk, the replica and the servers")
+    print(f"worker scaling: wrk -t1 -c{connections} for {seconds:g} s per row, {os.cpu_count()} cores shared by wrk, "
+          f"the upstream and the servers; the upstream alone ({workers} processes, a canned answer): "
+          f"{upstream_rps:,.0f} req/s")
     print(f"{'server':<11} {'1 worker':>12} {f'{workers} workers':>12} {'gain':>6}   added p50 (ms, gateway)")
     for kind in ("gateway", "bare proxy"):
         extra = (f"   {added_p50[1]:.3f} / {added_p50[workers]:.3f}" if kind == "gateway" else "")
@@ -176,9 +189,13 @@ def main() -> None:
                         help="Compare 1 and this many worker processes, beside a bare aiohttp proxy (needs wrk).")
     parser.add_argument("--serve-gateway", nargs=3, metavar=("REPLICA_URL", "PORT", "HOME"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare-proxy", nargs=2, metavar=("REPLICA_URL", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-upstream", metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gateway:
         serve_gateway(args.serve_gateway[0], int(args.serve_gateway[1]), args.serve_gateway[2])
+        return
+    if args.serve_upstream:
+        serve_fast_upstream(int(args.serve_upstream))
         return
     if args.serve_bare_proxy:
         serve_bare_proxy(args.serve_bare_proxy[0], REPLICA_KEY, int(args.serve_bare_proxy[1]))

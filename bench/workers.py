@@ -62,6 +62,43 @@ def serve_bare_proxy(replica_url: str, replica_key: str, port: int) -> None:
     web.run_app(app, sock=shared_socket(port), print=None, access_log=None)
 
 
+ANSWER = (b'{"id":"chatcmpl-bench","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,'
+          b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
+          b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}')
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(ANSWER)) + ANSWER
+
+
+class _FastUpstream(asyncio.Protocol):
+    """A canned chat completion per request on a keep-alive connection: the least an upstream can cost,
+    so that what is measured is the proxy in front of it, not the replica."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self._buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            head_end = self._buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            length = re.search(rb"(?i)content-length:\s*(\d+)", self._buffer[:head_end])
+            end = head_end + 4 + (int(length.group(1)) if length else 0)
+            if len(self._buffer) < end:
+                return
+            self._buffer = self._buffer[end:]
+            self._transport.write(RESPONSE)
+
+
+def serve_fast_upstream(port: int) -> None:
+    """One process of the upstream; several share the port (SO_REUSEPORT)."""
+    async def run() -> None:
+        server = await asyncio.get_running_loop().create_server(_FastUpstream, sock=shared_socket(port))
+        await server.serve_forever()
+
+    uvloop.run(run())
+
+
 def wrk_path() -> str:
     found = shutil.which("wrk")
     if found is None:
@@ -88,3 +125,16 @@ def wrk_rps(url: str, key: str, connections: int, seconds: float) -> float:
 
 def start_processes(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([sys.executable, *argv]) for _ in range(count)]
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM, then SIGKILL after 5 s: a server still waiting on its upstream's keep-alive connections
+    must not hold the benchmark up."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -32,6 +32,7 @@ FLOORS: dict[str, int] = {
     "inferstack.db": 2,
     "inferstack.db_password": 2,
     "inferstack.store": 2,
+    "inferstack.fencing": 2,
     "inferstack.auth": 2,
     "inferstack.ratelimit": 2,
     "inferstack.secrets_at_rest": 2,

@@ -121,6 +121,8 @@ def controller_statements(stack: str, parameter_prefix: str, bucket_arn: str, re
          "Resource": f"arn:aws:ssm:*:*:parameter{parameter_name(parameter_prefix, CONTROLLER_MARK + '*')}"},
         {"Sid": "DatabasePassword", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
          "Resource": database_secret_arn},
+        {"Sid": "ReadReplicaLogs", "Effect": "Allow", "Action": ["logs:GetLogEvents"],  # `inferstack logs`
+         "Resource": f"arn:aws:logs:*:*:log-group:{replica_log_group(stack)}:log-stream:*"},
         {"Sid": "BatchFileList", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket_arn},
         {"Sid": "BatchFiles", "Effect": "Allow", "Resource": f"{bucket_arn}/*",
          "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]},

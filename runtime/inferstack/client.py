@@ -183,6 +183,10 @@ class ControlPlaneClient:
         """OpenAI's `/v1/models`: the caller's deployments."""
         return self._call("GET", "/v1/models")["data"]
 
+    def replica_logs(self, ref: str, replica: str | None, *, tail: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"tail": tail} | ({"replica": replica} if replica else {})
+        return self._call("GET", _path("deployments", ref, "logs"), params=params)["data"]
+
     def stream_chat(self, body: Mapping[str, Any]) -> Iterator[str]:
         """The lines of a streamed chat completion (`data: ...` server-sent events)."""
         with self._stream("POST", _path("chat", "completions"), json=body) as response:

@@ -11,8 +11,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 from inferstack.autoscaler.decision import AutoscalerState
-from inferstack.autoscaler.metrics_window import MetricsWindow, WindowStats
-from inferstack.autoscaler.shared_window import WindowShare
+from inferstack.autoscaler.metrics_window import MetricsWindow
+from inferstack.autoscaler.shared_window import MergedWindow, WindowShare
 from inferstack.providers.base import ReplicaHandle
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
@@ -84,9 +84,10 @@ class LiveDeployment:
     """Another instance holds a request for this deployment until then (it asked for a wake-up)."""
     peer_windows: list[WindowShare] = field(default_factory=list)
     """The leader's copy of the other instances' fresh metrics windows (`controller/window_exchange.py`)."""
-    last_stats: WindowStats | None = None
-    """What the leader's last observation of it saw (rates, latencies): for the API and the history;
-    None before the first one, and on instances that do not lead."""
+    observed: MergedWindow | None = None
+    """The leader's last observation of it, all instances' traffic added up (set by its controller loop)."""
+    merged_window: MergedWindow | None = None
+    """The leader's last published `observed`, as every instance shows it (`controller/window_exchange.py`)."""
 
     def ready_replicas(self) -> list[LiveReplica]:
         return [r for r in self.replicas.values() if r.status is ReplicaStatus.ready]
@@ -94,10 +95,10 @@ class LiveDeployment:
     def count(self, *statuses: ReplicaStatus) -> int:
         return sum(1 for r in self.replicas.values() if r.status in statuses)
 
-    def traffic(self) -> WindowStats | None:
-        """What the last observation saw while the controller manages it; None once it is stopped or failed
-        (a stale rate would read as traffic that is not there)."""
-        return self.last_stats if self.status in DeploymentStatus.managed() else None
+    def traffic(self) -> MergedWindow | None:
+        """The leader's published window (the same on every instance) while the controller manages it; None
+        once it is stopped or failed (a stale rate would read as traffic that is not there)."""
+        return self.merged_window if self.status in DeploymentStatus.managed() else None
 
     def wanted(self) -> int:
         """Replicas of the current shape that exist or are on their way: starting, ready, or asked of

@@ -27,6 +27,24 @@ MIN_ENTROPY_BITS_PER_CHAR = 3.5
 MIN_ASSIGNED_LENGTH = 16
 
 
+REDACTED = "[redacted]"
+_FLAG_VALUE = re.compile(r"(?i)(--(?:api[-_]key|hf[-_]token|token|password)[= ]+)(\S+)")
+# `key=value`, `"api_key": "value"`, `HF_TOKEN: value`: a name that says secret, then its value.
+_NAMED_VALUE = re.compile(r"""(?i)(\b[a-z_]*(?:token|key|password|secret)['"]?\s*[:=]\s*['"]?)([^\s'",;&}]+)""")
+
+
+def redact(text: str, known: Sequence[str] = ()) -> str:
+    """`text` (a log line) with anything that looks like a secret replaced by `[redacted]`: the token
+    shapes, the values of secret flags and of secret-named settings, and the `known` secrets verbatim."""
+    for secret in known:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    for pattern in TOKEN_PATTERNS.values():
+        text = pattern.sub(REDACTED, text)
+    text = _FLAG_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
+    return _NAMED_VALUE.sub(lambda m: m.group(1) + (REDACTED if m.group(2) != REDACTED else m.group(2)), text)
+
+
 def entropy(value: str) -> float:
     """Shannon entropy in bits per character."""
     counts = Counter(value)

@@ -20,7 +20,6 @@ from inferstack.clock import Clock, SystemClock
 from inferstack.controller.assembly import build_controller
 from inferstack.controller.leadership import (
     FileLeadership,
-    LeaderLeaseRow,
     Leadership,
     PostgresLeadership,
     check_single_host,
@@ -30,6 +29,7 @@ from inferstack.controller.sync import ChangeFeed, PollingFeed, PostgresFeed
 from inferstack.controller.window_exchange import InstanceWindowRow
 from inferstack.db import Base
 from inferstack.db_password import RotatingPassword, secrets_manager_password
+from inferstack.fencing import LeaderLeaseRow
 from inferstack.files.blobs import blob_store_from_url
 from inferstack.files.tables import FileRow
 from inferstack.fleet import Fleet
@@ -44,12 +44,20 @@ from inferstack.providers.local import LocalProvider
 from inferstack.providers.placing import PlacingProvider
 from inferstack.secrets_at_rest import TokenCipher, load_or_create_key, make_private
 from inferstack.settings import Settings
-from inferstack.store import ApiKeyRow, DeploymentRow, EventRow, ReplicaRow, Store, TenantRow
+from inferstack.store import (
+    ApiKeyRow,
+    DeploymentRow,
+    EventRow,
+    ReplicaRow,
+    SealCheckRow,
+    Store,
+    TenantRow,
+)
 
 # Every table of the schema, named here so that no table module needs to know the others: the store
 # knows nothing of files or batches, and files nothing of batches.
 TABLES: tuple[type[Base], ...] = (TenantRow, ApiKeyRow, DeploymentRow, ReplicaRow, EventRow,
-                                  FileRow, BatchRow, BatchResultRow, LeaderLeaseRow,
+                                  FileRow, BatchRow, BatchResultRow, LeaderLeaseRow, SealCheckRow,
                                   InstanceWindowRow, HistoryRow)
 
 
@@ -68,7 +76,9 @@ def open_store(settings: Settings) -> Store:
     if settings.database_password_secret:
         password = RotatingPassword(secrets_manager_password(
             settings.database_password_secret, settings.aws.region, settings.aws.endpoint_url))
-    return open_database(settings.resolved_database_url, cipher, password)
+    store = open_database(settings.resolved_database_url, cipher, password)
+    store.check_sealing_key()
+    return store
 
 
 def build_provider(settings: Settings, clock: Clock) -> Provider:

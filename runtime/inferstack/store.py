@@ -28,11 +28,13 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from inferstack.access import KeyGrant, KeyLimits, KeyScope
 from inferstack.db import Base, Database
 from inferstack.db_password import RotatingPassword
+from inferstack.fencing import fenced_session
 from inferstack.secrets_at_rest import TokenCipher, TokenUnreadable
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
@@ -113,9 +115,8 @@ class ReplicaRow(Base):
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
     status: Mapped[str] = mapped_column(String(20))
     url: Mapped[str] = mapped_column(String(200), default="")
-    # Every instance's gateway calls the replica with its key, so the key is kept as the gateway must send
-    # it. It opens only that one replica's engine (no tenant data at rest), the database already holds the
-    # deployments' HF tokens, and no API response or event carries it (see `fleet_sync`).
+    # Every instance's gateway calls the replica with its key: sealed like the HF tokens (`TokenCipher`),
+    # opened by `live_replicas` for the fleet's mirror only; no API response, event or log carries it.
     api_key: Mapped[str] = mapped_column(Text, default="")
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     log_path: Mapped[str] = mapped_column(Text, default="")
@@ -134,6 +135,22 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SealCheckRow(Base):
+    """One row: a known text sealed by the first instance on this database. An instance whose key cannot
+    open it would write secrets the others cannot read (`Store.check_sealing_key`)."""
+
+    __tablename__ = "seal_check"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sealed: Mapped[str] = mapped_column(Text)
+
+
+_SEAL_CHECK = "inferstack seal check"
+
+
+class KeysDiffer(ValueError):
+    """This instance seals secrets under another key than the instances before it on this database."""
 
 
 class DuplicateName(Exception):
@@ -177,6 +194,28 @@ class Store(Database):
             return self.deployment_spec(row), ""
         except TokenUnreadable as unreadable:
             return DeploymentSpec.model_validate(row.spec), str(unreadable)
+
+    def check_sealing_key(self) -> None:
+        """Refuse to run on a database whose secrets were sealed under another key: every instance and
+        worker on one database must share INFERSTACK_TOKEN_KEY (or one home's token.key), else each
+        would write HF tokens and replica keys that the others cannot open. The first one leaves a check."""
+        try:
+            with self.session() as s:
+                row = s.get(SealCheckRow, 1)
+                if row is None:
+                    s.add(SealCheckRow(id=1, sealed=self._cipher.seal(_SEAL_CHECK)))
+                    return
+                sealed = row.sealed
+        except IntegrityError:  # another instance starting at the same moment wrote its check first
+            with self.session() as s:
+                sealed = s.get_one(SealCheckRow, 1).sealed
+        try:
+            self._cipher.unseal(sealed)
+        except TokenUnreadable:
+            raise KeysDiffer(
+                "the secrets in this database were sealed under another key than this instance's: give every "
+                "control-plane instance on one database the same INFERSTACK_TOKEN_KEY (from a secret store), or "
+                "run them as `serve --workers N` on one INFERSTACK_HOME") from None
 
     # --- tenants and keys -------------------------------------------------------------------
     def create_key(self, tenant_name: str, now: float, *, scope: KeyScope = KeyScope.admin,
@@ -286,17 +325,19 @@ class Store(Database):
                 hf_token=self._sealed_token(spec),
                 updated_at=now))
 
-    def update_deployment(self, deployment_id: str, **values: Any) -> None:
-        with self.session() as s:
+    def update_deployment(self, deployment_id: str, *, fence: int | None = None, **values: Any) -> None:
+        with fenced_session(self, fence) as s:
             s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(**values))
 
     # --- replicas ---------------------------------------------------------------------------
-    def add_replica(self, row: ReplicaRow) -> None:
-        with self.session() as s:
+    def add_replica(self, row: ReplicaRow, *, fence: int | None = None) -> None:
+        if row.api_key:
+            row.api_key = self._cipher.seal(row.api_key)
+        with fenced_session(self, fence) as s:
             s.add(row)
 
-    def update_replica(self, replica_id: str, **values: Any) -> None:
-        with self.session() as s:
+    def update_replica(self, replica_id: str, *, fence: int | None = None, **values: Any) -> None:
+        with fenced_session(self, fence) as s:
             s.execute(update(ReplicaRow).where(ReplicaRow.id == replica_id).values(**values))
 
     def list_replicas(self, deployment_id: str, live_only: bool = False) -> list[ReplicaRow]:
@@ -306,37 +347,48 @@ class Store(Database):
         with self.session() as s:
             return list(s.scalars(query))
 
-    def mark_orphaned_replicas(self, now: float, reason: str) -> int:
+    def mark_orphaned_replicas(self, now: float, reason: str, kept: set[str] | None = None, *,
+                               fence: int | None = None) -> int:
         """When an instance takes the lead: replicas recorded live were the previous leader's, and went
-        with it (a local replica dies with its control plane). Only the leader calls this."""
-        with self.session() as s:
+        with it (a local replica dies with its control plane) unless it adopted them (`kept`). Only the
+        leader calls this."""
+        with fenced_session(self, fence) as s:
             result = s.execute(update(ReplicaRow).where(
-                ReplicaRow.status.in_(list(ReplicaStatus.live()))
+                ReplicaRow.status.in_(list(ReplicaStatus.live())), ReplicaRow.id.not_in(sorted(kept or ()))
             ).values(status=ReplicaStatus.stopped, stopped_at=now, reason=reason))
             return result.rowcount or 0
 
     def live_replicas(self) -> list[ReplicaRow]:
-        """Every replica recorded starting, ready or draining, of any deployment."""
+        """Every replica recorded starting, ready or draining, of any deployment, with its key opened (the
+        gateway sends it). A key sealed under another key is left empty: `check_sealing_key` refuses such
+        an instance at start."""
         with self.session() as s:
-            return list(s.scalars(select(ReplicaRow).where(ReplicaRow.status.in_(list(ReplicaStatus.live())))
+            rows = list(s.scalars(select(ReplicaRow).where(ReplicaRow.status.in_(list(ReplicaStatus.live())))
                                   .order_by(ReplicaRow.created_at)))
+        for row in rows:  # detached rows: opening the key here writes nothing back
+            try:
+                row.api_key = self._cipher.unseal(row.api_key) if row.api_key else ""
+            except TokenUnreadable:
+                row.api_key = ""
+        return rows
 
     def request_wake(self, deployment_id: str, now: float) -> None:
         with self.session() as s:
             s.execute(update(DeploymentRow).where(DeploymentRow.id == deployment_id).values(wake_requested_at=now))
 
-    def set_status_unless_closed(self, deployment_id: str, **values: Any) -> bool:
+    def set_status_unless_closed(self, deployment_id: str, *, fence: int | None = None, **values: Any) -> bool:
         """The controller's status write: it never overrides a user's stop or delete made meanwhile (on
         another instance, say). Returns whether the row changed."""
         closed = [DeploymentStatus.stopped, DeploymentStatus.deleted]
-        with self.session() as s:
+        with fenced_session(self, fence) as s:
             result = s.execute(update(DeploymentRow).where(
                 DeploymentRow.id == deployment_id, DeploymentRow.status.not_in(closed)).values(**values))
             return bool(result.rowcount)
 
     # --- events -----------------------------------------------------------------------------
-    def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any]) -> None:
-        with self.session() as s:
+    def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any], *,
+                  fence: int | None = None) -> None:
+        with fenced_session(self, fence) as s:
             s.add(EventRow(deployment_id=deployment_id, at=at, kind=kind, message=message, data=data))
 
     def list_events(self, deployment_id: str, limit: int = 100, since: float | None = None) -> Sequence[EventRow]:

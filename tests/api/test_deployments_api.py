@@ -187,3 +187,20 @@ def test_the_control_plane_state_survives_a_restart(tmp_path: Path) -> None:
         assert again["id"] == dep["id"]
     finally:
         plane.stop()
+
+
+def test_a_provider_this_control_plane_does_not_run_is_a_422_at_create_and_patch(alice: httpx.Client) -> None:
+    before = [d["id"] for d in alice.get("/v1/deployments").json()["data"]]
+    refused = alice.post("/v1/deployments", json={**SIM_SPEC, "name": "elsewhere", "providers": ["aws"]})
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["param"] == "providers" and "aws" in error["message"] and "INFERSTACK_PROVIDERS" in error["message"]
+    assert [d["id"] for d in alice.get("/v1/deployments").json()["data"]] == before  # nothing created
+
+    created = alice.post("/v1/deployments", json={**SIM_SPEC, "name": "here", "providers": ["local"]})
+    assert created.status_code == 201, created.text
+    patched = alice.patch(f"/v1/deployments/{created.json()['id']}", json={"providers": ["local", "kubernetes"],
+                                                                           "cloudburst": True})
+    assert patched.status_code == 422 and patched.json()["error"]["param"] == "providers"
+    assert alice.get(f"/v1/deployments/{created.json()['id']}").json()["spec"]["providers"] == ["local"]
+    assert alice.delete(f"/v1/deployments/{created.json()['id']}").status_code == 200

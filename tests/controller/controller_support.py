@@ -70,6 +70,10 @@ class FakeProvider:
     async def close(self) -> None:
         self.closed = True
 
+    async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
+                    replica_ids: list[str]) -> list[ReplicaHandle]:
+        return []  # like local replicas, they go with the process that started them
+
 
 @dataclass
 class FakeProbe:

@@ -11,6 +11,7 @@ from controller_support import FakeProbe, FakeReplica, Parts, build_parts, event
 from prometheus_client import REGISTRY
 
 from inferstack.autoscaler.metrics_window import WindowStats
+from inferstack.autoscaler.shared_window import MergedWindow
 from inferstack.controller.gauges import DeploymentGauges
 from inferstack.controller.history import sample_of
 from inferstack.history.series import Sample
@@ -23,11 +24,12 @@ async def parts(tmp_path: Path, fake_replica: FakeReplica) -> AsyncIterator[Part
     await parts.close()
 
 
-async def test_a_sample_has_the_last_observation_while_managed_and_no_traffic_once_stopped(parts: Parts) -> None:
+async def test_a_sample_has_the_published_window_while_managed_and_no_traffic_once_stopped(parts: Parts) -> None:
     deployment = await parts.create(hardware_profile="gpu.l4", min_replicas=2, max_replicas=3)
     await parts.loop.reconcile(deployment)
     await eventually(lambda: len(deployment.ready_replicas()) == 2)
-    deployment.last_stats = WindowStats(rps=4.5, completion_rps=4.0, p95_latency_ms=310.0, p95_ttft_ms=90.0)
+    deployment.merged_window = MergedWindow(
+        WindowStats(rps=4.5, completion_rps=4.0, p95_latency_ms=310.0, p95_ttft_ms=90.0), 1, parts.clock.now())
     sample = sample_of(deployment, parts.clock.now())
     assert (sample.arrivals_rps, sample.completions_rps, sample.p95_latency_ms, sample.p95_ttft_ms) == (
         4.5, 4.0, 310.0, 90.0)

@@ -48,7 +48,7 @@ async def test_replica_seconds_and_cost_come_from_live_replicas_times_elapsed_ti
     assert row is not None
     assert row.replica_seconds == pytest.approx(210)
     assert row.cost_usd == pytest.approx(210 / 3600 * price)
-    [restored] = await Recorder(parts.store, parts.clock).restore(parts.clock.now())
+    [restored], _ = await Recorder(parts.store, parts.clock).restore(parts.clock.now())
     assert restored.replica_seconds == pytest.approx(210)  # a restart does not reset the bill
 
 
@@ -70,7 +70,7 @@ async def test_a_token_sealed_under_another_key_fails_its_deployment_with_the_ca
     plain = store.create_deployment(tenant, DeploymentSpec(name="plain", **fields), now=3.0)
     other_key = Store(store.url, TokenCipher.ephemeral())  # a new home's key file, or a changed INFERSTACK_TOKEN_KEY
     try:
-        restored = {d.id: d for d in await Recorder(other_key, ManualClock()).restore(10.0)}
+        restored = {d.id: d for d in (await Recorder(other_key, ManualClock()).restore(10.0))[0]}
     finally:
         other_key.engine.dispose()
     assert restored[gated.id].status is DeploymentStatus.failed and restored[gated.id].spec.hf_token is None

@@ -80,7 +80,8 @@ def instances(endpoint: str) -> dict[str, str]:
 @pytest.mark.postgres
 def test_a_rolling_stop_of_the_leader_hands_its_instances_over(moto_endpoint: str, tmp_path: Path) -> None:
     with postgres_schema() as url:
-        env = {**blank_account(moto_endpoint), "INFERSTACK_DATABASE_URL": url}
+        env = {**blank_account(moto_endpoint), "INFERSTACK_DATABASE_URL": url,
+               "INFERSTACK_TOKEN_KEY": "a-shared-secret-from-the-secret-store-0123456789"}
         leader = ControlPlane(home=tmp_path / "a", env_extra=env).start()
         follower = ControlPlane(home=tmp_path / "b", env_extra=env)
         try:
@@ -93,20 +94,28 @@ def test_a_rolling_stop_of_the_leader_hands_its_instances_over(moto_endpoint: st
             launched = wait_for(lambda: (g := groups(moto_endpoint).get(group)) and g["Instances"] and g,
                                 timeout=30, what=f"an instance in {group}")
             (instance_id,) = [i["InstanceId"] for i in launched["Instances"]]
+            dep_id = created.json()["id"]
+            (replica_id,) = wait_for(lambda: [r["id"] for r in leader.client(key).get(
+                f"/v1/deployments/{dep_id}/replicas").json()["data"]], timeout=30, what="the replica's row")
             time.sleep(1.5)  # the follower has said it is alive (every second)
 
             leader.stop(signal.SIGTERM)  # as ECS or Kubernetes does in a rolling deploy
             rest = follower.client(key)
 
             def adopted() -> bool:
-                replicas = rest.get(f"/v1/deployments/{created.json()['id']}").json()["replicas"]
-                return bool(replicas) and "leading (epoch" in follower.log_text()
+                events = rest.get(f"/v1/deployments/{dep_id}/events").json()["data"]
+                return "leading (epoch" in follower.log_text() and any(e["kind"] == "adopted" for e in events)
 
-            wait_for(adopted, timeout=30, what="the follower leads and has the replica again")
+            wait_for(adopted, timeout=30, what="the follower leads and has kept the replica")
             assert instances(moto_endpoint)[instance_id] == "running"  # never stopped
             after = groups(moto_endpoint)[group]
             assert after["DesiredCapacity"] == 1 and [i["InstanceId"] for i in after["Instances"]] == [instance_id]
-            assert "adopting unclaimed instance " + instance_id in follower.log_text()
+            # The same replica under its id, not a new one claiming the instance (nor started again).
+            assert f"keeping replica {replica_id}: instance {instance_id}" in follower.log_text()
+            time.sleep(1.0)  # ten ticks of the new leader: a replacement would have been asked for by now
+            rows = rest.get(f"/v1/deployments/{dep_id}/replicas", params={"all": "true"}).json()["data"]
+            assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "starting")], rows
+            assert "adopting unclaimed instance" not in follower.log_text()
         finally:
             follower.stop()
             leader.stop()

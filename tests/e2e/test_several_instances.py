@@ -4,6 +4,7 @@ leads, both serve every deployment, and the follower takes over when the leader 
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from sqlalchemy import create_engine, text
 
-from support import SIM_SPEC, ControlPlane, postgres_schema, wait_for, wait_running
+from support import INFERSTACK, SIM_SPEC, ControlPlane, postgres_schema, wait_for, wait_running
 
 pytestmark = pytest.mark.postgres
 
@@ -22,7 +24,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def planes(tmp_path: Path) -> Iterator[tuple[ControlPlane, ControlPlane]]:
     with postgres_schema() as url:
-        env = {"INFERSTACK_DATABASE_URL": url, "INFERSTACK_HEARTBEAT_S": "0.5"}
+        env = {"INFERSTACK_DATABASE_URL": url, "INFERSTACK_HEARTBEAT_S": "0.5",
+               "INFERSTACK_TOKEN_KEY": "a-shared-secret-from-the-secret-store-0123456789"}
         leader = ControlPlane(home=tmp_path / "a", env_extra=env).start()  # the first one up leads
         follower = ControlPlane(home=tmp_path / "b", env_extra=env)
         try:
@@ -64,6 +67,30 @@ def test_a_deployment_made_on_one_instance_is_served_by_the_other_with_one_set_o
     for rest in (rest_a, rest_b):
         listing = rest.get(f"/v1/deployments/{dep_id}/replicas").text + rest.get(f"/v1/deployments/{dep_id}").text
         assert "api_key" not in listing  # the replicas' keys are in the database, never in a response
+    # ... sealed there: the follower served above by opening them with the shared INFERSTACK_TOKEN_KEY.
+    database = create_engine(a.env_extra["INFERSTACK_DATABASE_URL"])
+    with database.connect() as connection:
+        stored = [row[0] for row in connection.execute(text("select api_key from replicas"))]
+    database.dispose()
+    assert len(stored) == 2 and all(key.startswith("gAAAAA") for key in stored), "sealed with Fernet"
+    for plane in (a, b):
+        assert not any(key in plane.log_text() for key in stored)
+
+    # One more request through the leader: `status` on either instance shows both instances' traffic added up.
+    openai.OpenAI(base_url=a.url + "/v1", api_key=key, max_retries=0).chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+
+    def merged_alike() -> bool:
+        metrics_a, metrics_b = (rest.get(f"/v1/deployments/{dep_id}").json()["metrics"] for rest in (rest_a, rest_b))
+        return (metrics_a == metrics_b and metrics_a is not None and metrics_a["instances_reporting"] == 2
+                and metrics_a["completed"] == 2)
+
+    wait_for(merged_alike, timeout=10, what="both instances show the leader's merged window of both instances")
+    metrics = rest_b.get(f"/v1/deployments/{dep_id}").json()["metrics"]
+    assert metrics["arrivals_per_s"] > 0 and metrics["in_flight"] == 0 and metrics["failed"] == 0
+    assert metrics["p95_latency_ms"] is not None and metrics["p95_latency_ms"] >= metrics["p50_latency_ms"]
+    shown = " ".join(b.cli(key, "status", dep_id).stdout.split())  # as one line, whatever the terminal's width
+    assert "traffic (2 instances reporting" in shown and "2 completed, 0 failed" in shown
 
 
 def test_a_paused_deployment_woken_through_the_follower_serves_the_first_request(
@@ -159,6 +186,22 @@ def test_kill_9_of_the_leader_under_load_hands_over_and_loses_no_request(
     assert served > 0 and lost == [], lost[:3]
     live = [r for r in replicas_ever(rest_b, dep["id"]) if r["status"] in ("starting", "ready", "draining")]
     assert len(live) == 2
+
+
+def test_an_instance_without_the_shared_token_key_is_refused_at_start(tmp_path: Path) -> None:
+    """Each home's own token.key: the second instance could not open the first one's secrets (nor it its)."""
+    with postgres_schema() as url:
+        first = ControlPlane(home=tmp_path / "a", env_extra={"INFERSTACK_DATABASE_URL": url}).start()
+        try:
+            second = ControlPlane(home=tmp_path / "b", env_extra={"INFERSTACK_DATABASE_URL": url})
+            (tmp_path / "b").mkdir()
+            refused = subprocess.run([INFERSTACK, "serve", "--port", str(second.port)], env=second.env,
+                                     capture_output=True, text=True, timeout=60)
+        finally:
+            first.stop()
+    assert refused.returncode != 0
+    said = " ".join(refused.stderr.split())
+    assert "cannot start the control plane" in said and "same INFERSTACK_TOKEN_KEY" in said, said[-2000:]
 
 
 def test_serve_with_two_workers_has_one_leader_and_serves_on_every_connection(tmp_path: Path) -> None:

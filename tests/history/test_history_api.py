@@ -29,7 +29,7 @@ def test_history_is_sampled_kept_per_tenant_and_survives_a_restart(tmp_path: Pat
         assert any(e["kind"] == "status" for e in history["events"])
         assert plane.client(other).get(f"/v1/deployments/{deployment_id}/history").status_code == 404
         listed = rest.get("/v1/deployments").json()["data"][0]
-        assert listed["desired_replicas"] == 2 and listed["traffic"]["requests_per_s"] == 0
+        assert listed["desired_replicas"] == 2 and listed["metrics"]["arrivals_per_s"] == 0
         assert listed["cost"]["usd_per_hour"] == 0  # the cpu profile is free
 
         refused = rest.get(f"/v1/deployments/{deployment_id}/history", params={"window": "30d"})

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from inferstack.declared.stackfile import StackFileError, parse_config
-from inferstack.secret_scan import secret_findings
+from inferstack.secret_scan import redact, secret_findings
 from inferstack.spec import DeploymentSpec
 
 HF = "hf_" + "Ab3dE6gH9jK2mN5pQ8sT1vW4"
@@ -55,3 +55,21 @@ def test_every_target_refuses_it_at_stack_validation(target: str) -> None:
     errors = {e["field"]: e["message"] for e in caught.value.errors}
     assert "looks like a secret" in errors["inferstack:deployments[0](a).engine_args"]
     assert HF not in str(caught.value)
+
+
+@pytest.mark.parametrize(("line", "kept"), [
+    (f"loading with token {HF} from the hub", "loading with token [redacted] from the hub"),
+    (f"non-default args: {{'model': 'm', 'api_key': '{SK}', 'port': 8000}}", "'model': 'm'"),
+    ("vllm serve m --api-key Zq81xKd0Pw --port 8000", "vllm serve m --api-key [redacted] --port 8000"),
+    ("HF_TOKEN=abc123 python -m x", "HF_TOKEN=[redacted] python -m x"),
+    ("INFO: max_model_len=4096, dtype=bfloat16", "INFO: max_model_len=4096, dtype=bfloat16"),
+])
+def test_a_log_line_keeps_what_it_says_and_loses_its_secrets(line: str, kept: str) -> None:
+    redacted = redact(line)
+    assert kept in redacted
+    for secret in (HF, SK, "Zq81xKd0Pw", "abc123"):
+        assert secret not in redacted
+
+
+def test_a_known_secret_of_any_shape_is_redacted_verbatim() -> None:
+    assert redact("key was plain-looking-words ok", known=["plain-looking-words"]) == "key was [redacted] ok"

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from inferstack.secrets_at_rest import TokenCipher, TokenUnreadable
 from inferstack.spec import DeploymentSpec, ReplicaStatus
-from inferstack.store import DuplicateName, ReplicaRow, Store, hash_key
+from inferstack.store import DuplicateName, KeysDiffer, ReplicaRow, Store, hash_key
 
 
 def spec(**fields: object) -> DeploymentSpec:
@@ -89,3 +89,38 @@ def test_events_come_back_oldest_first_with_their_numbers(store: Store) -> None:
     events = store.list_events(row.id, limit=2)
     assert [e.message for e in events] == ["step 1", "step 2"]
     assert events[1].data == {"rps": 3.0}
+
+
+def test_replica_keys_are_sealed_at_rest_and_opened_only_under_the_shared_key(store: Store) -> None:
+    tenant, _ = store.create_key("acme", now=1.0)
+    row = store.create_deployment(tenant, spec(), now=1.0)
+    store.check_sealing_key()  # the first instance on the database leaves its check
+    store.add_replica(ReplicaRow(id="rep-1", deployment_id=row.id, status=ReplicaStatus.ready, url="http://r",
+                                 api_key="replica-key-0123456789", created_at=1.0))
+    with store.engine.connect() as connection:
+        [stored] = [r[0] for r in connection.execute(text("select api_key from replicas"))]
+    assert "replica-key-0123456789" not in stored and stored.startswith("gAAAAA")
+    assert [r.api_key for r in store.live_replicas()] == ["replica-key-0123456789"]  # what the gateway sends
+
+    other = Store(store.url, TokenCipher.from_secret("another-instance-with-its-own-key"))
+    try:
+        with pytest.raises(KeysDiffer, match="same INFERSTACK_TOKEN_KEY"):
+            other.check_sealing_key()
+    finally:
+        other.engine.dispose()
+
+
+def test_instances_sharing_a_token_key_open_each_others_replica_keys(store: Store) -> None:
+    secret = "a-shared-secret-from-the-secret-store"
+    first, second = (Store(store.url, TokenCipher.from_secret(secret)) for _ in range(2))
+    try:
+        first.check_sealing_key()
+        second.check_sealing_key()
+        tenant, _ = first.create_key("acme", now=1.0)
+        row = first.create_deployment(tenant, spec(), now=1.0)
+        first.add_replica(ReplicaRow(id="rep-1", deployment_id=row.id, status=ReplicaStatus.ready, url="http://r",
+                                     api_key="replica-key-0123456789", created_at=1.0))
+        assert [r.api_key for r in second.live_replicas()] == ["replica-key-0123456789"]
+    finally:
+        first.engine.dispose()
+        second.engine.dispose()

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
+from inferstack.autoscaler.shared_window import MergedWindow
 from inferstack.controller.recorder import cost_usd, usd_per_hour
 from inferstack.errors import ApiError
 from inferstack.fleet import LiveDeployment
 from inferstack.hardware import PROFILES, fit_problem
 from inferstack.model_hub import lookup_size, needs_lookup
+from inferstack.providers.logs import MAX_TAIL, CloudWatchLogs, LogUnavailable, read_log
+from inferstack.providers.placement import PlacementError, placement_order
 from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
 from inferstack.store import DuplicateName
 
@@ -44,15 +47,33 @@ class CostView(BaseModel):
     """What the live replicas cost per hour now."""
 
 
-class TrafficView(BaseModel):
-    """The leader's last observation (over the metrics window); null on an instance that does not lead,
-    and for a stopped or failed deployment."""
+class MetricsView(BaseModel):
+    """What the autoscaler last saw: every control-plane instance's traffic added up by the leader, the
+    same on every instance. Latency percentiles are bucketed (at most 25% above the exact value) when
+    more than one instance reports."""
 
-    requests_per_s: float
+    instances_reporting: int
+    at: float
+    """When the leader observed it."""
+    arrivals_per_s: float
     completions_per_s: float
+    in_flight: int
+    completed: int
+    failed: int
     p50_latency_ms: float | None
     p95_latency_ms: float | None
+    p50_ttft_ms: float | None
     p95_ttft_ms: float | None
+
+
+def metrics_view(merged: MergedWindow | None) -> MetricsView | None:
+    if merged is None:
+        return None
+    stats = merged.stats
+    return MetricsView(instances_reporting=merged.instances_reporting, at=merged.at, arrivals_per_s=stats.rps,
+                       completions_per_s=stats.completion_rps, in_flight=stats.in_flight, completed=stats.completed,
+                       failed=stats.failed, p50_latency_ms=stats.p50_latency_ms, p95_latency_ms=stats.p95_latency_ms,
+                       p50_ttft_ms=stats.p50_ttft_ms, p95_ttft_ms=stats.p95_ttft_ms)
 
 
 class DeploymentView(BaseModel):
@@ -71,7 +92,8 @@ class DeploymentView(BaseModel):
     cost: CostView
     warnings: list[str] = Field(default_factory=list)
     """On create: what could not be checked (a model's size when the Hub did not answer)."""
-    traffic: TrafficView | None
+    metrics: MetricsView | None = None
+    """None until the leader has observed it once, and once it is stopped or failed."""
 
 
 def view(deployment: LiveDeployment, warnings: list[str] | None = None) -> DeploymentView:
@@ -82,10 +104,6 @@ def view(deployment: LiveDeployment, warnings: list[str] | None = None) -> Deplo
                     engine_waiting=r.engine_waiting, provider=r.handle.provider, burst=r.burst)
         for r in deployment.replicas.values()
     ]
-    stats = deployment.traffic()
-    traffic = None if stats is None else TrafficView(
-        requests_per_s=round(stats.rps, 3), completions_per_s=round(stats.completion_rps, 3),
-        p50_latency_ms=stats.p50_latency_ms, p95_latency_ms=stats.p95_latency_ms, p95_ttft_ms=stats.p95_ttft_ms)
     return DeploymentView(
         deployment_id=deployment.id, id=deployment.id, name=deployment.name, status=deployment.status,
         status_reason=deployment.status_reason, spec=spec.public(), replicas=replicas,
@@ -96,7 +114,7 @@ def view(deployment: LiveDeployment, warnings: list[str] | None = None) -> Deplo
                       replica_seconds=round(deployment.replica_seconds, 3),
                       usd=round(cost_usd(deployment), 6),
                       usd_per_hour=usd_per_hour(deployment)),
-        traffic=traffic,
+        metrics=metrics_view(deployment.traffic()),
     )
 
 
@@ -112,6 +130,15 @@ def invalid(error: ValidationError) -> ApiError:
     fields = error_fields(error.errors())
     return ApiError(422, describe_errors(error.errors()), code="invalid_spec",
                     param=fields[0]["field"] if fields else None, details=fields)
+
+
+def placeable(svc: Services, providers: list[str], cloudburst: bool) -> None:
+    """A 422 naming `providers` when the deployment names a provider this control plane does not run:
+    every replica start would fail with that cause otherwise."""
+    try:
+        placement_order(providers, cloudburst, svc.settings.provider_names)
+    except PlacementError as exc:
+        raise ApiError(422, f"providers: {exc}", code="invalid_spec", param="providers") from None
 
 
 async def create_deployment(svc: Services, tenant: str, spec: DeploymentSpec) -> LiveDeployment:
@@ -155,7 +182,9 @@ async def update_deployment(svc: Services, deployment: LiveDeployment, change: D
 
 @router.post("/v1/deployments", status_code=201, response_model=DeploymentView)
 async def create(spec: DeploymentSpec, request: Request, tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
-    return view(*await create_checked(services(request), tenant, spec))
+    svc = services(request)
+    placeable(svc, list(spec.providers), spec.cloudburst)
+    return view(*await create_checked(svc, tenant, spec))
 
 
 @router.get("/v1/deployments")
@@ -175,6 +204,10 @@ async def patch(ref: str, change: DeploymentUpdate, request: Request,
                 tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
     svc = services(request)
     deployment = find(svc, tenant, ref)
+    changes = change.changes()
+    if {"providers", "cloudburst"} & changes.keys():
+        placeable(svc, list(changes.get("providers", deployment.spec.providers)),
+                  bool(changes.get("cloudburst", deployment.spec.cloudburst)))
     await update_deployment(svc, deployment, change)
     return view(deployment)
 
@@ -217,6 +250,46 @@ async def replicas(ref: str, request: Request, all: bool = False,
             stopped_at=r.stopped_at, reason=r.reason).model_dump()
         for r in rows
     ]
+    return {"object": "list", "data": data}
+
+
+class ReplicaLogView(BaseModel):
+    replica_id: str
+    status: str
+    lines: list[str]
+    """The last lines, anything that looks like a secret replaced by `[redacted]`."""
+    unavailable: str | None = None
+    """Why no lines could be read (the file or stream is gone), else None."""
+
+
+LOGGED_REPLICAS = 5
+"""Without a replica named, the logs of the deployment's most recent replicas (a failed start's included)."""
+
+
+@router.get("/v1/deployments/{ref}/logs")
+async def logs(ref: str, request: Request, replica: str | None = None,
+               tail: int = Query(100, ge=1, le=MAX_TAIL), tenant: str = Depends(tenant_id)) -> dict[str, Any]:
+    """The last `tail` lines of what a replica wrote (local: its log file; AWS: its CloudWatch stream)."""
+    svc = services(request)
+    deployment = find(svc, tenant, ref)
+    rows = await asyncio.to_thread(svc.store.list_replicas, deployment.id)
+    if replica is not None:
+        rows = [r for r in rows if r.id == replica]
+        if not rows:
+            raise ApiError(404, f"Deployment {deployment.id} has no replica {replica!r}.", code="replica_not_found",
+                           param="replica")
+    known = [r.api_key for r in deployment.replicas.values()]
+    if deployment.spec.hf_token is not None:
+        known.append(deployment.spec.hf_token.get_secret_value())
+    cloudwatch = CloudWatchLogs(svc.settings.aws.region, svc.settings.aws.endpoint_url)
+    data = []
+    for row in rows[-LOGGED_REPLICAS:]:
+        try:
+            view_ = ReplicaLogView(replica_id=row.id, status=row.status,
+                                   lines=await read_log(row.log_path, tail, cloudwatch, known))
+        except LogUnavailable as exc:
+            view_ = ReplicaLogView(replica_id=row.id, status=row.status, lines=[], unavailable=str(exc))
+        data.append(view_.model_dump())
     return {"object": "list", "data": data}
 
 

@@ -37,6 +37,24 @@ class WindowShare:
         return cls(WindowStats(**data["stats"]), tuple(data["latency"]), tuple(data["ttft"]))
 
 
+@dataclass(frozen=True)
+class MergedWindow:
+    """What the leader's autoscaler saw of one deployment at `at`: every instance's window added up,
+    from `instances_reporting` instances (the leader's own included). The leader publishes it, so
+    `status` shows the same numbers on every instance."""
+
+    stats: WindowStats
+    instances_reporting: int
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stats": asdict(self.stats), "instances_reporting": self.instances_reporting, "at": self.at}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MergedWindow:
+        return cls(WindowStats(**data["stats"]), data["instances_reporting"], data["at"])
+
+
 def histogram(values_ms: Sequence[float]) -> tuple[int, ...]:
     """Counts per bucket: 0.9 ms and 1.0 ms go in the first (<= 1 ms), 1.1 ms in the second (<= 1.25)."""
     counts = [0] * len(BUCKET_BOUNDS_MS)

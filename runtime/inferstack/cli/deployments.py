@@ -139,6 +139,8 @@ def status(deployment: str | None = typer.Argument(None, metavar="DEPLOYMENT",
     cost = info["cost"]
     out.print(f"cost: {cost['replica_seconds']:.0f} replica-seconds x {cost['price_per_replica_hour']:g} "
               f"USD/hour = {cost['usd']:.4f} USD")
+    if info.get("metrics"):
+        out.print(traffic_line(info["metrics"]))
     table = Table(id_column("REPLICA"), "STATUS", "WHERE", "IN FLIGHT", "ENGINE RUNNING/WAITING", "STARTED",
                   "READY AFTER", "REASON")
     for r in replicas:
@@ -148,6 +150,22 @@ def status(deployment: str | None = typer.Argument(None, metavar="DEPLOYMENT",
         table.add_row(r["id"], r["status"], where, str(r["in_flight"]), engine, time.strftime("%H:%M:%S",
                       time.localtime(r["started_at"])), ready_after, r["reason"])
     print_table(table)
+
+
+def traffic_line(metrics: dict[str, Any]) -> str:
+    """The leader's merged window in one line, e.g. `traffic (2 instances reporting, 14:02:07): 3.5 arrivals/s,
+    3.4 completions/s, 2 in flight, p50/p95 latency 120/310 ms, p50/p95 TTFT 40/90 ms, 210 completed, 0 failed`."""
+    def pair(p50: float | None, p95: float | None) -> str:
+        return "-" if p50 is None or p95 is None else f"{p50:.0f}/{p95:.0f} ms"
+
+    reporting = metrics["instances_reporting"]
+    return (f"traffic ({reporting} instance{'s' if reporting != 1 else ''} reporting, "
+            f"{time.strftime('%H:%M:%S', time.localtime(metrics['at']))}): "
+            f"{metrics['arrivals_per_s']:.2f} arrivals/s, {metrics['completions_per_s']:.2f} completions/s, "
+            f"{metrics['in_flight']} in flight, "
+            f"p50/p95 latency {pair(metrics['p50_latency_ms'], metrics['p95_latency_ms'])}, "
+            f"p50/p95 TTFT {pair(metrics['p50_ttft_ms'], metrics['p95_ttft_ms'])}, "
+            f"{metrics['completed']} completed, {metrics['failed']} failed")
 
 
 @app.command()
@@ -212,6 +230,25 @@ def events(deployment: str = DeploymentArgument, limit: int = typer.Option(50, "
     for e in data:
         table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])), e["kind"], e["message"])
     emit(data, output, table)
+
+
+@app.command()
+def logs(deployment: str = typer.Argument(..., help="Deployment id or name."),
+         replica: str | None = typer.Argument(None, help="A replica id; without one, the most recent replicas."),
+         tail: int = typer.Option(100, "--tail", "-n", min=1, help="How many of the last lines."),
+         output: Output = OutputOption) -> None:
+    """What the replicas wrote (a failed start's cause, say): the last lines, secrets redacted."""
+    with control_plane() as client:
+        data = client.replica_logs(deployment, replica, tail=tail)
+    if output is Output.json:
+        emit(data, output)
+        return
+    for entry in data:
+        out.print(f"==> {entry['replica_id']} ({entry['status']})", markup=False)
+        for line in entry["lines"]:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        if entry["unavailable"]:
+            out.print(f"(no log: {entry['unavailable']})", markup=False)
 
 
 @app.command()

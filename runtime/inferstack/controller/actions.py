@@ -34,9 +34,10 @@ class DeploymentActions:
         (what the API could not check) go into the record after the creation."""
         deployment = await self._recorder.create(tenant_id, spec, self._clock.now())
         await self._recorder.event(deployment, "created", f"Created {spec.hf_model_id} on {spec.hardware_profile} "
-                                   f"({spec.min_replicas}..{spec.max_replicas} replicas, engine {spec.engine})", {})
+                                   f"({spec.min_replicas}..{spec.max_replicas} replicas, engine {spec.engine})", {},
+                                   by_user=True)
         for warning in warnings:
-            await self._recorder.event(deployment, "warning", warning, {})
+            await self._recorder.event(deployment, "warning", warning, {}, by_user=True)
         # Into the fleet last, with no wait before the caller answers: the answer shows the deployment
         # as created (status `created`), before the controller starts provisioning it.
         self._fleet.add(deployment)
@@ -56,7 +57,7 @@ class DeploymentActions:
         changed = sorted(changes)  # names only: a token's value never reaches the record
         await self._recorder.event(deployment, "updated", f"Spec updated: {', '.join(changed) or 'nothing'}"
                                    + (" (immediate scale-down)" if change.immediate_scale_down else ""),
-                                   {"fields": changed})
+                                   {"fields": changed}, by_user=True)
         if REPLICA_SHAPING_FIELDS & changes.keys() and self._leading():
             self._replicas.reshape(deployment)  # the loop starts replacements; each ready one retires an old one
         if deployment.status is DeploymentStatus.failed:
@@ -78,7 +79,7 @@ class DeploymentActions:
         """At once, whatever a failed deployment's retry backoff says."""
         deployment.fresh_start(self._clock.now())
         await self._recorder.set_status(deployment, DeploymentStatus.provisioning, by_user=True)
-        await self._recorder.event(deployment, "resumed", message, {})
+        await self._recorder.event(deployment, "resumed", message, {}, by_user=True)
 
     async def delete(self, deployment: LiveDeployment) -> None:
         await self._recorder.set_status(deployment, DeploymentStatus.deleted, by_user=True)

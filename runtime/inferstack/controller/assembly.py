@@ -40,12 +40,13 @@ def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Cloc
     kick = asyncio.Event()  # set by the lifecycle and the actions to ask the loop for a pass now
     feed = feed or PollingFeed()
     probes = Probes()
-    recorder = Recorder(store, clock, feed.announce)
+    leader = leadership or SoleLeadership()
+    recorder = Recorder(store, clock, feed.announce, fence=lambda: leader.epoch)
     replicas = ReplicaLifecycle(provider, recorder, probes, clock, kick.set)
     history = HistorySampler(store, history_interval_s) if history_interval_s else None
     loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=tick_s, history=history)
     sync = FleetSync(store, fleet, feed, replicas, clock, kick.set, resync_s=feed.resync_s)
-    windows = WindowExchange(store, fleet, clock, instance_id)
-    instance = Instance(loop, leadership or SoleLeadership(), sync, windows)
+    windows = WindowExchange(store, fleet, clock, instance_id, fence=lambda: leader.epoch)
+    instance = Instance(loop, leader, sync, windows)
     actions = DeploymentActions(fleet, recorder, replicas, clock, kick.set, leading=lambda: instance.leading)
     return ControllerParts(loop=loop, actions=actions, instance=instance)

@@ -25,7 +25,8 @@ log = logging.getLogger("inferstack.controller")
 
 
 def sample_of(deployment: LiveDeployment, now: float) -> Sample:
-    stats = deployment.traffic()
+    window = deployment.traffic()
+    stats = window.stats if window else None
     spec = deployment.spec
     return Sample(
         at=now,

@@ -80,14 +80,14 @@ class Instance:
                 log.exception("leader election failed")
 
     async def _elected(self) -> None:
-        log.info("leading (epoch %d)", self._leadership.epoch)
+        log.info("leading (epoch %s)", self._leadership.epoch)
         async with self._sync.lock:
             await self._loop.start()
             self.leading = True
         self._sync.announce()
 
     async def _deposed(self) -> None:
-        log.warning("no longer leading (epoch %d): stopping the controller", self._leadership.epoch)
+        log.warning("no longer leading (epoch %s): stopping the controller", self._leadership.epoch)
         async with self._sync.lock:
             await self._loop.stop()
             self.leading = False

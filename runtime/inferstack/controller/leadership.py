@@ -3,7 +3,9 @@
 - PostgreSQL: a session advisory lock, held on a dedicated connection for as long as the instance
   leads. The server releases it the moment that connection ends, so a leader killed with SIGKILL
   hands over within one election poll (`ELECTION_POLL_S`) of the next instance. Each new leader
-  raises the lease row's `epoch`: the fencing token of its term (`Leadership.epoch`).
+  raises the lease row's `epoch`: the fencing token of its term (`Leadership.epoch`). Every write the
+  controller makes carries it and commits only while it is current (`fencing.fenced_session`), so a deposed
+  leader still writing (a paused process, a lock connection lost while its pool lives on) changes nothing.
 - SQLite: an exclusive `flock` on a file beside the database, which the kernel drops when its holder
   dies. A SQLite file cannot be shared between hosts, so an instance on another host than the live
   leader's (the lease row names the host and is refreshed every poll) is refused at start.
@@ -25,11 +27,11 @@ from pathlib import Path
 from typing import IO, Protocol
 
 import psycopg
-from sqlalchemy import Float, Integer, String, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Mapped, mapped_column
 
-from inferstack.db import Base, is_outage
+from inferstack.db import is_outage
+from inferstack.fencing import LeaderLeaseRow
 from inferstack.store import Store
 
 log = logging.getLogger("inferstack.leadership")
@@ -40,23 +42,13 @@ SQLITE_HOST_STALE_S = 10.0
 """A SQLite leader whose lease row is older than this is gone: another host may take the file over."""
 
 
-class LeaderLeaseRow(Base):
-    """One row: the current term. `epoch` rises by one at every change of leader."""
-
-    __tablename__ = "leader_lease"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    epoch: Mapped[int] = mapped_column(Integer, default=0)
-    holder: Mapped[str] = mapped_column(String(80), default="")
-    host: Mapped[str] = mapped_column(String(255), default="")
-    renewed_at: Mapped[float] = mapped_column(Float, default=0.0)
-
-
 class AnotherHost(ValueError):
     """A SQLite store already led from another host."""
 
 
 class Leadership(Protocol):
-    epoch: int
+    epoch: int | None
+    """The current term, the fence on the controller's writes; None for an instance alone by construction."""
 
     async def try_lead(self) -> bool:
         """Take the lead if no one holds it. True if this instance leads now."""
@@ -208,9 +200,9 @@ class FileLeadership:
 
 
 class SoleLeadership:
-    """An instance that is alone by construction (an in-process test, a tool): it always leads."""
+    """An instance that is alone by construction (an in-process test, a tool): it always leads, unfenced."""
 
-    epoch = 1
+    epoch = None
 
     async def try_lead(self) -> bool:
         return True

@@ -14,6 +14,7 @@ import logging
 
 from inferstack.autoscaler.decision import Decision, decide
 from inferstack.autoscaler.observe import observe
+from inferstack.autoscaler.shared_window import MergedWindow
 from inferstack.clock import Clock
 from inferstack.controller.backoff import retry_due
 from inferstack.controller.history import HistorySampler
@@ -49,7 +50,8 @@ class ControllerLoop:
         """Bring back every deployment from the store, then run the loop in the background. A deployment
         already in the fleet (mirrored while this instance followed) is taken over in place."""
         await self._probes.start()
-        restored = await self._recorder.restore(self._clock.now())
+        now = self._clock.now()
+        restored, live_replicas = await self._recorder.restore(now)
         for deployment in restored:
             existing = self._fleet.get(deployment.id)
             if existing is None:
@@ -58,6 +60,12 @@ class ControllerLoop:
                 existing.take_over(deployment)
         for gone in {d.id for d in self._fleet.all()} - {d.id for d in restored}:
             self._fleet.remove(gone)
+        kept: set[str] = set()
+        for deployment in self._fleet.all():
+            rows = [r for r in live_replicas if r.deployment_id == deployment.id]
+            if rows and deployment.status in DeploymentStatus.managed():
+                kept |= await self._replicas.adopt(deployment, rows)
+        await self._recorder.orphaned(now, kept)
         self._task = asyncio.create_task(self._run(), name="controller-loop")
 
     async def stop(self, *, hand_over: bool = False) -> None:
@@ -115,7 +123,7 @@ class ControllerLoop:
             deployment.retry_at = None  # one try at a time: the next failure sets the next retry
         await self._probes.scrape_engines(deployment)
         observation = observe(deployment, now)
-        deployment.last_stats = observation.stats
+        deployment.observed = MergedWindow(observation.stats, 1 + len(deployment.peer_windows), now)
         decision = decide(deployment.spec, observation, deployment.autoscaler_state, now)
         deployment.autoscaler_state = decision.next_state
         await self._apply(deployment, decision, observation.current_replicas, now)

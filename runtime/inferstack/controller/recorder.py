@@ -7,6 +7,10 @@ saved state) go through a `WriteBehind`: they never raise, and a database outage
 not lose them. Creating a deployment and saving a spec are the API's: those raise, and the API answers
 503. After each write reaches the database it calls `changed`, which tells the other control-plane
 instances (`controller/sync.py`).
+
+The controller's writes carry the leader's term (`fence`): a deposed leader's are refused
+(`fencing.fenced_session`). A user's (create, spec, stop, resume, delete and their events) carry none: any
+instance takes them.
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ T = TypeVar("T")
 
 
 class Recorder:
-    def __init__(self, store: Store, clock: Clock, changed: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, store: Store, clock: Clock, changed: Callable[[], None] = lambda: None,
+                 fence: Callable[[], int | None] = lambda: None) -> None:
+        """`fence` is the leader's current term (None: alone by construction, unfenced)."""
         self._store = store
         self._clock = clock
         self._changed = changed
+        self._fence = fence
         self._saved_at: dict[str, float] = {}
         self.writes = WriteBehind(store, clock, on_written=changed)
 
@@ -41,11 +48,10 @@ class Recorder:
         await self.writes.flush()
 
     # --- deployments ---------------------------------------------------------------------------
-    async def restore(self, now: float) -> list[LiveDeployment]:
-        """Deployments as the previous leader left them. Called by the instance taking the lead: the
-        replicas recorded live were the previous leader's and went with it (marked stopped)."""
-        await _db(self._store.mark_orphaned_replicas, now, "the control plane that ran it is gone")
-        self._changed()
+    async def restore(self, now: float) -> tuple[list[LiveDeployment], list[ReplicaRow]]:
+        """Deployments as the previous leader left them, and the replicas it recorded live (keys opened).
+        Called by the instance taking the lead, which adopts what still runs and then calls `orphaned`."""
+        live_replicas = await _db(self._store.live_replicas)
         restored = []
         for row in await _db(self._store.list_deployments):
             spec, problem = self._store.restorable_spec(row)
@@ -53,7 +59,13 @@ class Recorder:
             if problem:
                 deployment.status, deployment.status_reason = DeploymentStatus.failed, problem
             restored.append(deployment)
-        return restored
+        return restored, live_replicas
+
+    async def orphaned(self, now: float, kept: set[str]) -> None:
+        """The replicas recorded live that did not outlive the previous leader (all but `kept`): stopped."""
+        await _db(self._store.mark_orphaned_replicas, now, "the control plane that ran it is gone", kept,
+                  fence=self._fence())
+        self._changed()
 
     async def create(self, tenant_id: str, spec: DeploymentSpec, now: float) -> LiveDeployment:
         """Raises `store.DuplicateName` when the tenant already has a deployment of that name."""
@@ -88,25 +100,28 @@ class Recorder:
         values: dict[str, Any] = {"status": status, "status_reason": deployment.status_reason}
         if by_user:  # `updated_at` is the time of the last change a user made: other instances act on it
             deployment.row_updated_at = values["updated_at"] = self._clock.now()
-            await self.writes.update_deployment(deployment.id, values)
+            await self.writes.update_deployment(deployment.id, values, None)
         else:
-            await self.writes.update_status_unless_closed(deployment.id, values)
+            await self.writes.update_status_unless_closed(deployment.id, values, self._fence())
         if status is not before:
             await self.event(deployment, "status", f"Status {before} -> {status}"
                              + (f": {deployment.status_reason}" if deployment.status_reason else ""),
-                             {"before": before.value, "after": status.value})
+                             {"before": before.value, "after": status.value}, by_user=by_user)
 
-    async def event(self, deployment: LiveDeployment, kind: str, message: str, data: dict[str, Any]) -> None:
+    async def event(self, deployment: LiveDeployment, kind: str, message: str, data: dict[str, Any], *,
+                    by_user: bool = False) -> None:
+        """`by_user`: the record of a user's action (unfenced), not of the controller's."""
         log.info("%s %s: %s", deployment.id, kind, message)
-        await self.writes.add_event(deployment.id, self._clock.now(), kind, message, data)
+        await self.writes.add_event(deployment.id, self._clock.now(), kind, message, data,
+                                    None if by_user else self._fence())
 
     # --- replicas ------------------------------------------------------------------------------
     async def add_replica(self, row: ReplicaRow) -> None:
         values = {c.key: getattr(row, c.key) for c in ReplicaRow.__table__.columns if c.key != "id"}
-        await self.writes.insert_replica(row.id, {k: v for k, v in values.items() if v is not None})
+        await self.writes.insert_replica(row.id, {k: v for k, v in values.items() if v is not None}, self._fence())
 
     async def replica(self, replica_id: str, status: ReplicaStatus, **fields: Any) -> None:
-        await self.writes.update_replica(replica_id, {"status": status, **fields})
+        await self.writes.update_replica(replica_id, {"status": status, **fields}, self._fence())
 
     # --- cost and memory -----------------------------------------------------------------------
     @staticmethod
@@ -129,7 +144,8 @@ class Recorder:
             "desired_replicas": deployment.wanted(),
             "replica_seconds": deployment.replica_seconds,
             "cost_usd": cost_usd(deployment),
-            "last_activity_at": max(deployment.metrics.last_activity_at or 0.0, deployment.awake_since)})
+            "last_activity_at": max(deployment.metrics.last_activity_at or 0.0, deployment.awake_since)},
+            self._fence())
 
 
 def cost_usd(deployment: LiveDeployment) -> float:

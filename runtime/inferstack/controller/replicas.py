@@ -59,6 +59,27 @@ class ReplicaLifecycle:
         await self._provider.close()
         return False
 
+    async def adopt(self, deployment: LiveDeployment, rows: list[ReplicaRow]) -> set[str]:
+        """Take over the replicas an earlier leader recorded live that still run (a handover, or a leader
+        that died while its cloud instances ran on): same ids, same status, nothing restarted. Returns
+        their ids; a starting one goes on being checked, a draining one goes on draining."""
+        handles = await self._provider.adopt(deployment.id, deployment.name, deployment.spec, [r.id for r in rows])
+        recorded = {row.id: row for row in rows}
+        for handle in handles:
+            row = recorded[handle.replica_id]
+            replica = LiveReplica(handle=handle, api_key=handle.api_key or row.api_key,
+                                  status=ReplicaStatus(row.status), started_at=row.created_at, ready_at=row.ready_at)
+            deployment.replicas[handle.replica_id] = replica
+            if replica.status is ReplicaStatus.starting:
+                self._spawn(self._await_healthy(deployment, replica))
+            elif replica.status is ReplicaStatus.draining:
+                self.drain(deployment, replica)
+        if handles:
+            deployment.notify()
+            await self._recorder.event(deployment, "adopted", f"Kept {len(handles)} running replica(s) of the "
+                                       "previous leader", {"replica_ids": sorted(h.replica_id for h in handles)})
+        return {h.replica_id for h in handles}
+
     # --- up ------------------------------------------------------------------------------------
     def grow(self, deployment: LiveDeployment, count: int, now: float) -> None:
         for _ in range(count):
@@ -86,7 +107,7 @@ class ReplicaLifecycle:
         self._spawn(self._await_healthy(deployment, replica))
         await self._recorder.add_replica(ReplicaRow(
             id=replica_id, deployment_id=deployment.id, status=ReplicaStatus.starting, url=handle.url,
-            api_key=api_key, pid=handle.pid, log_path=handle.log_path, created_at=now))
+            api_key=replica.api_key, pid=handle.pid, log_path=handle.log_path, created_at=now))
 
     async def _await_healthy(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
         deadline = replica.started_at + self._startup_timeout_s

@@ -7,6 +7,10 @@ deployment). The leader reads the rows at the same pace and hands each deploymen
 published in the last `FRESH_S` by instances other than itself (`LiveDeployment.peer_windows`);
 `autoscaler/observe.py` adds them to the leader's own. An instance that died stops counting after
 FRESH_S.
+
+The leader publishes in turn what its autoscaler last saw of each deployment (`MergedWindow`, under the
+instance id `MERGED`), and every instance, the leader included, shows that one published copy in
+`status` (`LiveDeployment.merged_window`): the same numbers wherever a user asks.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from typing import Any
 from sqlalchemy import JSON, Float, String, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from inferstack.autoscaler.shared_window import WindowShare, share
+from inferstack.autoscaler.shared_window import MergedWindow, WindowShare, share
 from inferstack.clock import Clock
 from inferstack.db import Base
+from inferstack.fencing import fenced_session
 from inferstack.fleet import Fleet
 from inferstack.store import Store
 
@@ -42,8 +47,10 @@ class InstanceWindowRow(Base):
     window: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-def publish(store: Store, instance_id: str, now: float, windows: dict[str, dict[str, Any]]) -> None:
-    with store.session() as s:
+def publish(store: Store, instance_id: str, now: float, windows: dict[str, dict[str, Any]],
+            fence: int | None = None) -> None:
+    """Replace the instance's rows; `fence`: the leader's term, for the leader's merged rows."""
+    with fenced_session(store, fence) as s:
         s.execute(delete(InstanceWindowRow).where(InstanceWindowRow.instance_id == instance_id))
         s.add_all(InstanceWindowRow(instance_id=instance_id, deployment_id=deployment_id, published_at=now,
                                     window=window) for deployment_id, window in windows.items())
@@ -51,6 +58,8 @@ def publish(store: Store, instance_id: str, now: float, windows: dict[str, dict[
 
 ALIVE = "*"
 """The deployment id of the row every instance publishes each round, traffic or not: it is alive."""
+MERGED = "*merged"
+"""The instance id of the rows the leader publishes its merged windows under (no instance's own id)."""
 
 
 def live_peers(store: Store, instance_id: str, now: float) -> int:
@@ -64,7 +73,7 @@ def live_peers(store: Store, instance_id: str, now: float) -> int:
 def fresh_windows(store: Store, instance_id: str, now: float) -> dict[str, list[WindowShare]]:
     """Windows other instances published in the last FRESH_S, by deployment."""
     with store.session() as s:
-        rows = s.scalars(select(InstanceWindowRow).where(InstanceWindowRow.instance_id != instance_id,
+        rows = s.scalars(select(InstanceWindowRow).where(InstanceWindowRow.instance_id.not_in([instance_id, MERGED]),
                                                          InstanceWindowRow.deployment_id != ALIVE,
                                                          InstanceWindowRow.published_at > now - FRESH_S))
         by_deployment: dict[str, list[WindowShare]] = defaultdict(list)
@@ -73,9 +82,19 @@ def fresh_windows(store: Store, instance_id: str, now: float) -> dict[str, list[
         return by_deployment
 
 
+def merged_windows(store: Store) -> dict[str, MergedWindow]:
+    """The leader's last published merged window of each deployment."""
+    with store.session() as s:
+        rows = s.scalars(select(InstanceWindowRow).where(InstanceWindowRow.instance_id == MERGED))
+        return {row.deployment_id: MergedWindow.from_json(row.window) for row in rows}
+
+
 class WindowExchange:
-    def __init__(self, store: Store, fleet: Fleet, clock: Clock, instance_id: str) -> None:
+    def __init__(self, store: Store, fleet: Fleet, clock: Clock, instance_id: str,
+                 fence: Callable[[], int | None] = lambda: None) -> None:
+        """`fence`: the leader's current term, on the merged windows it publishes."""
         self._store = store
+        self._fence = fence
         self._fleet = fleet
         self._clock = clock
         self._instance_id = instance_id
@@ -107,6 +126,11 @@ class WindowExchange:
             peers = await asyncio.to_thread(fresh_windows, self._store, self._instance_id, now)
             for deployment in self._fleet.all():
                 deployment.peer_windows = peers.get(deployment.id, [])
+            observed = {d.id: d.observed.to_json() for d in self._fleet.all() if d.observed is not None}
+            await asyncio.to_thread(publish, self._store, MERGED, now, observed, self._fence())
+            for deployment in self._fleet.all():  # shown as published: as every other instance reads it
+                deployment.merged_window = (MergedWindow.from_json(observed[deployment.id])
+                                            if deployment.id in observed else None)
             return
         windows: dict[str, dict[str, Any]] = {ALIVE: {}}
         for deployment in self._fleet.all():
@@ -117,3 +141,6 @@ class WindowExchange:
             stats, latencies, ttfts = metrics.observe_with_samples(now, spec.metrics_window_s, spec.panic_window_s)
             windows[deployment.id] = share(stats, latencies, ttfts).to_json()
         await asyncio.to_thread(publish, self._store, self._instance_id, now, windows)
+        merged = await asyncio.to_thread(merged_windows, self._store)
+        for deployment in self._fleet.all():
+            deployment.merged_window = merged.get(deployment.id)

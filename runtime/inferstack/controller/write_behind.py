@@ -10,6 +10,10 @@ Writes to one row merge into one entry (a replica inserted, then made ready, the
 with the last values), so the queue holds at most one entry per replica and deployment whatever the
 outage's length. Events are kept up to `MAX_BUFFERED_EVENTS`; past that the oldest go, and once the
 database is back one `events_lost` event per deployment says how many.
+
+The controller's writes carry its term (`fence`, the leader's epoch) and commit only while it is
+current (`fencing.fenced_session`): once another instance leads, this one's late writes are refused and dropped.
+A user's writes (made on any instance) carry none, and never merge with a fenced one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 from inferstack.clock import Clock
 from inferstack.db import is_outage
+from inferstack.fencing import Fenced
 from inferstack.store import ReplicaRow, Store
 
 log = logging.getLogger("inferstack.controller")
@@ -41,21 +46,28 @@ class _Write:
     row_id: str
     values: dict[str, Any]
     insert: bool = False
+    fence: int | None = None
+    """The leader's term this write belongs to (None: a user's write, on any instance)."""
+
+    @property
+    def key(self) -> tuple[str, str, int | None]:
+        return self.table, self.row_id, self.fence
 
     def merged(self, newer: _Write) -> _Write:
-        return _Write(self.table, self.row_id, {**self.values, **newer.values}, self.insert or newer.insert)
+        return _Write(self.table, self.row_id, {**self.values, **newer.values}, self.insert or newer.insert,
+                      self.fence)
 
     def apply(self, store: Store) -> None:
         if self.table == "event":
-            store.add_event(**self.values)
+            store.add_event(**self.values, fence=self.fence)
         elif self.table == "deployment":
-            store.update_deployment(self.row_id, **self.values)
+            store.update_deployment(self.row_id, fence=self.fence, **self.values)
         elif self.table == "deployment_status":
-            store.set_status_unless_closed(self.row_id, **self.values)
+            store.set_status_unless_closed(self.row_id, fence=self.fence, **self.values)
         elif self.insert:
-            store.add_replica(ReplicaRow(id=self.row_id, **self.values))
+            store.add_replica(ReplicaRow(id=self.row_id, **self.values), fence=self.fence)
         else:
-            store.update_replica(self.row_id, **self.values)
+            store.update_replica(self.row_id, fence=self.fence, **self.values)
 
 
 @dataclass
@@ -66,7 +78,7 @@ class WriteBehind:
     max_events: int = MAX_BUFFERED_EVENTS
     on_written: Callable[[], None] = lambda: None
     """Called after a flush wrote anything: other control-plane instances read these rows."""
-    _queue: OrderedDict[tuple[str, str], _Write] = field(default_factory=OrderedDict)
+    _queue: OrderedDict[tuple[str, str, int | None], _Write] = field(default_factory=OrderedDict)
     _events: int = 0
     _lost: dict[str, int] = field(default_factory=dict)
     _retry_at: float | None = None
@@ -81,26 +93,28 @@ class WriteBehind:
     def database_away(self) -> bool:
         return self._retry_at is not None
 
-    async def insert_replica(self, replica_id: str, values: dict[str, Any]) -> None:
-        await self._put(_Write("replica", replica_id, values, insert=True))
+    async def insert_replica(self, replica_id: str, values: dict[str, Any], fence: int | None = None) -> None:
+        await self._put(_Write("replica", replica_id, values, insert=True, fence=fence))
 
-    async def update_replica(self, replica_id: str, values: dict[str, Any]) -> None:
-        await self._put(_Write("replica", replica_id, values))
+    async def update_replica(self, replica_id: str, values: dict[str, Any], fence: int | None = None) -> None:
+        await self._put(_Write("replica", replica_id, values, fence=fence))
 
-    async def update_deployment(self, deployment_id: str, values: dict[str, Any]) -> None:
-        await self._put(_Write("deployment", deployment_id, values))
+    async def update_deployment(self, deployment_id: str, values: dict[str, Any], fence: int | None = None) -> None:
+        await self._put(_Write("deployment", deployment_id, values, fence=fence))
 
-    async def update_status_unless_closed(self, deployment_id: str, values: dict[str, Any]) -> None:
+    async def update_status_unless_closed(self, deployment_id: str, values: dict[str, Any],
+                                          fence: int | None = None) -> None:
         """The controller's status change: never over a user's stop or delete made meanwhile elsewhere.
         Its own row key, so it never merges with (and never makes conditional) a user's write."""
-        await self._put(_Write("deployment_status", deployment_id, values))
+        await self._put(_Write("deployment_status", deployment_id, values, fence=fence))
 
-    async def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any]) -> None:
+    async def add_event(self, deployment_id: str, at: float, kind: str, message: str, data: dict[str, Any],
+                        fence: int | None = None) -> None:
         if self._events >= self.max_events:
             self._drop_oldest_event()
         self._events += 1
         await self._put(_Write("event", str(next(self._seq)), {
-            "deployment_id": deployment_id, "at": at, "kind": kind, "message": message, "data": data}))
+            "deployment_id": deployment_id, "at": at, "kind": kind, "message": message, "data": data}, fence=fence))
 
     async def flush(self) -> None:
         """Write what is queued, in order; stop at an outage and keep the rest (tried again after `retry_s`)."""
@@ -117,6 +131,10 @@ class WriteBehind:
                     key, write = self._queue.popitem(last=False)
                     try:
                         await asyncio.to_thread(write.apply, self.store)
+                    except Fenced as fenced:
+                        log.warning("%s %s not written: %s", write.table, write.row_id, fenced)
+                        self._written(write)
+                        continue
                     except Exception as error:
                         if not is_outage(error):
                             # The database refused this one statement: retrying cannot help, the rest can go on.
@@ -142,12 +160,12 @@ class WriteBehind:
         return self._retry_at is not None and self.clock.now() < self._retry_at
 
     async def _put(self, write: _Write) -> None:
-        key = (write.table, write.row_id)
+        key = write.key
         earlier = self._queue.get(key)
         self._queue[key] = earlier.merged(write) if earlier else write
         await self.flush()
 
-    def _put_back(self, key: tuple[str, str], write: _Write) -> None:
+    def _put_back(self, key: tuple[str, str, int | None], write: _Write) -> None:
         """At the front again, merged under anything written to the same row meanwhile."""
         newer = self._queue.get(key)
         self._queue[key] = write.merged(newer) if newer else write
@@ -170,7 +188,7 @@ class WriteBehind:
         lost, self._lost = self._lost, {}
         for deployment_id, count in lost.items():
             self._events += 1
-            self._queue[("event", str(next(self._seq)))] = _Write("event", "", {
+            self._queue[("event", str(next(self._seq)), None)] = _Write("event", "", {
                 "deployment_id": deployment_id, "at": self.clock.now(), "kind": "events_lost",
                 "message": f"{count} events of a database outage were dropped: more than {self.max_events} "
                            "were waiting", "data": {"lost": count}})

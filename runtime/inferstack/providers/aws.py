@@ -28,8 +28,8 @@ The boto3 calls are `aws_cloud`'s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -42,6 +42,8 @@ from inferstack.providers.aws_claims import InstanceClaims
 from inferstack.providers.aws_cloud import AwsCloud
 from inferstack.providers.aws_groups import (
     MissingLaunchTemplate,
+    Owner,
+    ReplicaGroup,
     launch_document_name,
     launch_template_id,
     owner_of,
@@ -50,6 +52,7 @@ from inferstack.providers.aws_groups import (
     replica_log_stream,
 )
 from inferstack.providers.base import ProviderError, ReplicaHandle
+from inferstack.providers.refresher import BackgroundRefresh
 from inferstack.settings import Env, Settings
 from inferstack.spec import DeploymentSpec
 
@@ -130,9 +133,7 @@ class AwsProvider:
         self._claims: dict[str, Claim] = {}  # replica id -> its instance
         self._failed_stops: dict[str, Claim] = {}  # replica id -> an instance whose termination failed
         self._states: dict[str, str] = {}  # instance id -> last known EC2 state (or GONE)
-        self._refreshed_at = float("-inf")
-        self._refresh_task: asyncio.Task[None] | None = None
-        self._closed = False
+        self._refresher = BackgroundRefresh(clock, poll_s, self.refresh, "aws-provider-refresh")
 
     # --- Provider ------------------------------------------------------------------------------------
     async def start(
@@ -141,20 +142,9 @@ class AwsProvider:
         """Claim an instance for the replica (adopting an unclaimed one, else growing the group) and
         return its handle. On any failure, raises ProviderError and leaves desired capacity as it was.
         `replica_api_key` is deliberately unused (see the module docstring)."""
-        if self._closed:
+        if self._refresher.stopped:
             raise ProviderError("the aws provider is closed")
-        try:
-            template = launch_template_id(self._config.launch_templates, spec.hardware_profile, self._config.stack)
-        except MissingLaunchTemplate as exc:
-            raise ProviderError(str(exc)) from None
-        # The deployment's own choice (checked by the spec to hold its GPUs), else the profile's smallest.
-        instance_type = (spec.instance_types[0] if spec.instance_types
-                         else aws_instance_type(spec.hardware_profile, spec.gpus_per_replica))
-        if instance_type is None:
-            raise ProviderError(f"no EC2 instance type offers {spec.gpus_per_replica} x {spec.profile.gpu}")
-        owner = owner_of(name, self._config.declared)
-        groups = replica_groups(self._config.stack, name, spec, deployment_id=deployment_id,
-                                launch_template_id=template, instance_type=instance_type, owner=owner)
+        groups, instance_type, owner = self._groups(deployment_id, name, spec)
         parameter = launch_document_name(self._config.parameter_prefix, name, owner)
         try:
             if owner == "pulumi":
@@ -172,15 +162,49 @@ class AwsProvider:
                                                           launch_digest(document), rewritten, instance_type)
         except (ClientError, BotoCoreError) as exc:
             raise ProviderError(f"AWS: {exc}") from exc
-        self._claims[replica_id] = claim
+        return self._hold(claim, instance, name)
+
+    async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
+                    replica_ids: list[str]) -> list[ReplicaHandle]:
+        """The instances of the deployment's groups tagged with one of `replica_ids` (at their claim) that
+        still run: an earlier leader's replicas, kept under their ids, neither restarted nor re-tagged."""
+        if self._refresher.stopped or not replica_ids:
+            return []
+        try:
+            groups, _, _ = self._groups(deployment_id, name, spec)
+            found = await self._instances.find_tagged([g.name for g in groups], set(replica_ids))
+        except (ProviderError, ClientError, BotoCoreError) as exc:
+            log.warning("could not look for the running replicas of %s (they are replaced): %s", name, exc)
+            return []
+        return [self._hold(claim, instance, name) for claim, instance in found]
+
+    def _hold(self, claim: Claim, instance: dict[str, Any], name: str) -> ReplicaHandle:
+        self._claims[claim.replica_id] = claim
         self._states[claim.instance_id] = instance["State"]["Name"]
         address = instance["PrivateIpAddress"]
-        log.info("replica %s of %s is instance %s in %s (%s)", replica_id, name, claim.instance_id, claim.group,
-                 address)
+        log.info("replica %s of %s is instance %s in %s (%s)", claim.replica_id, name, claim.instance_id,
+                 claim.group, address)
         # pid None: nothing runs here. log_path names where the replica's output is kept (its CloudWatch
         # stream, readable after the instance is gone), not a local file.
-        return ReplicaHandle(replica_id=replica_id, url=f"http://{address}:{REPLICA_PORT}", pid=None,
+        return ReplicaHandle(replica_id=claim.replica_id, url=f"http://{address}:{REPLICA_PORT}", pid=None,
                              log_path=replica_log_stream(self._config.stack, claim.instance_id))
+
+    def _groups(self, deployment_id: str, name: str,
+                spec: DeploymentSpec) -> tuple[list[ReplicaGroup[str]], str, Owner]:
+        """The deployment's groups, the instance type its replicas run on, and who owns the groups."""
+        try:
+            template = launch_template_id(self._config.launch_templates, spec.hardware_profile, self._config.stack)
+        except MissingLaunchTemplate as exc:
+            raise ProviderError(str(exc)) from None
+        # The deployment's own choice (checked by the spec to hold its GPUs), else the profile's smallest.
+        instance_type = (spec.instance_types[0] if spec.instance_types
+                         else aws_instance_type(spec.hardware_profile, spec.gpus_per_replica))
+        if instance_type is None:
+            raise ProviderError(f"no EC2 instance type offers {spec.gpus_per_replica} x {spec.profile.gpu}")
+        owner = owner_of(name, self._config.declared)
+        groups = replica_groups(self._config.stack, name, spec, deployment_id=deployment_id,
+                                launch_template_id=template, instance_type=instance_type, owner=owner)
+        return groups, instance_type, owner
 
     def exit_code(self, handle: ReplicaHandle) -> int | None:
         """1 once the replica's instance is stopping, stopped, terminated or gone, else None.
@@ -190,7 +214,7 @@ class AwsProvider:
         claim = self._claims.get(handle.replica_id)
         if claim is None:
             return None
-        self._schedule_refresh()
+        self._refresher.schedule()
         return 1 if self._states.get(claim.instance_id) in EXITED_EC2 else None
 
     async def stop(self, handle: ReplicaHandle) -> None:
@@ -214,13 +238,13 @@ class AwsProvider:
 
         A control plane stops when it is replaced (every merge rolls out a new image digest, ECS
         replaces the tasks), far more often than for good: terminating its instances would make every
-        deploy a cold start of every model. The next control plane marks the earlier replicas orphaned
-        and starts new ones, and each `start` adopts a running instance of the group (its launch
-        document unchanged) before it grows the group. Terminations that failed are retried here once,
+        deploy a cold start of every model. The next control plane keeps the replicas it finds tagged
+        with their ids (`adopt`), and each later `start` adopts any other running instance of the group
+        (its launch document unchanged) before it grows the group. Terminations that failed are retried here once,
         since those replicas were stopped on purpose. What stays running when no control plane comes
         back (a `pulumi destroy` of a stack with API-made deployments) is in docs/aws.md.
         """
-        await self._stop_refreshing()
+        await self._refresher.stop()
         failed = list(self._failed_stops.values())
         self._claims.clear()
         self._failed_stops.clear()
@@ -233,34 +257,16 @@ class AwsProvider:
     async def hand_over(self) -> bool:
         """Leave every instance running for the next leader, whose `start` adopts them (unclaimed by
         any live process once this one is gone): a rolling deploy keeps its GPU capacity."""
-        await self._stop_refreshing()
+        await self._refresher.stop()
         self._claims.clear()
         return True
 
-    async def _stop_refreshing(self) -> None:
-        self._closed = True
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh_task
-
     # --- the exit-code cache -------------------------------------------------------------------------
-    def _schedule_refresh(self) -> None:
-        if self._closed or (self._refresh_task is not None and not self._refresh_task.done()):
-            return
-        if self._clock.now() - self._refreshed_at < self._poll_s:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # called outside the event loop: answer from the cache alone
-            return
-        self._refreshed_at = self._clock.now()
-        self._refresh_task = loop.create_task(self.refresh(), name="aws-provider-refresh")
 
     async def refresh(self) -> None:
         """Describe every held instance once and update the cache `exit_code` reads; retry the
         terminations that failed earlier. Errors are logged: the next refresh tries again."""
-        self._refreshed_at = self._clock.now()
+        self._refresher.refreshed()
         try:
             for replica_id, claim in list(self._failed_stops.items()):
                 await self._instances.release(claim)

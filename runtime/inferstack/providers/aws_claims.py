@@ -105,6 +105,20 @@ class InstanceClaims:
         raise ProviderError(f"no EC2 instance came up in {' or '.join(groups)} within {waited:g} s "
                             "(no capacity for the instance type, or the launch failed: see the group's activity)")
 
+    async def find_tagged(self, groups: list[str], replica_ids: set[str]) -> list[tuple[Claim, dict[str, Any]]]:
+        """The live instances of `groups` tagged with one of `replica_ids`, reserved for them as they are."""
+        found = []
+        for group in groups:
+            ids = [i for i in live_members(await self._cloud.describe_group(group)) if i not in self._reserved]
+            instances = await self._cloud.describe_instances(ids) if ids else {}
+            for instance_id, instance in instances.items():
+                replica_id = instance_tags(instance).get(REPLICA_TAG)
+                if replica_id in replica_ids and usable(instance) and instance_id not in self._reserved:
+                    self._reserved.add(instance_id)
+                    log.info("keeping replica %s: instance %s of %s still runs", replica_id, instance_id, group)
+                    found.append((Claim(replica_id, instance_id, group), instance))
+        return found
+
     async def await_declared(self, groups: list[str], parameter: str) -> str:
         """The launch document of a deployment whose groups Pulumi creates, once the groups and the
         document exist (Pulumi creates them after the deployment: a replica asked for in between waits)."""

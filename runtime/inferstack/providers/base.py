@@ -47,6 +47,13 @@ class Provider(Protocol):
         """Stop every replica this provider started."""
         ...
 
+    async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
+                    replica_ids: list[str]) -> list[ReplicaHandle]:
+        """The replicas an earlier leader recorded live that still run here (found by the replica id they
+        were tagged with at their start): this process holds them from now on. None for replicas that
+        die with their control plane."""
+        ...
+
     async def hand_over(self) -> bool:
         """Another control plane takes over: stop the replicas only if they cannot outlive this process.
         True if they keep running (for the next leader to adopt)."""

@@ -28,7 +28,6 @@ The replicas' API key and the deployment's Hugging Face token live in the Secret
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -55,6 +54,7 @@ from inferstack.providers.kubernetes_pods import (
     replica_secret,
     scheduling,
 )
+from inferstack.providers.refresher import BackgroundRefresh
 from inferstack.settings import Env, Settings
 from inferstack.spec import DeploymentSpec
 
@@ -125,15 +125,13 @@ class KubernetesProvider:
         self._exited: set[str] = set()  # replica ids whose pod failed
         self._pods: dict[str, PodView] = {}  # pod name -> what the last list said
         self._driven: set[str] = set()  # replica Deployments this provider scaled
-        self._refreshed_at = float("-inf")
-        self._refresh_task: asyncio.Task[None] | None = None
-        self._closed = False
+        self._refresher = BackgroundRefresh(clock, poll_s, self._refresh_and_reap, "kubernetes-provider-refresh")
 
     # --- Provider --------------------------------------------------------------------------------------
     async def start(
         self, deployment_id: str, name: str, replica_id: str, spec: DeploymentSpec, replica_api_key: str
     ) -> ReplicaHandle:
-        if self._closed:
+        if self._refresher.stopped:
             raise ProviderError("the kubernetes provider is closed")
         self._log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_dir / f"{replica_id}.log"
@@ -172,7 +170,7 @@ class KubernetesProvider:
     def exit_code(self, handle: ReplicaHandle) -> int | None:
         """1 once the replica's pod failed or went (see the module docstring), else None. Cheap: answers
         from the cache and at most schedules one background list, no more often than every `poll_s`."""
-        self._schedule_refresh()
+        self._refresher.schedule()
         return 1 if handle.replica_id in self._exited else None
 
     async def stop(self, handle: ReplicaHandle) -> None:
@@ -180,6 +178,10 @@ class KubernetesProvider:
         claim = self._claims.pop(handle.replica_id, None)
         if claim is not None:
             await self._give_back(claim, "stopped")
+
+    async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
+                    replica_ids: list[str]) -> list[ReplicaHandle]:
+        return []  # not by id yet: the next leader's `start` claims the pods left running, under new ids
 
     async def hand_over(self) -> bool:
         """Pods outlive this process: leave them (and the Deployments' replica counts) for the next
@@ -198,11 +200,7 @@ class KubernetesProvider:
         await self._cluster.close()
 
     async def _stop_refreshing(self) -> None:
-        self._closed = True
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh_task
+        await self._refresher.stop()
         self._claims.clear()
 
     # --- claiming a pod --------------------------------------------------------------------------------
@@ -295,21 +293,9 @@ class KubernetesProvider:
             log.error("could not remove pod %s of %s: %s", claim.pod, claim.deployment, exc)
 
     # --- the pod cache ---------------------------------------------------------------------------------
-    def _schedule_refresh(self) -> None:
-        if self._closed or (self._refresh_task is not None and not self._refresh_task.done()):
-            return
-        if self._clock.now() - self._refreshed_at < self._poll_s:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._refreshed_at = self._clock.now()
-        self._refresh_task = loop.create_task(self._refresh_and_reap(), name="kubernetes-provider-refresh")
-
     async def refresh(self) -> None:
         """List the replica pods once (one call for the namespace) and update the cache."""
-        self._refreshed_at = self._clock.now()
+        self._refresher.refreshed()
         self._pods = {view.name: view for view in map(read_pod, await self._cluster.replica_pods())}
 
     async def _refresh_and_reap(self) -> None:

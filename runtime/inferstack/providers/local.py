@@ -82,6 +82,10 @@ class LocalProvider:
             process.kill()
             await process.wait()
 
+    async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
+                    replica_ids: list[str]) -> list[ReplicaHandle]:
+        return []  # children of the process that started them: they went with it
+
     async def hand_over(self) -> bool:
         await self.close()  # a local replica is a child of this process: it cannot outlive it
         return False

@@ -52,6 +52,16 @@ class PlacingProvider:
     async def close(self) -> None:
         await asyncio.gather(*(p.close() for p in self._providers.values()))
 
+    async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
+                    replica_ids: list[str]) -> list[ReplicaHandle]:
+        """Each provider finds its own (a replica id is tagged in one place only)."""
+        adopted: list[ReplicaHandle] = []
+        for provider_name, provider in self._providers.items():
+            for handle in await provider.adopt(deployment_id, name, spec, replica_ids):
+                self._placed[handle.replica_id] = provider_name
+                adopted.append(dataclasses.replace(handle, provider=provider_name))
+        return adopted
+
     async def hand_over(self) -> bool:
         """True only if every provider's replicas outlive this process: the rows of the ones that do not
         must be marked stopped (the next leader adopts running cloud instances whatever their rows say)."""

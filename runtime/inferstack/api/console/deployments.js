@@ -20,7 +20,7 @@ function formSpec(form) {
 }
 
 function deploymentRow(d) {
-  const e = api.escapeHtml, t = d.traffic;
+  const e = api.escapeHtml, t = d.metrics;
   const action = ["stopped", "failed"].includes(d.status)
     ? `<button data-act="resume" data-id="${e(d.id)}">Resume</button>`
     : `<button data-act="stop" data-id="${e(d.id)}">Stop</button>`;
@@ -29,7 +29,7 @@ function deploymentRow(d) {
     <td><span class="status ${e(d.status)}" title="${e(d.status_reason)}">${e(d.status)}</span></td>
     <td>${e(d.spec.hf_model_id)}</td><td>${e(d.spec.hardware_profile)}</td>
     <td class="num replicas">${d.ready_replicas} / ${d.desired_replicas}</td>
-    <td class="num">${t ? charts.formatNumber(t.requests_per_s) : "–"}</td>
+    <td class="num">${t ? charts.formatNumber(t.arrivals_per_s) : "–"}</td>
     <td class="num">${t && t.p95_latency_ms !== null ? charts.formatNumber(t.p95_latency_ms) + " ms" : "–"}</td>
     <td class="num">${api.money(d.cost.usd)}</td><td class="num">${api.money(d.cost.usd_per_hour)}/h</td>
     <td>${action} <button class="danger" data-act="delete" data-id="${e(d.id)}">Delete</button></td></tr>`;
