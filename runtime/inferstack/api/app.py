@@ -18,7 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from inferstack.api import batches_routes, compat, deployments, files_routes, keys_routes, metrics_routes, openapi
+from inferstack.api import (
+    adapters_routes,
+    batches_routes,
+    compat,
+    deployments,
+    files_routes,
+    keys_routes,
+    metrics_routes,
+    openapi,
+)
 from inferstack.api.deps import Services
 from inferstack.api.edge import CONTROL_BODY_LIMITS, admitted_receive
 from inferstack.api.errors import compat_error_response, openai_error_response
@@ -69,6 +78,7 @@ def build_fastapi(services: Services,
         return {"status": "ok"}
 
     app.include_router(deployments.router)
+    app.include_router(adapters_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(compat.router)
     app.include_router(keys_routes.router)

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ValidationError
 from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
 from inferstack.controller.recorder import cost_usd
 from inferstack.errors import ApiError
-from inferstack.fleet import LiveDeployment
+from inferstack.fleet import AdapterStats, LiveDeployment
+from inferstack.lora import adapter_model
 from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, describe_errors, error_fields
 from inferstack.store import DuplicateName
 
@@ -40,6 +41,40 @@ class CostView(BaseModel):
     usd: float
 
 
+class AdapterView(BaseModel):
+    object: str = "adapter"
+    name: str
+    model: str
+    """What callers send as `model`."""
+    source: str
+    rank: int | None
+    loaded_replicas: int
+    """Ready replicas that have it loaded: its requests go to these."""
+    failures: list[str]
+    """Why replicas refused to load it, if any did."""
+    requests: int
+    failed_requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    mean_latency_s: float | None
+
+
+def adapter_views(deployment: LiveDeployment) -> list[AdapterView]:
+    ready = deployment.ready_replicas()
+    views = []
+    for adapter in deployment.spec.adapters:
+        stats = deployment.adapter_stats.get(adapter.name, AdapterStats())
+        views.append(AdapterView(
+            name=adapter.name, model=adapter_model(deployment.name, adapter.name), source=adapter.source,
+            rank=adapter.rank, loaded_replicas=sum(r.adapters.get(adapter.name) == adapter.source for r in ready),
+            failures=sorted({r.adapter_failures[adapter.source] for r in ready
+                             if adapter.source in r.adapter_failures}),
+            requests=stats.requests, failed_requests=stats.failed, prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            mean_latency_s=round(stats.seconds / stats.requests, 6) if stats.requests else None))
+    return views
+
+
 class DeploymentView(BaseModel):
     object: str = "deployment"
     deployment_id: str
@@ -53,6 +88,7 @@ class DeploymentView(BaseModel):
     queued_requests: int
     created_at: float
     cost: CostView
+    adapters: list[AdapterView]
 
 
 def view(deployment: LiveDeployment) -> DeploymentView:
@@ -71,6 +107,7 @@ def view(deployment: LiveDeployment) -> DeploymentView:
         cost=CostView(price_per_replica_hour=spec.price_per_replica_hour,
                       replica_seconds=round(deployment.replica_seconds, 3),
                       usd=round(cost_usd(deployment), 6)),
+        adapters=adapter_views(deployment),
     )
 
 
@@ -183,11 +220,17 @@ async def events(ref: str, request: Request, limit: int = 100,
 
 @router.get("/v1/models")
 async def models(request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
-    """OpenAI's model list: the caller's deployments, by id (the name works as `model` too)."""
+    """OpenAI's model list: the caller's deployments, by id (the name works as `model` too), each followed
+    by its LoRA adapters, with the deployment as `parent` as vLLM lists them."""
     fleet = services(request).fleet
-    data = [
-        {"id": d.id, "object": "model", "created": int(d.created_at), "owned_by": d.tenant_id,
-         "name": d.name, "root": d.spec.hf_model_id, "status": d.status.value, "task": d.spec.task.value}
-        for d in fleet.all() if d.tenant_id == tenant
-    ]
+    data = []
+    for d in fleet.all():
+        if d.tenant_id != tenant:
+            continue
+        data.append({"id": d.id, "object": "model", "created": int(d.created_at), "owned_by": d.tenant_id,
+                     "name": d.name, "root": d.spec.hf_model_id, "parent": None, "status": d.status.value,
+                     "task": d.spec.task.value})
+        data += [{"id": adapter_model(d.name, a.name), "object": "model", "created": int(d.created_at),
+                  "owned_by": d.tenant_id, "name": a.name, "root": a.source, "parent": d.id,
+                  "status": d.status.value, "task": d.spec.task.value} for a in d.spec.adapters]
     return {"object": "list", "data": data}

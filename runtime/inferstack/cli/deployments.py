@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from rich.table import Column, Table
 
+from inferstack.cli.adapters import adapter_table
 from inferstack.cli.output import Output, OutputOption, control_plane, emit, fail, given, out
 from inferstack.client import ControlPlaneClient
 from inferstack.hardware import MODELS, PROFILES, smallest_fitting_gpus
@@ -123,6 +124,8 @@ def status(deployment: str = typer.Argument(..., help="Deployment id or name."),
         table.add_row(r["id"], r["status"], where, str(r["in_flight"]), engine, time.strftime("%H:%M:%S",
                       time.localtime(r["started_at"])), ready_after, r["reason"])
     out.print(table)
+    if info.get("adapters"):
+        out.print(adapter_table(info["adapters"]))
 
 
 @app.command()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from inferstack.clock import Clock
 from inferstack.controller.actions import DeploymentActions
+from inferstack.controller.adapters import AdapterSync
 from inferstack.controller.instance import Instance
 from inferstack.controller.leadership import Leadership, SoleLeadership
 from inferstack.controller.loop import ControllerLoop
@@ -40,9 +41,11 @@ def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Cloc
     probes = Probes()
     recorder = Recorder(store, clock, feed.announce)
     replicas = ReplicaLifecycle(provider, recorder, probes, clock, kick.set)
-    loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=tick_s)
+    adapters = AdapterSync(recorder)
+    loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=tick_s, adapters=adapters)
     sync = FleetSync(store, fleet, feed, replicas, clock, kick.set, resync_s=feed.resync_s)
     windows = WindowExchange(store, fleet, clock, instance_id)
     instance = Instance(loop, leadership or SoleLeadership(), sync, windows)
-    actions = DeploymentActions(fleet, recorder, replicas, clock, kick.set, leading=lambda: instance.leading)
+    actions = DeploymentActions(fleet, recorder, replicas, clock, kick.set, leading=lambda: instance.leading,
+                                adapters=adapters)
     return ControllerParts(loop=loop, actions=actions, instance=instance)

@@ -15,6 +15,7 @@ import logging
 from inferstack.autoscaler.decision import Decision, decide
 from inferstack.autoscaler.observe import observe
 from inferstack.clock import Clock
+from inferstack.controller.adapters import AdapterSync
 from inferstack.controller.backoff import retry_due
 from inferstack.controller.probes import Probes, engine_queues
 from inferstack.controller.recorder import Recorder
@@ -31,9 +32,10 @@ STATE_SAVE_INTERVAL_S = 15.0
 
 class ControllerLoop:
     def __init__(self, fleet: Fleet, recorder: Recorder, probes: Probes, replicas: ReplicaLifecycle, clock: Clock,
-                 kick: asyncio.Event, *, tick_s: float = 1.0) -> None:
+                 kick: asyncio.Event, *, tick_s: float = 1.0, adapters: AdapterSync | None = None) -> None:
         """`kick` is set by whoever wants a pass before the next tick (see `wake`)."""
         self._fleet = fleet
+        self._adapters = adapters or AdapterSync(recorder)
         self._recorder = recorder
         self._probes = probes
         self._replicas = replicas
@@ -46,6 +48,7 @@ class ControllerLoop:
         """Bring back every deployment from the store, then run the loop in the background. A deployment
         already in the fleet (mirrored while this instance followed) is taken over in place."""
         await self._probes.start()
+        await self._adapters.start()
         restored = await self._recorder.restore(self._clock.now())
         for deployment in restored:
             existing = self._fleet.get(deployment.id)
@@ -77,6 +80,7 @@ class ControllerLoop:
             deployment.replicas.clear()
         await self._recorder.flush()
         await self._probes.close()
+        await self._adapters.close()
 
     def wake(self, deployment: LiveDeployment) -> None:
         """A request is waiting for a replica: reconcile now rather than at the next tick."""
@@ -109,6 +113,7 @@ class ControllerLoop:
                 return _no_decision(deployment)
             deployment.retry_at = None  # one try at a time: the next failure sets the next retry
         await self._probes.scrape_engines(deployment)
+        await self._adapters.sync(deployment)
         observation = observe(deployment, now)
         decision = decide(deployment.spec, observation, deployment.autoscaler_state, now)
         deployment.autoscaler_state = decision.next_state

@@ -33,7 +33,7 @@ from inferstack.controller.recorder import live_from_row
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
 from inferstack.providers.base import ReplicaHandle
-from inferstack.spec import REPLICA_SHAPING_FIELDS, DeploymentSpec, DeploymentStatus, ReplicaStatus
+from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus, needs_new_replicas
 from inferstack.store import DeploymentRow, ReplicaRow, Store
 
 log = logging.getLogger("inferstack.sync")
@@ -225,7 +225,7 @@ class FleetSync:
             changed = True
         elif row.updated_at > live.row_updated_at:
             spec = self._spec(row)
-            reshaped = any(getattr(spec, name) != getattr(live.spec, name) for name in REPLICA_SHAPING_FIELDS)
+            reshaped = needs_new_replicas(live.spec, spec)
             live.spec = spec
             if reshaped:
                 self._replicas.reshape(live)

@@ -6,6 +6,7 @@ caller sees is the one vLLM would report.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,13 +67,14 @@ def check_task(config: SimConfig, task: Task, api: str) -> None:
         raise SimApiError(404, f"The model does not support {api}.", "NotFoundError")
 
 
-def check_model(config: SimConfig, body: dict[str, Any]) -> str:
+def check_model(config: SimConfig, body: dict[str, Any], adapters: Container[str] = ()) -> str:
+    """The model a request names: a served name or a loaded LoRA adapter's."""
     model = body.get("model")
     if model is None:
         return config.served_model_names[0]  # vLLM: `model` may be omitted
     if not isinstance(model, str):
         raise bad_request("`model` must be a string.", "model")
-    if model not in config.served_model_names:
+    if model not in config.served_model_names and model not in adapters:
         raise SimApiError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
     return model
 
@@ -187,8 +189,13 @@ def completion_budget(prompt_tokens: int, max_tokens: int | None, max_model_len:
     return max_tokens, "length"
 
 
-def parse_chat(config: SimConfig, body: dict[str, Any]) -> GenerateRequest:
-    model = check_model(config, body)
+def _seed(config: SimConfig, model: str, text: str) -> str:
+    # An adapter answers other words than its base for the same prompt, as a fine-tune does.
+    return text if model in config.served_model_names else f"{model}\n{text}"
+
+
+def parse_chat(config: SimConfig, body: dict[str, Any], adapters: Container[str] = ()) -> GenerateRequest:
+    model = check_model(config, body, adapters)
     text = _chat_prompt_text(body.get("messages"))
     stream, include_usage = _stream_options(body)
     max_tokens = _optional_int(body, "max_completion_tokens", 1)
@@ -197,12 +204,12 @@ def parse_chat(config: SimConfig, body: dict[str, Any]) -> GenerateRequest:
     n = _optional_int(body, "n", 1) or 1
     prompt_tokens = count_tokens(text)
     steps, finish = completion_budget(prompt_tokens, max_tokens, config.max_model_len)
-    texts = [filler_tokens(text, i, steps) for i in range(n)]
+    texts = [filler_tokens(_seed(config, model, text), i, steps) for i in range(n)]
     return GenerateRequest(Plan(model, prompt_tokens, steps, finish, texts), stream, include_usage)
 
 
-def parse_completion(config: SimConfig, body: dict[str, Any]) -> GenerateRequest:
-    model = check_model(config, body)
+def parse_completion(config: SimConfig, body: dict[str, Any], adapters: Container[str] = ()) -> GenerateRequest:
+    model = check_model(config, body, adapters)
     if "prompt" not in body:
         raise bad_request("`prompt` is required.", "prompt")
     prompts = _prompt_inputs(body["prompt"], "prompt")
@@ -213,7 +220,7 @@ def parse_completion(config: SimConfig, body: dict[str, Any]) -> GenerateRequest
     budgets = [completion_budget(tokens, max_tokens, config.max_model_len) for _, tokens in prompts]
     steps = min(b[0] for b in budgets)
     finish = "length" if any(b[1] == "length" for b in budgets) else "stop"
-    texts = [filler_tokens(seed, i, steps) for seed, _ in prompts for i in range(n)]
+    texts = [filler_tokens(_seed(config, model, seed), i, steps) for seed, _ in prompts for i in range(n)]
     prompt_tokens = sum(tokens for _, tokens in prompts)
     return GenerateRequest(Plan(model, prompt_tokens, steps, finish, texts), stream, include_usage)
 
