@@ -62,7 +62,7 @@ class _Routes:
         return json_response(model_list(self.config, self.created, self.loras.paths))
 
     async def load_lora_adapter(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.loras.load(await read_json(request)))
+        return web.Response(text=self.loras.load(await read_json(request), self.config.served_model_names))
 
     async def unload_lora_adapter(self, request: web.Request) -> web.Response:
         return web.Response(text=self.loras.unload(await read_json(request)))

@@ -34,24 +34,28 @@ class LoraAdapters:
                 raise ValueError(f"--lora-modules takes name=path, got {module!r}")
             self.paths[name] = self._checked(name, path)
 
-    def load(self, body: dict[str, Any]) -> str:
+    def load(self, body: dict[str, Any], base_names: tuple[str, ...]) -> str:
         name, path = body.get("lora_name"), body.get("lora_path")
         if not name or not path:
             raise SimApiError(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
-        if name in self.paths:
-            raise SimApiError(400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput")
+        if name in base_names:
+            raise SimApiError(400, f"The lora adapter '{name}' conflicts with a served base model.",
+                              "InvalidUserInput")
+        if name in self.paths and not body.get("load_inplace"):
+            raise SimApiError(400, f"The lora adapter '{name}' has already been loaded. If you want to load the "
+                              "adapter in place, set 'load_inplace' to True.", "InvalidUserInput")
         try:
             self.paths[name] = self._checked(name, path)
         except FileNotFoundError as exc:
             raise SimApiError(404, str(exc), "NotFoundError") from None
-        except ValueError as exc:
-            raise SimApiError(400, str(exc), "BadRequestError") from None
+        except ValueError as exc:  # vLLM answers any other failure of the engine's add_lora with a 500
+            raise SimApiError(500, str(exc), "InternalServerError") from None
         return f"Success: LoRA adapter '{name}' added successfully."
 
     def unload(self, body: dict[str, Any]) -> str:
         name = body.get("lora_name")
-        if not name and not body.get("lora_int_id"):
-            raise SimApiError(400, "either 'lora_name' and 'lora_int_id' needs to be provided.", "InvalidUserInput")
+        if not name:
+            raise SimApiError(400, "'lora_name' needs to be provided to unload a LoRA adapter.", "InvalidUserInput")
         if name not in self.paths:
             raise SimApiError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
         del self.paths[name]
@@ -64,8 +68,10 @@ class LoraAdapters:
             return path  # a Hugging Face repo id: vLLM downloads it; the sim takes it as it is
         config = Path(path) / "adapter_config.json"
         if not config.is_file():
-            raise FileNotFoundError(f"Loading lora {name} failed: No adapter found for {path}")
+            # vLLM 0.32 writes `<path>` here, not the path.
+            raise FileNotFoundError(f"Loading lora {name} failed: No adapter found for <path>")
         rank = json.loads(config.read_text()).get("r", 0)
         if rank > self.max_lora_rank:
-            raise ValueError(f"LoRA rank {rank} is greater than max_lora_rank {self.max_lora_rank}.")
+            raise ValueError(f"Call to add_lora method failed: LoRA rank {rank} is greater than max_lora_rank "
+                             f"{self.max_lora_rank}.")
         return path
