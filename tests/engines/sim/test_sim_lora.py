@@ -16,7 +16,7 @@ from inferstack.engines.sim.app import build_app
 from inferstack.engines.sim.config import SimConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from lora_adapter import write_config  # noqa: E402
+from lora_adapter import write_config
 
 
 @pytest.fixture
