@@ -3,7 +3,6 @@ control plane's adapter handling is exercised on the sim as it runs on vLLM."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,6 @@ from aiohttp import web
 
 from inferstack.engines.sim.app import build_app
 from inferstack.engines.sim.config import SimConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from lora_adapter import write_config
 
 
