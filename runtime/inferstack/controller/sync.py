@@ -288,6 +288,9 @@ def _mirror_replicas(live: LiveDeployment, rows: list[ReplicaRow]) -> bool:
         elif replica.status is not status:
             became_ready |= status is ReplicaStatus.ready
             replica.status, replica.ready_at = status, row.ready_at
+        # A follower cannot see what the leader loaded where: it takes the spec's adapters as loaded (the
+        # leader loads them within a pass; an engine that refused one answers with vLLM's own 404).
+        replica.adapters = {a.name: a.source for a in live.spec.adapters}
     current = {row.id for row in rows}
     for replica_id in [r for r in live.replicas if r not in current]:
         live.replicas.pop(replica_id).status = ReplicaStatus.stopped
