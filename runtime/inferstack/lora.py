@@ -17,6 +17,8 @@ from inferstack.plain_text import PlainText
 
 SEPARATOR = ":"
 ADAPTER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+SOURCE_PATTERN = r"^(/[^\x00-\x1f\x7f]*|[^\x00-\x20\x7f/:]+/[^\x00-\x20\x7f/:]+)$"
+"""An absolute path, or a Hugging Face repo id (owner/name); in the JSON schema too, so both agree."""
 MAX_ADAPTERS = 64
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The values vLLM takes for `--max-lora-rank`."""
@@ -33,7 +35,8 @@ class AdapterSpec(BaseModel):
                       description="Unique within the deployment; callers use `<deployment-name>:<name>` as model.")
     source: PlainText(1000, min_length=1) = Field(
         ..., description="A Hugging Face repo id (gated ones through the deployment's hf_token) or an "
-        "absolute path the replicas can read (a directory with adapter_config.json).")
+        "absolute path the replicas can read (a directory with adapter_config.json).",
+        json_schema_extra={"pattern": SOURCE_PATTERN})
     rank: int | None = Field(None, ge=1, le=512, description="The adapter's LoRA rank `r`, when known: checked "
                              "against max_lora_rank, and raises the rank the replicas reserve.")
 
@@ -52,7 +55,7 @@ class AdapterSpec(BaseModel):
             # vLLM reads local directories and Hugging Face repos only.
             raise ValueError("s3:// sources are not served yet: copy the adapter to a path the replicas can "
                              "read, or push it to a Hugging Face repo")
-        if not source.startswith("/") and ("://" in source or source.count("/") != 1):
+        if not re.match(SOURCE_PATTERN, source):
             raise ValueError(f"source {source!r} must be a Hugging Face repo id (owner/name) or an absolute path")
         return source
 

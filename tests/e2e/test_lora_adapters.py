@@ -175,3 +175,14 @@ def test_the_compatibility_create_with_a_base_model_extends_its_deployment(plane
     assert ask(client, "chat:support").model == "chat:support"
     refused = rest.post("/sg_inf/create", json={"model": "not a repo", "base_model": SIM_SPEC["hf_model_id"]})
     assert refused.status_code == 422 and refused.json()["success"] is False
+
+    # No deployment of that base model yet: one is created, holding the adapter.
+    fresh = rest.post("/sg_inf/create", json={"model": "org/summaries-lora", "base_model": "org/base-model",
+                                               "initial_worker_config": {"min_workers": 0}})
+    assert fresh.status_code == 200, fresh.text
+    dep_id = fresh.json()["id"]
+    assert fresh.json()["model"] == f"{dep_id}:summaries-lora"
+    spec = rest.get(f"/sg_inf/{dep_id}").json()["message"]["spec"]
+    assert spec["hf_model_id"] == "org/base-model"
+    assert spec["adapters"] == [{"name": "summaries-lora", "source": "org/summaries-lora", "rank": None}]
+    assert rest.delete(f"/sg_inf/{dep_id}").status_code == 200
