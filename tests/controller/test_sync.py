@@ -12,6 +12,7 @@ import pytest
 from controller_support import FakeProbe, FakeProvider, FakeReplica, Parts, build_parts, eventually
 
 from inferstack.controller.actions import DeploymentActions
+from inferstack.controller.adapters import AdapterSync
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.controller.sync import FleetSync, PollingFeed
@@ -40,7 +41,8 @@ def follower_of(parts: Parts, tmp_path: Path) -> Follower:
     recorder = Recorder(parts.store, parts.clock)
     replicas = ReplicaLifecycle(provider, recorder, FakeProbe(), parts.clock, lambda: None)
     sync = FleetSync(parts.store, fleet, PollingFeed(), replicas, parts.clock, lambda: None, resync_s=3600)
-    actions = DeploymentActions(fleet, recorder, replicas, parts.clock, lambda: None, leading=lambda: False)
+    actions = DeploymentActions(fleet, recorder, replicas, AdapterSync(recorder), parts.clock, lambda: None,
+                                leading=lambda: False)
     return Follower(fleet, provider, sync, actions)
 
 

@@ -22,12 +22,11 @@ from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, 
 
 
 class DeploymentActions:
-    def __init__(self, fleet: Fleet, recorder: Recorder, replicas: ReplicaLifecycle, clock: Clock,
-                 nudge: Callable[[], None], leading: Callable[[], bool] = lambda: True,
-                 adapters: AdapterSync | None = None) -> None:
+    def __init__(self, fleet: Fleet, recorder: Recorder, replicas: ReplicaLifecycle, adapters: AdapterSync,
+                 clock: Clock, nudge: Callable[[], None], leading: Callable[[], bool] = lambda: True) -> None:
         """`leading` says whether this instance leads now (and so drives the replicas)."""
         self._fleet = fleet
-        self._adapters = adapters or AdapterSync(recorder)
+        self._adapters = adapters
         self._leading = leading
         self._recorder = recorder
         self._replicas = replicas

@@ -42,10 +42,10 @@ def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Cloc
     recorder = Recorder(store, clock, feed.announce)
     replicas = ReplicaLifecycle(provider, recorder, probes, clock, kick.set)
     adapters = AdapterSync(recorder)
-    loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=tick_s, adapters=adapters)
+    loop = ControllerLoop(fleet, recorder, probes, replicas, adapters, clock, kick, tick_s=tick_s)
     sync = FleetSync(store, fleet, feed, replicas, clock, kick.set, resync_s=feed.resync_s)
     windows = WindowExchange(store, fleet, clock, instance_id)
     instance = Instance(loop, leadership or SoleLeadership(), sync, windows)
-    actions = DeploymentActions(fleet, recorder, replicas, clock, kick.set, leading=lambda: instance.leading,
-                                adapters=adapters)
+    actions = DeploymentActions(fleet, recorder, replicas, adapters, clock, kick.set,
+                                leading=lambda: instance.leading)
     return ControllerParts(loop=loop, actions=actions, instance=instance)

@@ -31,11 +31,11 @@ STATE_SAVE_INTERVAL_S = 15.0
 
 
 class ControllerLoop:
-    def __init__(self, fleet: Fleet, recorder: Recorder, probes: Probes, replicas: ReplicaLifecycle, clock: Clock,
-                 kick: asyncio.Event, *, tick_s: float = 1.0, adapters: AdapterSync | None = None) -> None:
+    def __init__(self, fleet: Fleet, recorder: Recorder, probes: Probes, replicas: ReplicaLifecycle,
+                 adapters: AdapterSync, clock: Clock, kick: asyncio.Event, *, tick_s: float = 1.0) -> None:
         """`kick` is set by whoever wants a pass before the next tick (see `wake`)."""
         self._fleet = fleet
-        self._adapters = adapters or AdapterSync(recorder)
+        self._adapters = adapters
         self._recorder = recorder
         self._probes = probes
         self._replicas = replicas
