@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Column, Table
 
-from inferstack.cli.output import Output, OutputOption, control_plane, emit, given
+from inferstack.cli.output import Output, OutputOption, control_plane, emit, given, out
 
 adapters_app = typer.Typer(help="LoRA adapters of a base deployment: list, add, remove.", no_args_is_help=True)
 
@@ -53,4 +53,7 @@ def remove(deployment: str = typer.Argument(..., help="Deployment id or name."),
     """Unload an adapter from every replica and take it out of the deployment."""
     with control_plane() as client:
         info = client.remove_adapter(deployment, name)
-    emit(info, output, None if output is Output.json else adapter_table([]))
+    if output is Output.json:
+        emit(info, output)
+    else:
+        out.print(f"removed {info['model']}")
