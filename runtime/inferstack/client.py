@@ -176,6 +176,15 @@ class ControlPlaneClient:
     def list_replicas(self, ref: str, *, include_stopped: bool = False) -> list[dict[str, Any]]:
         return self._call("GET", _path("deployments", ref, "replicas"), params={"all": include_stopped})["data"]
 
+    def list_adapters(self, ref: str) -> list[dict[str, Any]]:
+        return self._call("GET", _path("deployments", ref, "adapters"))["data"]
+
+    def add_adapter(self, ref: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("POST", _path("deployments", ref, "adapters"), json=dict(body))
+
+    def remove_adapter(self, ref: str, name: str) -> dict[str, Any]:
+        return self._call("DELETE", _path("deployments", ref, "adapters", name))
+
     def list_events(self, ref: str, *, limit: int) -> list[dict[str, Any]]:
         return self._call("GET", _path("deployments", ref, "events"), params={"limit": limit})["data"]
 

@@ -61,13 +61,26 @@ def engine_error_body(status: int, body: bytes) -> bytes:
     "BadRequestError", "param", "code": 400}}` (older versions `{"object": "error", "message", ...}`):
     the message and param are kept, the type and code become OpenAI's, so a client sees one shape
     whichever side refused the request."""
+    error = _engine_error(body)
+    if error is not None:
+        param = error.get("param")
+        return openai_error_body(status, error["message"], param=param if isinstance(param, str) else None)
+    return openai_error_body(status, engine_error_message(status, body))
+
+
+def engine_error_message(status: int, body: bytes) -> str:
+    """The message of an engine's error answer, or what it answered when that is not one."""
+    error = _engine_error(body)
+    if error is not None:
+        return str(error["message"])
+    text = body.decode("utf-8", "replace").strip()[:500]
+    return f"The engine answered {status}" + (f": {text}" if text else ".")
+
+
+def _engine_error(body: bytes) -> dict[str, Any] | None:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        parsed = None
+        return None
     error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        param = error.get("param")
-        return openai_error_body(status, error["message"], param=param if isinstance(param, str) else None)
-    text = body.decode("utf-8", "replace").strip()[:500]
-    return openai_error_body(status, f"The engine answered {status}" + (f": {text}" if text else "."))
+    return error if isinstance(error, dict) and isinstance(error.get("message"), str) else None

@@ -13,8 +13,21 @@ from dataclasses import dataclass, field
 from inferstack.autoscaler.decision import AutoscalerState
 from inferstack.autoscaler.metrics_window import MetricsWindow
 from inferstack.autoscaler.shared_window import MergedWindow, WindowShare
+from inferstack.lora import split_model
 from inferstack.providers.base import ReplicaHandle
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
+
+
+@dataclass
+class AdapterStats:
+    """One LoRA adapter's traffic since this instance started, as `status` shows it."""
+
+    requests: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    """Latency summed over its requests: with `requests`, the mean."""
 
 
 @dataclass
@@ -31,6 +44,11 @@ class LiveReplica:
     engine_running: int | None = None
     """The engine's own `vllm:num_requests_running` at the last scrape (None until scraped)."""
     engine_waiting: int | None = None
+    adapters: dict[str, str] = field(default_factory=dict)
+    """The LoRA adapters loaded on it, name in the spec -> source: the gateway sends an adapter's requests
+    only here. Those it started with count once it is ready; the controller loads the rest."""
+    adapter_failures: dict[str, str] = field(default_factory=dict)
+    """Adapter source -> why the engine refused to load it: not tried again on this replica."""
 
     @property
     def replica_id(self) -> str:
@@ -82,6 +100,8 @@ class LiveDeployment:
     """The last wake-up another instance asked for that the leader has acted on."""
     held_elsewhere_until: float = 0.0
     """Another instance holds a request for this deployment until then (it asked for a wake-up)."""
+    adapter_stats: dict[str, AdapterStats] = field(default_factory=dict)
+    """Per LoRA adapter name: its requests, tokens and latency (`gateway/adapter_usage.py`)."""
     peer_windows: list[WindowShare] = field(default_factory=list)
     """The leader's copy of the other instances' fresh metrics windows (`controller/window_exchange.py`)."""
     observed: MergedWindow | None = None
@@ -89,8 +109,10 @@ class LiveDeployment:
     merged_window: MergedWindow | None = None
     """The leader's last published `observed`, as every instance shows it (`controller/window_exchange.py`)."""
 
-    def ready_replicas(self) -> list[LiveReplica]:
-        return [r for r in self.replicas.values() if r.status is ReplicaStatus.ready]
+    def ready_replicas(self, adapter: str | None = None) -> list[LiveReplica]:
+        """Ready replicas; with `adapter`, only those that have it loaded."""
+        return [r for r in self.replicas.values()
+                if r.status is ReplicaStatus.ready and (adapter is None or adapter in r.adapters)]
 
     def count(self, *statuses: ReplicaStatus) -> int:
         return sum(1 for r in self.replicas.values() if r.status in statuses)
@@ -153,6 +175,18 @@ class Fleet:
         if deployment is not None:
             return deployment if deployment.tenant_id == tenant_id else None
         return self._by_name.get((tenant_id, model))
+
+    def resolve_model(self, tenant_id: str, model: str) -> tuple[LiveDeployment, str | None] | None:
+        """`model` as callers send it: a deployment (id or name), or `<deployment-name>:<adapter>` for one of
+        its LoRA adapters (inferstack/lora.py). None when the caller has no such deployment or adapter."""
+        base, adapter = split_model(model)
+        if adapter is None:
+            deployment = self.resolve(tenant_id, model)
+            return None if deployment is None else (deployment, None)
+        deployment = self._by_name.get((tenant_id, base))
+        if deployment is None or adapter not in {a.name for a in deployment.spec.adapters}:
+            return None
+        return deployment, adapter
 
     def all(self) -> list[LiveDeployment]:
         return list(self._by_id.values())

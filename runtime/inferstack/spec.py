@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, fiel
 from pydantic.fields import FieldInfo
 
 from inferstack.hardware import MODELS, PROFILES, HardwareProfile, fit_problem
+from inferstack.lora import LORA_RANKS, MAX_ADAPTERS, AdapterSpec, LoraLimits, needed_rank
 from inferstack.plain_text import PlainText, control_character_problem
 from inferstack.secret_scan import secret_findings
 
@@ -169,6 +170,16 @@ class DeploymentSpec(ScalingSpec):
         None, ge=1, le=100_000, description="Requests in flight per ready replica the gateway lets through; "
         "beyond it a 429 with Retry-After, rather than a queue at the engines (none: no bound)."
     )
+    # LoRA adapters (inferstack/lora.py): live, loaded and unloaded on the running replicas.
+    adapters: list[AdapterSpec] = Field(
+        default_factory=list, max_length=MAX_ADAPTERS, description="LoRA adapters served on this base model, "
+        "each callable as `model` = `<deployment-name>:<adapter-name>`.")
+    max_loras: int | None = Field(
+        None, ge=1, le=MAX_ADAPTERS, description="vLLM --max-loras: adapters in one batch; none: the number of "
+        "adapters. More adapters than this is refused.", json_schema_extra=_change("replica"))
+    max_lora_rank: int | None = Field(
+        None, description="vLLM --max-lora-rank; none: the highest stated adapter rank, at least 16.",
+        json_schema_extra={**_change("replica"), "enum": list(LORA_RANKS)})
     hf_token: SecretStr | None = Field(
         None, max_length=MAX_TOKEN_LENGTH, description="Write-only: used to pull gated weights.",
         json_schema_extra=_change("replica")
@@ -221,6 +232,9 @@ class DeploymentSpec(ScalingSpec):
         if wrong:
             raise ValueError(f"instance_types: {', '.join(wrong)} do not hold {self.gpus_per_replica} x {profile.gpu}; "
                              f"choose among {', '.join(holding) or 'none (no EC2 type holds them)'}")
+        problem = self._adapter_problem()
+        if problem:
+            raise ValueError(problem)
         if self.max_price_per_hour is not None and self.max_price_per_hour < self.price_per_replica_hour:
             raise ValueError(
                 f"max_price_per_hour ({self.max_price_per_hour:g}) is below the price of one replica "
@@ -233,6 +247,31 @@ class DeploymentSpec(ScalingSpec):
                 f"{self.min_replicas} x {self.price_per_replica_hour:g} = {floor_price:g} USD/hour"
             )
         return self
+
+    def _adapter_problem(self) -> str | None:
+        names = [a.name for a in self.adapters]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            return f"adapters: {', '.join(twice)} named more than once"
+        if self.adapters and self.task is Task.embed:
+            return "adapters: LoRA adapters are served by generate deployments, not embed ones"
+        if self.max_lora_rank is not None and self.max_lora_rank not in LORA_RANKS:
+            return f"max_lora_rank ({self.max_lora_rank}) must be one of {', '.join(map(str, LORA_RANKS))}"
+        if self.max_loras is not None and len(self.adapters) > self.max_loras:
+            return f"adapters: {len(self.adapters)} adapters exceed max_loras ({self.max_loras})"
+        over = [f"{a.name} (rank {a.rank})" for a in self.adapters
+                if a.rank is not None and self.max_lora_rank is not None and a.rank > self.max_lora_rank]
+        if over:
+            return f"adapters: {', '.join(over)} exceed max_lora_rank ({self.max_lora_rank})"
+        return None
+
+    @property
+    def lora_limits(self) -> LoraLimits | None:
+        """What the replicas' engine reserves for adapters; None: LoRA off (no adapter, no limit set)."""
+        if not self.adapters and self.max_loras is None and self.max_lora_rank is None:
+            return None
+        return LoraLimits(max_loras=self.max_loras or max(1, len(self.adapters)),
+                          max_lora_rank=self.max_lora_rank or needed_rank(self.adapters))
 
     @property
     def profile(self) -> HardwareProfile:
@@ -275,6 +314,18 @@ def _fields_that_change(kind: FieldChange) -> frozenset[str]:
 IDENTITY_FIELDS = _fields_that_change("identity")
 REPLICA_SHAPING_FIELDS = _fields_that_change("replica")
 LIVE_FIELDS = _fields_that_change("live")
+
+
+def needs_new_replicas(old: DeploymentSpec, new: DeploymentSpec) -> bool:
+    """Whether running replicas cannot serve `new`: a replica-shaping field changed, LoRA was turned on
+    (the first adapter, when max_loras is not set), or an adapter needs a higher rank than the replicas
+    reserve. Adding or removing an adapter within those is live: it is loaded on the running replicas."""
+    if any(getattr(old, name) != getattr(new, name) for name in REPLICA_SHAPING_FIELDS):
+        return True
+    before, after = old.lora_limits, new.lora_limits
+    if after is None:
+        return False
+    return before is None or after.max_lora_rank > before.max_lora_rank
 
 
 class _SpecPatch(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any
 
 from inferstack.clock import ManualClock
 from inferstack.controller.actions import DeploymentActions
+from inferstack.controller.adapters import AdapterSync
 from inferstack.controller.loop import ControllerLoop
 from inferstack.controller.probes import HealthProbe, Probes
 from inferstack.controller.recorder import Recorder
@@ -93,6 +94,7 @@ class Parts:
     fleet: Fleet
     provider: FakeProvider
     probes: Probes
+    adapters: AdapterSync
     recorder: Recorder
     replicas: ReplicaLifecycle
     loop: ControllerLoop
@@ -112,6 +114,7 @@ class Parts:
     async def close(self) -> None:
         await self.replicas.close()
         await self.probes.close()
+        await self.adapters.close()
         self.store.engine.dispose()
 
 
@@ -128,9 +131,11 @@ async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | Non
     recorder = Recorder(store, clock)
     replicas = ReplicaLifecycle(provider, recorder, probe or probes, clock, kick.set, health_poll_s=HEALTH_POLL_S,
                                 startup_timeout_s=startup_timeout_s)
-    loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=3600)
-    actions = DeploymentActions(fleet, recorder, replicas, clock, kick.set)
-    return Parts(store, clock, fleet, provider, probes, recorder, replicas, loop, actions, tenant)
+    adapters = AdapterSync(recorder)
+    await adapters.start()
+    loop = ControllerLoop(fleet, recorder, probes, replicas, adapters, clock, kick, tick_s=3600)
+    actions = DeploymentActions(fleet, recorder, replicas, adapters, clock, kick.set)
+    return Parts(store, clock, fleet, provider, probes, adapters, recorder, replicas, loop, actions, tenant)
 
 
 async def eventually(condition: Callable[[], Any], timeout: float = 5.0) -> Any:

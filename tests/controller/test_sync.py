@@ -12,6 +12,7 @@ import pytest
 from controller_support import FakeProbe, FakeProvider, FakeReplica, Parts, build_parts, eventually
 
 from inferstack.controller.actions import DeploymentActions
+from inferstack.controller.adapters import AdapterSync
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.controller.sync import FleetSync, PollingFeed
@@ -40,7 +41,8 @@ def follower_of(parts: Parts, tmp_path: Path) -> Follower:
     recorder = Recorder(parts.store, parts.clock)
     replicas = ReplicaLifecycle(provider, recorder, FakeProbe(), parts.clock, lambda: None)
     sync = FleetSync(parts.store, fleet, PollingFeed(), replicas, parts.clock, lambda: None, resync_s=3600)
-    actions = DeploymentActions(fleet, recorder, replicas, parts.clock, lambda: None, leading=lambda: False)
+    actions = DeploymentActions(fleet, recorder, replicas, AdapterSync(recorder), parts.clock, lambda: None,
+                                leading=lambda: False)
     return Follower(fleet, provider, sync, actions)
 
 
@@ -193,3 +195,27 @@ async def test_the_leader_scales_on_the_traffic_of_every_instance(pair: Pair) ->
     leader.clock.advance(FRESH_S + 1)  # the follower stopped publishing: its window no longer counts
     await here.exchange(leading=True)
     assert deployment.peer_windows == []
+
+
+async def test_a_follower_routes_an_adapter_to_the_leaders_replicas(pair: Pair) -> None:
+    """A follower cannot see what the leader loaded: it routes an adapter of the spec to every ready replica
+    (the leader loads it within a pass), and an adapter added on the follower reaches the leader's spec."""
+    leader, follower = pair.leader, pair.follower
+    from inferstack.lora import AdapterSpec
+
+    deployment = await leader.create(name="chat", min_replicas=2, max_replicas=2,
+                                     adapters=[{"name": "sql", "source": "org/sql"}])
+    await leader.loop.reconcile(deployment)
+    await eventually(lambda: ready_rows(leader, deployment.id) == 2)
+    await follower.sync.refresh()
+    found = follower.fleet.resolve_model(leader.tenant, "chat:sql")
+    assert found is not None and found[1] == "sql" and len(found[0].ready_replicas("sql")) == 2
+    assert follower.fleet.resolve_model(leader.tenant, "chat:law") is None
+
+    leader.clock.advance(1)
+    await follower.actions.add_adapter(found[0], AdapterSpec(name="law", source="org/law"))
+    await pair.leader_sync.refresh()
+    assert [a.name for a in deployment.spec.adapters] == ["sql", "law"]
+    assert not any(r.outdated for r in deployment.ready_replicas())  # loaded at run time, not by new replicas
+    await follower.sync.refresh()
+    assert len(found[0].ready_replicas("law")) == 2

@@ -147,3 +147,20 @@ async def test_reacquire_falls_back_to_the_only_replica() -> None:
     lease = await gate.acquire(deployment, FAR)
     await gate.reacquire(lease)
     assert lease.replica.replica_id == "only" and lease.replica.outstanding == 1
+
+
+async def test_an_adapter_request_goes_only_to_replicas_that_have_it_loaded_and_waits_for_one() -> None:
+    gate, waker = admission()
+    deployment = with_replicas("plain", "tuned")
+    deployment.replicas["tuned"].adapters["sql"] = "org/sql"
+    leases = [await gate.acquire(deployment, FAR, adapter="sql") for _ in range(8)]
+    assert {lease.replica.replica_id for lease in leases} == {"tuned"}
+    for lease in leases:
+        lease.release()
+    held = asyncio.create_task(gate.acquire(deployment, FAR, adapter="law"))  # loaded nowhere yet
+    await eventually(lambda: deployment.queued == 1)
+    assert waker.woken == []  # replicas are ready: nothing to wake, the adapter is on its way
+    deployment.replicas["plain"].adapters["law"] = "org/law"  # what AdapterSync does once vLLM loaded it
+    deployment.notify()
+    lease = await asyncio.wait_for(held, 5)
+    assert lease.replica.replica_id == "plain" and deployment.queued == 0

@@ -17,6 +17,7 @@ from inferstack.spec import (
     TOKEN_FIELD,
     DeploymentSpec,
     DeploymentUpdate,
+    needs_new_replicas,
 )
 
 BASE = DeploymentSpec(name="chat", hf_model_id="m/chat", engine="vllm", hardware_profile="gpu.l4")
@@ -31,7 +32,8 @@ OTHER_VALUE: dict[str, Any] = {
     "max_queue_wait_s": 10, "max_queued_requests": 10, "max_price_per_hour": 100.0, "drain_timeout_s": 5,
     "max_requests_per_replica": 64,
     "providers": ["kubernetes", "aws"], "cloudburst": True, "node_names": ["gpu-node-1"],
-    "instance_types": ["g6.12xlarge"],
+    "instance_types": ["g6.12xlarge"], "adapters": [{"name": "sql", "source": "org/sql-lora"}], "max_loras": 2,
+    "max_lora_rank": 32,
 }
 IDENTITY_VALUE: dict[str, Any] = {"name": "chat2", "hf_model_id": "m/other", "engine": "sim", "task": "embed"}
 
@@ -43,8 +45,8 @@ def launch_of(spec: DeploymentSpec) -> tuple[list[str], dict[str, str]]:
 
 def test_the_classes_partition_the_spec_as_the_platform_expects() -> None:
     assert {"name", "hf_model_id", "task", "engine"} == IDENTITY_FIELDS
-    assert {"hardware_profile", "gpus_per_replica", "engine_args", "max_model_len", TOKEN_FIELD} \
-        == REPLICA_SHAPING_FIELDS
+    assert {"hardware_profile", "gpus_per_replica", "engine_args", "max_model_len", "max_loras", "max_lora_rank",
+            TOKEN_FIELD} == REPLICA_SHAPING_FIELDS
     assert set(DeploymentSpec.model_fields) == IDENTITY_FIELDS | REPLICA_SHAPING_FIELDS | LIVE_FIELDS
     assert not (IDENTITY_FIELDS & REPLICA_SHAPING_FIELDS or IDENTITY_FIELDS & LIVE_FIELDS
                 or REPLICA_SHAPING_FIELDS & LIVE_FIELDS)
@@ -52,11 +54,29 @@ def test_the_classes_partition_the_spec_as_the_platform_expects() -> None:
     assert set(OTHER_VALUE) == REPLICA_SHAPING_FIELDS | LIVE_FIELDS
 
 
-@pytest.mark.parametrize("field", sorted(REPLICA_SHAPING_FIELDS | LIVE_FIELDS))
+@pytest.mark.parametrize("field", sorted(REPLICA_SHAPING_FIELDS | LIVE_FIELDS - {"adapters"}))
 def test_a_field_needs_new_replicas_exactly_when_it_changes_what_a_replica_runs(field: str) -> None:
     changed = BASE.with_changes(DeploymentUpdate(**{field: OTHER_VALUE[field]}).changes())
     assert getattr(changed, field) != getattr(BASE, field)
     assert (launch_of(changed) != launch_of(BASE)) == (field in REPLICA_SHAPING_FIELDS)
+    assert needs_new_replicas(BASE, changed) == (field in REPLICA_SHAPING_FIELDS)
+
+
+def test_adapters_are_live_once_replicas_run_with_lora() -> None:
+    """A new replica starts with every adapter (so the launch changes), but a running one loads it at run
+    time: only the first adapter (LoRA off until then) or a higher rank needs new replicas."""
+    one = BASE.with_changes({"adapters": [{"name": "sql", "source": "org/sql-lora"}]})
+    two = one.with_changes({"adapters": [*one.stored()["adapters"], {"name": "law", "source": "/adapters/law"}]})
+    argv, env = launch_of(two)
+    assert argv[argv.index("--lora-modules") + 1:argv.index("--lora-modules") + 3] == [
+        "chat:sql=org/sql-lora", "chat:law=/adapters/law"]
+    assert argv[argv.index("--max-lora-rank") + 1] == "16" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert needs_new_replicas(BASE, one) and not needs_new_replicas(one, two) and not needs_new_replicas(two, one)
+    assert not needs_new_replicas(one, BASE)  # a replica with LoRA on serves the base model as well
+    wide = two.with_changes({"adapters": [*two.stored()["adapters"], {"name": "w", "source": "o/w", "rank": 64}]})
+    assert needs_new_replicas(two, wide) and launch_of(wide)[0][launch_of(wide)[0].index("--max-lora-rank") + 1] == "64"
+    preset = BASE.with_changes({"max_loras": 4})
+    assert not needs_new_replicas(preset, preset.with_changes({"adapters": one.stored()["adapters"]}))
 
 
 @pytest.mark.parametrize("field", sorted(IDENTITY_FIELDS))

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from inferstack.api import (
+    adapters_routes,
     batches_routes,
     compat,
     console_routes,
@@ -89,6 +90,7 @@ def build_fastapi(services: Services,
 
     app.include_router(deployments.router)
     app.include_router(history_routes.router)
+    app.include_router(adapters_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(compat.router)
     app.include_router(keys_routes.router)

@@ -3,7 +3,9 @@
 Each request is mapped onto the native spec and goes through the same validation; a field value
 this system cannot honour is a 422 that says so, never silently ignored. Placement (`cloud_providers`,
 `use_on_prem`, `on_prem_node_ids`, `use_cloudburst`, `instance_types`) maps onto the spec's
-`providers`, `node_names`, `cloudburst` and `instance_types` (providers/placement.py). Errors answer in these
+`providers`, `node_names`, `cloudburst` and `instance_types` (providers/placement.py). `base_model` with
+`model` = a LoRA adapter adds the adapter to the caller's deployment of that base model (or creates one).
+Errors answer in these
 platforms' own `{"success": false, "message"}` shape (the app's error handler picks it by path).
 
 `/sg_inf` answers as that platform documents (`{"success": true, "message": {"inf_id"}}` on create). Its
@@ -21,8 +23,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from inferstack.api.deployments import create_deployment, find, invalid, update_deployment
-from inferstack.api.deps import admin_tenant_id, services, tenant_id
+from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
 from inferstack.errors import ApiError
+from inferstack.lora import AdapterSpec, adapter_model
 from inferstack.spec import DeploymentSpec, DeploymentUpdate, describe_errors
 
 router = APIRouter(tags=["compatibility"])
@@ -241,15 +244,44 @@ def sg_inf_refusal(errors: Sequence[Mapping[str, Any]]) -> ApiError:
 
 @router.post("/sg_inf/create")
 async def sg_inf_create(body: SgInfCreate, request: Request, tenant: str = Depends(admin_tenant_id)) -> dict[str, Any]:
-    if body.base_model and body.base_model != body.model:
-        raise ApiError(422, "base_model: adapters on a base model are not supported; deploy the merged model")
     fields = _sg_inf_fields(body)
+    if body.base_model and body.base_model != body.model:
+        return await _sg_inf_adapter(services(request), tenant, body, fields)
     fields.setdefault("hardware_profile", "gpu.a100")
     fields.setdefault("max_replicas", max(fields.get("min_replicas", 1), 1))
     spec = _validated_as_sg_inf({"name": body.name, "hf_model_id": body.model,
                                  "task": "embed" if body.inf_type == "embedding" else "generate", **fields})
     deployment = await create_deployment(services(request), tenant, spec)
     return {"success": True, "message": {"inf_id": deployment.id}}
+
+
+async def _sg_inf_adapter(svc: Services, tenant: str, body: SgInfCreate, fields: dict[str, Any]) -> dict[str, Any]:
+    """`model` is a LoRA adapter of `base_model`: it joins the caller's deployment of that base model (the
+    oldest, when there are several), or a new one is created for it. The adapter is named `name` (else
+    the last part of `model`), and called as `<deployment-name>:<adapter>`."""
+    adapter_name = body.name or re.sub(r"[^a-z0-9._-]+", "-", body.model.rstrip("/").rsplit("/", 1)[-1].lower())
+    try:
+        adapter = AdapterSpec(name=adapter_name.strip("-._") or "adapter", source=body.model)
+    except ValidationError as exc:
+        raise ApiError(422, f"model: {describe_errors(exc.errors())}", param="model") from exc
+    bases = sorted((d for d in svc.fleet.all() if d.tenant_id == tenant and d.spec.hf_model_id == body.base_model
+                    and d.spec.task.value == "generate"), key=lambda d: d.created_at)
+    if bases:
+        deployment = bases[0]
+        try:
+            await svc.actions.add_adapter(deployment, adapter)
+        except ValidationError as exc:
+            raise invalid(exc) from exc
+        verb = "extended"
+    else:
+        fields.setdefault("hardware_profile", "gpu.a100")
+        fields.setdefault("max_replicas", max(fields.get("min_replicas", 1), 1))
+        spec = _validated_as_sg_inf({"hf_model_id": body.base_model, "adapters": [adapter.model_dump()], **fields})
+        deployment = await create_deployment(svc, tenant, spec)
+        verb = "created"
+    model = adapter_model(deployment.name, adapter.name)
+    # The documented answer, plus the `model` to call the adapter by and whether its base was new.
+    return {"success": True, "message": {"inf_id": deployment.id, "model": model, "base": verb}}
 
 
 @router.get("/sg_inf/{ref}")

@@ -12,8 +12,9 @@ from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
 from inferstack.autoscaler.shared_window import MergedWindow
 from inferstack.controller.recorder import cost_usd, usd_per_hour
 from inferstack.errors import ApiError
-from inferstack.fleet import LiveDeployment
+from inferstack.fleet import AdapterStats, LiveDeployment
 from inferstack.hardware import PROFILES, fit_problem
+from inferstack.lora import adapter_model
 from inferstack.model_hub import lookup_size, needs_lookup
 from inferstack.providers.logs import MAX_TAIL, CloudWatchLogs, LogUnavailable, read_log
 from inferstack.providers.placement import PlacementError, placement_order
@@ -76,6 +77,40 @@ def metrics_view(merged: MergedWindow | None) -> MetricsView | None:
                        p50_ttft_ms=stats.p50_ttft_ms, p95_ttft_ms=stats.p95_ttft_ms)
 
 
+class AdapterView(BaseModel):
+    object: str = "adapter"
+    name: str
+    model: str
+    """What callers send as `model`."""
+    source: str
+    rank: int | None
+    loaded_replicas: int
+    """Ready replicas that have it loaded: its requests go to these."""
+    failures: list[str]
+    """Why replicas refused to load it, if any did."""
+    requests: int
+    failed_requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    mean_latency_s: float | None
+
+
+def adapter_views(deployment: LiveDeployment) -> list[AdapterView]:
+    ready = deployment.ready_replicas()
+    views = []
+    for adapter in deployment.spec.adapters:
+        stats = deployment.adapter_stats.get(adapter.name, AdapterStats())
+        views.append(AdapterView(
+            name=adapter.name, model=adapter_model(deployment.name, adapter.name), source=adapter.source,
+            rank=adapter.rank, loaded_replicas=sum(r.adapters.get(adapter.name) == adapter.source for r in ready),
+            failures=sorted({r.adapter_failures[adapter.source] for r in ready
+                             if adapter.source in r.adapter_failures}),
+            requests=stats.requests, failed_requests=stats.failed, prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            mean_latency_s=round(stats.seconds / stats.requests, 6) if stats.requests else None))
+    return views
+
+
 class DeploymentView(BaseModel):
     object: str = "deployment"
     deployment_id: str
@@ -94,6 +129,7 @@ class DeploymentView(BaseModel):
     """On create: what could not be checked (a model's size when the Hub did not answer)."""
     metrics: MetricsView | None = None
     """None until the leader has observed it once, and once it is stopped or failed."""
+    adapters: list[AdapterView]
 
 
 def view(deployment: LiveDeployment, warnings: list[str] | None = None) -> DeploymentView:
@@ -115,6 +151,7 @@ def view(deployment: LiveDeployment, warnings: list[str] | None = None) -> Deplo
                       usd=round(cost_usd(deployment), 6),
                       usd_per_hour=usd_per_hour(deployment)),
         metrics=metrics_view(deployment.traffic()),
+        adapters=adapter_views(deployment),
     )
 
 
@@ -307,14 +344,23 @@ def model_object(deployment: LiveDeployment) -> dict[str, Any]:
     """OpenAI's model object (what the SDKs read: id, object, created, owned_by), plus the deployment's name."""
     return {"id": deployment.id, "object": "model", "created": int(deployment.created_at),
             "owned_by": deployment.tenant_id, "name": deployment.name, "root": deployment.spec.hf_model_id,
-            "status": deployment.status.value, "task": deployment.spec.task.value}
+            "parent": None, "status": deployment.status.value, "task": deployment.spec.task.value}
 
 
 @router.get("/v1/models")
 async def models(request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
-    """OpenAI's model list: the caller's deployments, by id (the name works as `model` too)."""
+    """OpenAI's model list: the caller's deployments, by id (the name works as `model` too), each followed
+    by its LoRA adapters, with the deployment as `parent` as vLLM lists them."""
     fleet = services(request).fleet
-    return {"object": "list", "data": [model_object(d) for d in fleet.all() if d.tenant_id == tenant]}
+    return {"object": "list", "data": [m for d in fleet.all() if d.tenant_id == tenant
+                                       for m in [model_object(d), *adapter_objects(d)]]}
+
+
+def adapter_objects(deployment: LiveDeployment) -> list[dict[str, Any]]:
+    """Its LoRA adapters as model objects, with the deployment as `parent` as vLLM lists them."""
+    return [model_object(deployment) | {"id": adapter_model(deployment.name, a.name), "name": a.name,
+                                        "root": a.source, "parent": deployment.id}
+            for a in deployment.spec.adapters]
 
 
 @router.get("/v1/models/{ref}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from inferstack.cli import deployments, simulate
+from inferstack.cli.adapters import adapters_app
 from inferstack.cli.apply import apply
 from inferstack.cli.files import batch_app, files_app
 from inferstack.cli.keys import keys_app
@@ -38,6 +39,7 @@ def demo(engine: str = typer.Option("sim", "--engine", help="sim (built-in simul
 
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(adapters_app, name="adapters")
 app.add_typer(deployments.app)
 app.add_typer(files_app, name="files")
 app.add_typer(batch_app, name="batch")

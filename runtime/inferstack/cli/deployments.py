@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from inferstack.cli.adapters import adapter_table
 from inferstack.cli.output import (
     App,
     Output,
@@ -150,6 +151,8 @@ def status(deployment: str | None = typer.Argument(None, metavar="DEPLOYMENT",
         table.add_row(r["id"], r["status"], where, str(r["in_flight"]), engine, time.strftime("%H:%M:%S",
                       time.localtime(r["started_at"])), ready_after, r["reason"])
     print_table(table)
+    if info.get("adapters"):
+        print_table(adapter_table(info["adapters"]))
 
 
 def traffic_line(metrics: dict[str, Any]) -> str:

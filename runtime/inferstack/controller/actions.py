@@ -12,17 +12,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from inferstack.clock import Clock
+from inferstack.controller.adapters import AdapterSync
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
+from inferstack.errors import ApiError
 from inferstack.fleet import Fleet, LiveDeployment
-from inferstack.spec import REPLICA_SHAPING_FIELDS, DeploymentSpec, DeploymentStatus, DeploymentUpdate
+from inferstack.lora import AdapterSpec
+from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, needs_new_replicas
 
 
 class DeploymentActions:
-    def __init__(self, fleet: Fleet, recorder: Recorder, replicas: ReplicaLifecycle, clock: Clock,
-                 nudge: Callable[[], None], leading: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, fleet: Fleet, recorder: Recorder, replicas: ReplicaLifecycle, adapters: AdapterSync,
+                 clock: Clock, nudge: Callable[[], None], leading: Callable[[], bool] = lambda: True) -> None:
         """`leading` says whether this instance leads now (and so drives the replicas)."""
         self._fleet = fleet
+        self._adapters = adapters
         self._leading = leading
         self._recorder = recorder
         self._replicas = replicas
@@ -51,18 +55,47 @@ class DeploymentActions:
         spec = deployment.spec.with_changes(changes)  # raises ValidationError, changes nothing
         # The database first: when its write fails, the live view still shows what is stored.
         await self._recorder.save_spec(deployment, spec)
-        deployment.spec = spec
+        old, deployment.spec = deployment.spec, spec
         if change.immediate_scale_down:
             deployment.autoscaler_state = replace(deployment.autoscaler_state, skip_stabilisation_once=True)
         changed = sorted(changes)  # names only: a token's value never reaches the record
         await self._recorder.event(deployment, "updated", f"Spec updated: {', '.join(changed) or 'nothing'}"
                                    + (" (immediate scale-down)" if change.immediate_scale_down else ""),
                                    {"fields": changed}, by_user=True)
-        if REPLICA_SHAPING_FIELDS & changes.keys() and self._leading():
+        if needs_new_replicas(old, spec) and self._leading():
             self._replicas.reshape(deployment)  # the loop starts replacements; each ready one retires an old one
         if deployment.status is DeploymentStatus.failed:
             await self._start_afresh(deployment, "Trying again after a spec change")
         self._nudge()
+
+    async def add_adapter(self, deployment: LiveDeployment, adapter: AdapterSpec) -> None:
+        """Add a LoRA adapter and load it on every ready replica now. When an engine refuses it (a path it
+        cannot read, a rank above its limit), the adapter is taken out again and the refusal raised: the
+        spec never lists an adapter its running replicas refused. Without a ready replica (paused, or
+        replicas being replaced), new replicas start with it."""
+        if any(a.name == adapter.name for a in deployment.spec.adapters):
+            raise ApiError(409, f"Deployment {deployment.name} already has an adapter named {adapter.name!r}.",
+                           code="duplicate_adapter", param="name")
+        for replica in deployment.replicas.values():
+            replica.adapter_failures.pop(adapter.source, None)  # asked again: try again
+        await self.update(deployment, DeploymentUpdate(adapters=[*deployment.spec.adapters, adapter]))
+        if not self._leading():
+            return  # the leader loads it when it reads the row
+        refused = (await self._adapters.sync(deployment)).get(adapter.name)
+        if refused is not None:
+            await self.remove_adapter(deployment, adapter.name)
+            raise ApiError(422, f"Adapter {adapter.name} was refused by the engine and not added: {refused}",
+                           code="adapter_refused", param="source")
+
+    async def remove_adapter(self, deployment: LiveDeployment, name: str) -> None:
+        """Take a LoRA adapter out of the spec and unload it from every ready replica now."""
+        kept = [a for a in deployment.spec.adapters if a.name != name]
+        if len(kept) == len(deployment.spec.adapters):
+            raise ApiError(404, f"Deployment {deployment.name} has no adapter named {name!r}.",
+                           code="adapter_not_found", param="name")
+        await self.update(deployment, DeploymentUpdate(adapters=kept))
+        if self._leading():
+            await self._adapters.sync(deployment)
 
     async def stop(self, deployment: LiveDeployment) -> None:
         """Stopped by the user: every replica goes, requests get a clear error, nothing wakes it but `resume`."""

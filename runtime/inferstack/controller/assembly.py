@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from inferstack.clock import Clock
 from inferstack.controller.actions import DeploymentActions
+from inferstack.controller.adapters import AdapterSync
 from inferstack.controller.history import HistorySampler
 from inferstack.controller.instance import Instance
 from inferstack.controller.leadership import Leadership, SoleLeadership
@@ -44,9 +45,11 @@ def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Cloc
     recorder = Recorder(store, clock, feed.announce, fence=lambda: leader.epoch)
     replicas = ReplicaLifecycle(provider, recorder, probes, clock, kick.set)
     history = HistorySampler(store, history_interval_s) if history_interval_s else None
-    loop = ControllerLoop(fleet, recorder, probes, replicas, clock, kick, tick_s=tick_s, history=history)
+    adapters = AdapterSync(recorder)
+    loop = ControllerLoop(fleet, recorder, probes, replicas, adapters, clock, kick, tick_s=tick_s, history=history)
     sync = FleetSync(store, fleet, feed, replicas, clock, kick.set, resync_s=feed.resync_s)
     windows = WindowExchange(store, fleet, clock, instance_id, fence=lambda: leader.epoch)
     instance = Instance(loop, leader, sync, windows)
-    actions = DeploymentActions(fleet, recorder, replicas, clock, kick.set, leading=lambda: instance.leading)
+    actions = DeploymentActions(fleet, recorder, replicas, adapters, clock, kick.set,
+                                leading=lambda: instance.leading)
     return ControllerParts(loop=loop, actions=actions, instance=instance)

@@ -16,6 +16,7 @@ from inferstack.autoscaler.decision import Decision, decide
 from inferstack.autoscaler.observe import observe
 from inferstack.autoscaler.shared_window import MergedWindow
 from inferstack.clock import Clock
+from inferstack.controller.adapters import AdapterSync
 from inferstack.controller.backoff import retry_due
 from inferstack.controller.history import HistorySampler
 from inferstack.controller.probes import Probes, engine_queues
@@ -32,11 +33,13 @@ STATE_SAVE_INTERVAL_S = 15.0
 
 
 class ControllerLoop:
-    def __init__(self, fleet: Fleet, recorder: Recorder, probes: Probes, replicas: ReplicaLifecycle, clock: Clock,
-                 kick: asyncio.Event, *, tick_s: float = 1.0, history: HistorySampler | None = None) -> None:
+    def __init__(self, fleet: Fleet, recorder: Recorder, probes: Probes, replicas: ReplicaLifecycle,
+                 adapters: AdapterSync, clock: Clock, kick: asyncio.Event, *, tick_s: float = 1.0,
+                 history: HistorySampler | None = None) -> None:
         """`kick` is set by whoever wants a pass before the next tick (see `wake`); `history`, when
         given, samples every deployment for the charts after the tick's passes."""
         self._fleet = fleet
+        self._adapters = adapters
         self._recorder = recorder
         self._probes = probes
         self._replicas = replicas
@@ -50,6 +53,7 @@ class ControllerLoop:
         """Bring back every deployment from the store, then run the loop in the background. A deployment
         already in the fleet (mirrored while this instance followed) is taken over in place."""
         await self._probes.start()
+        await self._adapters.start()
         now = self._clock.now()
         restored, live_replicas = await self._recorder.restore(now)
         for deployment in restored:
@@ -88,6 +92,7 @@ class ControllerLoop:
             deployment.replicas.clear()
         await self._recorder.flush()
         await self._probes.close()
+        await self._adapters.close()
 
     def wake(self, deployment: LiveDeployment) -> None:
         """A request is waiting for a replica: reconcile now rather than at the next tick."""
@@ -122,6 +127,7 @@ class ControllerLoop:
                 return _no_decision(deployment)
             deployment.retry_at = None  # one try at a time: the next failure sets the next retry
         await self._probes.scrape_engines(deployment)
+        await self._adapters.sync(deployment)
         observation = observe(deployment, now)
         deployment.observed = MergedWindow(observation.stats, 1 + len(deployment.peer_windows), now)
         decision = decide(deployment.spec, observation, deployment.autoscaler_state, now)

@@ -89,8 +89,9 @@ class ReplicaLifecycle:
     async def _start(self, deployment: LiveDeployment, now: float) -> None:
         replica_id = new_id("rep")
         api_key = secrets.token_urlsafe(24)
+        spec = deployment.spec
         try:
-            handle = await self._provider.start(deployment.id, deployment.name, replica_id, deployment.spec, api_key)
+            handle = await self._provider.start(deployment.id, deployment.name, replica_id, spec, api_key)
         except ProviderError as exc:
             await self.fail(deployment, str(exc))
             return
@@ -100,7 +101,7 @@ class ReplicaLifecycle:
             await self._provider.stop(handle)  # stopped or deleted while the replica was on its way
             return
         replica = LiveReplica(handle=handle, api_key=handle.api_key or api_key, status=ReplicaStatus.starting,
-                              started_at=now)
+                              started_at=now, adapters={a.name: a.source for a in spec.adapters})
         deployment.replicas[replica_id] = replica
         # The health check goes before the record: a replica is probed to ready (or stopped) whatever the
         # database does meanwhile.

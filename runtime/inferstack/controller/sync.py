@@ -33,7 +33,7 @@ from inferstack.controller.recorder import live_from_row
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
 from inferstack.providers.base import ReplicaHandle
-from inferstack.spec import REPLICA_SHAPING_FIELDS, DeploymentSpec, DeploymentStatus, ReplicaStatus
+from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus, needs_new_replicas
 from inferstack.store import DeploymentRow, ReplicaRow, Store
 
 log = logging.getLogger("inferstack.sync")
@@ -225,7 +225,7 @@ class FleetSync:
             changed = True
         elif row.updated_at > live.row_updated_at:
             spec = self._spec(row)
-            reshaped = any(getattr(spec, name) != getattr(live.spec, name) for name in REPLICA_SHAPING_FIELDS)
+            reshaped = needs_new_replicas(live.spec, spec)
             live.spec = spec
             if reshaped:
                 self._replicas.reshape(live)
@@ -288,6 +288,9 @@ def _mirror_replicas(live: LiveDeployment, rows: list[ReplicaRow]) -> bool:
         elif replica.status is not status:
             became_ready |= status is ReplicaStatus.ready
             replica.status, replica.ready_at = status, row.ready_at
+        # A follower cannot see what the leader loaded where: it takes the spec's adapters as loaded (the
+        # leader loads them within a pass; an engine that refused one answers with vLLM's own 404).
+        replica.adapters = {a.name: a.source for a in live.spec.adapters}
     current = {row.id for row in rows}
     for replica_id in [r for r in live.replicas if r not in current]:
         live.replicas.pop(replica_id).status = ReplicaStatus.stopped

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
+from inferstack.lora import adapter_model
 from inferstack.settings import Env
 from inferstack.spec import DeploymentSpec, Engine, Task
 
@@ -50,6 +51,22 @@ def served_names(deployment_id: str, name: str) -> list[str]:
     return [deployment_id] if name == deployment_id else [name, deployment_id]
 
 
+RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+"""Lets the controller load and unload adapters on a running replica (`/v1/load_lora_adapter`)."""
+
+
+def lora_flags(spec: DeploymentSpec, name: str) -> list[str]:
+    """LoRA on, its limits, and the spec's adapters loaded at start, each served as `<name>:<adapter>`.
+    The same flags for vLLM and the sim engine, which imitates them."""
+    limits = spec.lora_limits
+    if limits is None:
+        return []
+    flags = ["--enable-lora", "--max-loras", str(limits.max_loras), "--max-lora-rank", str(limits.max_lora_rank)]
+    if spec.adapters:
+        flags += ["--lora-modules", *(f"{adapter_model(name, a.name)}={a.source}" for a in spec.adapters)]
+    return flags
+
+
 def vllm_flags(spec: DeploymentSpec, names: list[str], port: int, host: str) -> list[str]:
     """The vLLM OpenAI server flags for a spec; shared by every target."""
     flags = ["--model", spec.hf_model_id, "--served-model-name", *names, "--host", host, "--port", str(port),
@@ -58,7 +75,7 @@ def vllm_flags(spec: DeploymentSpec, names: list[str], port: int, host: str) -> 
         flags += ["--max-model-len", str(spec.max_model_len)]
     if spec.task is Task.embed:
         flags += ["--runner", "pooling"]
-    return flags + spec.engine_args
+    return flags + lora_flags(spec, names[0]) + spec.engine_args
 
 
 def plan_launch(
@@ -72,6 +89,8 @@ def plan_launch(
 ) -> LaunchPlan:
     names = served_names(deployment_id, name)
     env = {"VLLM_API_KEY": replica_api_key}
+    if spec.lora_limits is not None:
+        env[RUNTIME_LORA_ENV] = "True"
     if spec.hf_token is not None:
         env["HF_TOKEN"] = spec.hf_token.get_secret_value()
     if spec.engine is Engine.sim:
@@ -79,7 +98,7 @@ def plan_launch(
                 "--served-model-name", *names, "--task", spec.task.value]
         if spec.max_model_len:
             argv += ["--max-model-len", str(spec.max_model_len)]
-        return LaunchPlan(argv=argv + spec.engine_args, env=env)
+        return LaunchPlan(argv=argv + lora_flags(spec, names[0]) + spec.engine_args, env=env)
     if not vllm_python:
         raise EngineUnavailable(
             f"engine 'vllm' needs a Python environment with vLLM: set {Env.VLLM_PYTHON} "

@@ -47,11 +47,13 @@ class Lease:
     request counts in the replica's `outstanding`, a batch one holds one of its batch slots. Releasing
     twice is harmless, so a caller can release in a `finally` whatever happened before."""
 
-    __slots__ = ("_held", "batch", "deadline", "deployment", "heartbeat", "replica")
+    __slots__ = ("_held", "adapter", "batch", "deadline", "deployment", "heartbeat", "replica")
     replica: LiveReplica
 
-    def __init__(self, deployment: LiveDeployment, batch: bool, deadline: float, heartbeat: Heartbeat | None) -> None:
+    def __init__(self, deployment: LiveDeployment, batch: bool, deadline: float, heartbeat: Heartbeat | None,
+                 adapter: str | None = None) -> None:
         self.deployment = deployment
+        self.adapter = adapter  # a LoRA adapter's request goes only to replicas that have it loaded
         self.batch = batch
         self.deadline = deadline  # the request's bounds, kept so a retry waits under the same ones
         self.heartbeat = heartbeat
@@ -138,13 +140,13 @@ class Admission:
         self._queues: dict[str, HoldQueue[_Held]] = {}
 
     async def acquire(self, deployment: LiveDeployment, deadline: float, *, batch: bool = False,
-                      heartbeat: Heartbeat | None = None) -> Lease:
+                      heartbeat: Heartbeat | None = None, adapter: str | None = None) -> Lease:
         """A lease on a replica for one request, holding it until `deadline` while none can take it;
         `heartbeat` is awaited at once when held for a wake, then every `heartbeat_s` of waiting (streaming
         callers' SSE comments). Nobody
         overtakes the held: while requests are held, a new one joins the end of the queue."""
-        lease = Lease(deployment, batch, deadline, heartbeat)
-        replica = None if self._queues.get(deployment.id) else self._pick(deployment, batch, None)
+        lease = Lease(deployment, batch, deadline, heartbeat, adapter)
+        replica = None if self._queues.get(deployment.id) else self._pick(lease, None)
         if replica is not None:
             lease._take(replica)
         else:
@@ -156,7 +158,7 @@ class Admission:
         if there is one, under the request's original bounds. If that raises, the lease holds nothing."""
         failed = lease.replica.replica_id
         lease.release()
-        replica = self._pick(lease.deployment, lease.batch, failed)
+        replica = self._pick(lease, failed)
         if replica is not None:
             lease._take(replica)
         else:
@@ -213,7 +215,7 @@ class Admission:
             held.lease._take(replica)
             held.placed = True
 
-        self._queue(deployment).serve(lambda held: self._pick(deployment, held.lease.batch, held.exclude), give)
+        self._queue(deployment).serve(lambda held: self._pick(held.lease, held.exclude), give)
 
     @staticmethod
     def _check_open(deployment: LiveDeployment) -> None:
@@ -237,5 +239,7 @@ class Admission:
             if lease.heartbeat is not None:
                 await lease.heartbeat()
 
-    def _pick(self, deployment: LiveDeployment, batch: bool, exclude: str | None) -> LiveReplica | None:
-        return pick_replica(deployment.ready_replicas(), self._rng, engine_capacity(deployment.spec), batch, exclude)
+    def _pick(self, lease: Lease, exclude: str | None) -> LiveReplica | None:
+        deployment = lease.deployment
+        return pick_replica(deployment.ready_replicas(lease.adapter), self._rng, engine_capacity(deployment.spec),
+                            lease.batch, exclude)

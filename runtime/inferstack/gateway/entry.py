@@ -27,6 +27,7 @@ from inferstack.clock import Clock
 from inferstack.db import database_away, is_outage
 from inferstack.errors import ApiError, engine_error_body, openai_error_body
 from inferstack.fleet import Fleet, LiveDeployment
+from inferstack.gateway import adapter_usage
 from inferstack.gateway.admission import Admission, Lease, WakeRequester
 from inferstack.gateway.body import BodyLimits, Receive, Scope, Send, read_body
 from inferstack.gateway.limits import RateLimits
@@ -82,7 +83,7 @@ class Gateway:
             if grant is None:
                 raise ApiError(401, "Invalid, expired or revoked API key.", code="invalid_api_key")
             request = _parse(body)
-            deployment = self._resolve(grant.tenant_id, request.get("model"), scope["path"])
+            deployment, adapter = self._resolve(grant.tenant_id, request.get("model"), scope["path"])
             permit = self._rate_limits.admit(grant, deployment, request, self._clock.now())
         except ApiError as error:
             await _send_error(send, error)
@@ -93,17 +94,19 @@ class Gateway:
             await _send_error(send, database_away())
             return
         try:
-            await self._serve(deployment, scope["path"], body, bool(request.get("stream")), permit.stamp(send),
-                              receive)
+            await self._serve(deployment, adapter, scope["path"], body, bool(request.get("stream")),
+                              permit.stamp(send), receive)
         finally:
             permit.release()
 
-    async def _serve(self, deployment: LiveDeployment, path: str, body: bytes, streaming: bool,
-                     send: Send, receive: Receive) -> None:
+    async def _serve(self, deployment: LiveDeployment, adapter: str | None, path: str, body: bytes,
+                     streaming: bool, send: Send, receive: Receive) -> None:
+        """`adapter`: the request names one of the deployment's LoRA adapters (None: the base model)."""
         started = self._clock.now()
         deployment.metrics.arrival(started)
         ttft: float | None = None
         status = 502
+        usage: dict[str, Any] = {}
         opened = False  # whether response headers went out (then errors go inside the stream)
 
         async def heartbeat() -> None:
@@ -132,7 +135,7 @@ class Gateway:
         gone.add_done_callback(on_gone)
         try:
             lease = await self._admission.acquire(deployment, started + deployment.spec.max_queue_wait_s,
-                                                  heartbeat=heartbeat if streaming else None)
+                                                  heartbeat=heartbeat if streaming else None, adapter=adapter)
             try:
                 response = await self._open(lease, path, body)
                 status = response.status
@@ -150,6 +153,8 @@ class Gateway:
                         return
                     if not streaming:  # one body message: a whole JSON answer gains nothing from chunks
                         answer = await _read(response)  # before the headers: a replica dying now is a clean 502
+                        if adapter is not None:
+                            usage = adapter_usage.usage_of_answer(answer)
                         await send({"type": "http.response.start", "status": status,
                                     "headers": _response_headers(response, lease)})
                         await send({"type": "http.response.body", "body": answer})
@@ -158,7 +163,8 @@ class Gateway:
                         await send({"type": "http.response.start", "status": status,
                                     "headers": _response_headers(response, lease)})
                         opened = True
-                    ttft, cut = await self._relay_stream(response, send, started)
+                    ttft, cut, tail = await self._relay_stream(response, send, started, keep_tail=adapter is not None)
+                    usage = adapter_usage.usage_of_stream(tail)
                     if cut:
                         status = 502
                 finally:
@@ -180,29 +186,35 @@ class Gateway:
             now = self._clock.now()
             deployment.metrics.completion(now, now - started, ttft, status < 500)
             self._record(deployment.id, status, now - started)
+            if adapter is not None:
+                adapter_usage.record(deployment, adapter, status, now - started, usage)
 
-    async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send,
-                            started: float) -> tuple[float | None, bool]:
-        """Pass a stream through as the bytes arrive. Returns the time to first byte, and whether the
-        replica cut the stream (it died or its connection broke): the caller's stream then ends properly,
-        with an error event in OpenAI's shape that its client raises, not with a broken chunked body."""
+    async def _relay_stream(self, response: aiohttp.ClientResponse, send: Send, started: float,
+                            keep_tail: bool = False) -> tuple[float | None, bool, bytes]:
+        """Pass a stream through as the bytes arrive. Returns the time to first byte, whether the replica
+        cut the stream (it died or its connection broke): the caller's stream then ends properly, with an
+        error event in OpenAI's shape that its client raises, not with a broken chunked body; and with
+        `keep_tail`, the stream's last bytes (where the usage event is)."""
         ttft: float | None = None
+        tail = b""
         try:
             async for chunk in response.content.iter_any():
                 if ttft is None:
                     ttft = self._clock.now() - started
+                if keep_tail:
+                    tail = (tail + chunk)[-8192:]
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             cut = ApiError(502, f"The replica's stream broke off ({type(exc).__name__}); the answer is incomplete.",
                            code="replica_disconnected")
             await send({"type": "http.response.body", "body": _error_event(cut)})
-            return ttft, True
+            return ttft, True, tail
         await send({"type": "http.response.body", "body": b""})
-        return ttft, False
+        return ttft, False, tail
 
     # --- programmatic entry: batch lines and other internal callers --------------------------
     def resolves(self, tenant_id: str, model: str) -> bool:
-        return self._fleet.resolve(tenant_id, model) is not None
+        return self._fleet.resolve_model(tenant_id, model) is not None
 
     async def call(self, tenant_id: str, path: str, body: dict[str, Any], *,
                    priority: str = "batch") -> tuple[int, bytes]:
@@ -210,14 +222,15 @@ class Gateway:
         OpenAI's shape, never raised: the caller writes them to a result file."""
         started = self._clock.now()
         try:
-            deployment = self._resolve(tenant_id, body.get("model"), path)
+            deployment, adapter = self._resolve(tenant_id, body.get("model"), path)
         except ApiError as error:
             return error.status, openai_error_body(error.status, error.message, error.code)
         deployment.metrics.arrival(started)
         status = 502
+        content = b""
         try:
             lease = await self._admission.acquire(deployment, started + deployment.spec.max_queue_wait_s,
-                                                  batch=priority == "batch")
+                                                  batch=priority == "batch", adapter=adapter)
             try:
                 response = await self._open(lease, path, orjson.dumps(body))
                 try:
@@ -235,14 +248,19 @@ class Gateway:
             now = self._clock.now()
             deployment.metrics.completion(now, now - started, None, status < 500)
             self._record(deployment.id, status, now - started)
+            if adapter is not None:
+                adapter_usage.record(deployment, adapter, status, now - started,
+                                     adapter_usage.usage_of_answer(content) if status < 400 else {})
 
     # --- the shared steps ----------------------------------------------------------------------
-    def _resolve(self, tenant_id: str, model: Any, path: str) -> LiveDeployment:
+    def _resolve(self, tenant_id: str, model: Any, path: str) -> tuple[LiveDeployment, str | None]:
+        """The caller's deployment `model` names, and the LoRA adapter of it, if it names one."""
         if not isinstance(model, str) or not model:
             raise ApiError(400, "You must provide a model parameter: a deployment id or name.", param="model")
-        deployment = self._fleet.resolve(tenant_id, model)
-        if deployment is None:
+        found = self._fleet.resolve_model(tenant_id, model)
+        if found is None:
             raise ApiError(404, f"The model `{model}` does not exist.", code="model_not_found", param="model")
+        deployment, adapter = found
         if deployment.status is DeploymentStatus.stopped:
             raise ApiError(409, f"Deployment {deployment.id} is stopped; resume it with "
                                 f"`inferstack resume {deployment.id}` or POST /v1/deployments/{deployment.id}/resume.",
@@ -254,7 +272,7 @@ class Gateway:
         if expected is not None and expected is not deployment.spec.task:
             raise ApiError(400, f"Deployment {deployment.id} serves task '{deployment.spec.task}', "
                                 f"which does not answer {path}.", code="unsupported_endpoint")
-        return deployment
+        return deployment, adapter
 
     async def _open(self, lease: Lease, path: str, body: bytes) -> aiohttp.ClientResponse:
         """Send the request to the leased replica; if the connection fails before any response byte (a

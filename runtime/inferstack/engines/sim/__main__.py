@@ -32,6 +32,10 @@ def parse_args(argv: Sequence[str] | None) -> SimConfig:
     parser.add_argument("--task", choices=get_args(Task), default="generate")
     parser.add_argument("--startup-delay-s", type=float, default=0.0, help="simulated weight loading")
     parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--enable-lora", action="store_true", help="serve LoRA adapters, as vLLM's flag")
+    parser.add_argument("--max-loras", type=int, default=1)
+    parser.add_argument("--max-lora-rank", type=int, default=16)
+    parser.add_argument("--lora-modules", nargs="+", default=[], help="name=path of adapters loaded at start")
     args = parser.parse_args(argv)
     try:
         return SimConfig(
@@ -45,6 +49,11 @@ def parse_args(argv: Sequence[str] | None) -> SimConfig:
             task=args.task,
             startup_delay_s=args.startup_delay_s,
             max_model_len=args.max_model_len,
+            enable_lora=args.enable_lora,
+            max_loras=args.max_loras,
+            max_lora_rank=args.max_lora_rank,
+            lora_modules=tuple(args.lora_modules),
+            runtime_lora_updating=os.environ.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "").lower() in ("1", "true"),
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -13,6 +13,7 @@ from aiohttp import web
 from inferstack.engines.sim.config import SimConfig
 from inferstack.engines.sim.errors import SimApiError, error_response
 from inferstack.engines.sim.generation import Generation
+from inferstack.engines.sim.lora import LoraAdapters
 from inferstack.engines.sim.metrics import CONTENT_TYPE, SimMetrics
 from inferstack.engines.sim.parsing import (
     GenerateRequest,
@@ -46,6 +47,10 @@ class _Routes:
         self.metrics = SimMetrics(config.served_model_names[0])
         self.scheduler = Scheduler(config, self.metrics)
         self.created = int(time.time())
+        self.loras = LoraAdapters(enabled=config.enable_lora, max_loras=config.max_loras,
+                                  max_lora_rank=config.max_lora_rank,
+                                  runtime_updates=config.runtime_lora_updating)
+        self.loras.start_with(list(config.lora_modules))
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response()
@@ -54,7 +59,13 @@ class _Routes:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     async def models(self, request: web.Request) -> web.Response:
-        return json_response(model_list(self.config, self.created))
+        return json_response(model_list(self.config, self.created, self.loras.paths))
+
+    async def load_lora_adapter(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.loras.load(await read_json(request), self.config.served_model_names))
+
+    async def unload_lora_adapter(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.loras.unload(await read_json(request)))
 
     async def _generate(self, request: web.Request, parsed: GenerateRequest, chat: bool) -> web.StreamResponse:
         generation = Generation(self.scheduler, parsed.plan, chat=chat)
@@ -64,12 +75,12 @@ class _Routes:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         check_task(self.config, "generate", "Chat Completions API")
-        parsed = parse_chat(self.config, await read_json(request))
+        parsed = parse_chat(self.config, await read_json(request), self.loras.paths)
         return await self._generate(request, parsed, chat=True)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         check_task(self.config, "generate", "Completions API")
-        parsed = parse_completion(self.config, await read_json(request))
+        parsed = parse_completion(self.config, await read_json(request), self.loras.paths)
         return await self._generate(request, parsed, chat=False)
 
     async def embeddings(self, request: web.Request) -> web.Response:
@@ -122,4 +133,7 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_post("/v1/chat/completions", _openai_route(routes.chat_completions))
     app.router.add_post("/v1/completions", _openai_route(routes.completions))
     app.router.add_post("/v1/embeddings", _openai_route(routes.embeddings))
+    if routes.loras.runtime_updates:  # vLLM registers these only then
+        app.router.add_post("/v1/load_lora_adapter", _openai_route(routes.load_lora_adapter))
+        app.router.add_post("/v1/unload_lora_adapter", _openai_route(routes.unload_lora_adapter))
     return app

@@ -23,6 +23,12 @@ class SimConfig:
     task: Task = "generate"
     startup_delay_s: float = 0.0
     max_model_len: int = 4096
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    lora_modules: tuple[str, ...] = ()
+    runtime_lora_updating: bool = False
+    """VLLM_ALLOW_RUNTIME_LORA_UPDATING: whether the load and unload routes exist."""
 
     def __post_init__(self) -> None:
         names = self.served_model_names

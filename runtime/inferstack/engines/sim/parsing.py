@@ -6,6 +6,7 @@ caller sees is the one vLLM would report.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,13 +96,14 @@ def check_task(config: SimConfig, task: Task, api: str) -> None:
         raise SimApiError(404, f"The model does not support {api}.", "NotFoundError")
 
 
-def check_model(config: SimConfig, body: dict[str, Any]) -> str:
+def check_model(config: SimConfig, body: dict[str, Any], adapters: Container[str] = ()) -> str:
+    """The model a request names: a served name or a loaded LoRA adapter's."""
     model = body.get("model")
     if model is None:
         return config.served_model_names[0]  # vLLM: `model` may be omitted
     if not isinstance(model, str):
         raise bad_request("`model` must be a string.", "model")
-    if model not in config.served_model_names:
+    if model not in config.served_model_names and model not in adapters:
         raise SimApiError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
     return model
 
@@ -216,6 +218,11 @@ def completion_budget(prompt_tokens: int, max_tokens: int | None, max_model_len:
     return max_tokens, "length"
 
 
+def _seed(config: SimConfig, model: str, text: str) -> str:
+    # An adapter answers other words than its base for the same prompt, as a fine-tune does.
+    return text if model in config.served_model_names else f"{model}\n{text}"
+
+
 def _choice(seed: str, salt: int, budget: tuple[int, str], stops: list[str]) -> Choice:
     """Filler words within the budget, cut at the first stop string (then the finish is "stop")."""
     steps, finish = budget
@@ -233,8 +240,8 @@ def _structured_choice(seed: str, salt: int, structured: Structured, max_tokens:
     return Choice(tokens, "tool_calls" if structured.tool else "stop")
 
 
-def parse_chat(config: SimConfig, body: dict[str, Any]) -> GenerateRequest:
-    model = check_model(config, body)
+def parse_chat(config: SimConfig, body: dict[str, Any], adapters: Container[str] = ()) -> GenerateRequest:
+    model = check_model(config, body, adapters)
     text = _chat_prompt_text(body.get("messages"))
     stream, include_usage = _stream_options(body)
     max_tokens = _optional_int(body, "max_completion_tokens", 1)
@@ -245,16 +252,16 @@ def parse_chat(config: SimConfig, body: dict[str, Any]) -> GenerateRequest:
     prompt_tokens = count_tokens(text)
     budget = completion_budget(prompt_tokens, max_tokens, config.max_model_len)
     if structured is None:
-        choices = [_choice(text, i, budget, stops) for i in range(n)]
+        choices = [_choice(_seed(config, model, text), i, budget, stops) for i in range(n)]
     else:
         room = config.max_model_len - prompt_tokens
-        choices = [_structured_choice(text, i, structured, max_tokens, room) for i in range(n)]
+        choices = [_structured_choice(_seed(config, model, text), i, structured, max_tokens, room) for i in range(n)]
     plan = Plan(model, prompt_tokens, choices, logprobs, structured.tool if structured else None)
     return GenerateRequest(plan, stream, include_usage)
 
 
-def parse_completion(config: SimConfig, body: dict[str, Any]) -> GenerateRequest:
-    model = check_model(config, body)
+def parse_completion(config: SimConfig, body: dict[str, Any], adapters: Container[str] = ()) -> GenerateRequest:
+    model = check_model(config, body, adapters)
     if "prompt" not in body:
         raise bad_request("`prompt` is required.", "prompt")
     prompts = _prompt_inputs(body["prompt"], "prompt")
@@ -264,8 +271,8 @@ def parse_completion(config: SimConfig, body: dict[str, Any]) -> GenerateRequest
     stops, logprobs = stop_strings(body), logprobs_wanted(body, chat=False)
     # Every prompt is its own sequence for the context check; they share one slot and one schedule.
     budgets = [completion_budget(tokens, max_tokens, config.max_model_len) for _, tokens in prompts]
-    choices = [_choice(seed, i, budget, stops) for (seed, _), budget in zip(prompts, budgets, strict=True)
-               for i in range(n)]
+    choices = [_choice(_seed(config, model, seed), i, budget, stops)
+               for (seed, _), budget in zip(prompts, budgets, strict=True) for i in range(n)]
     prompt_tokens = sum(tokens for _, tokens in prompts)
     return GenerateRequest(Plan(model, prompt_tokens, choices, logprobs), stream, include_usage)
 

@@ -27,7 +27,8 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def model_list(config: SimConfig, created: int) -> dict[str, Any]:
+def model_list(config: SimConfig, created: int, adapters: dict[str, str]) -> dict[str, Any]:
+    """The served names, then each loaded LoRA adapter with its base as `parent`, as vLLM lists them."""
     data = [
         {
             "id": name,
@@ -40,6 +41,8 @@ def model_list(config: SimConfig, created: int) -> dict[str, Any]:
         }
         for name in config.served_model_names
     ]
+    data += [{"id": name, "object": "model", "created": created, "owned_by": OWNED_BY, "root": path,
+              "parent": config.served_model_names[0], "max_model_len": None} for name, path in adapters.items()]
     return {"object": "list", "data": data}
 
 
