@@ -164,3 +164,23 @@ async def test_an_adapter_request_goes_only_to_replicas_that_have_it_loaded_and_
     deployment.notify()
     lease = await asyncio.wait_for(held, 5)
     assert lease.replica.replica_id == "plain" and deployment.queued == 0
+
+
+
+async def test_a_request_held_after_the_queue_emptied_and_refilled_is_still_served() -> None:
+    """Two slots free at once: the held request and a newcomer take them, and the newcomer's leaving drops
+    the emptied queue. A request held next waits in a new queue, which the first one, leaving later, once
+    dropped by its key: that request was never served (a batch line stayed in progress for ever)."""
+    gate, _ = admission()
+    deployment = with_replicas("r1")
+    leases = [await gate.acquire(deployment, FAR, batch=True) for _ in range(BATCH_SLOTS_PER_REPLICA)]
+    first = asyncio.create_task(gate.acquire(deployment, FAR, batch=True))
+    await eventually(lambda: deployment.queued == 1)
+    leases[0].release()
+    leases[1].release()
+    newcomer = asyncio.create_task(gate.acquire(deployment, FAR, batch=True))
+    held_next = asyncio.create_task(gate.acquire(deployment, FAR, batch=True))
+    await asyncio.wait_for(asyncio.gather(first, newcomer), 5)
+    leases[2].release()
+    served = await asyncio.wait_for(held_next, 5)
+    assert served.replica.replica_id == "r1" and deployment.queued == 0

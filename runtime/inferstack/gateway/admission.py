@@ -207,8 +207,10 @@ class Admission:
             queue.discard(held)
             deployment.queued -= 1
             deployment.queued_for_slot -= for_slot
-            if not queue:
-                self._queues.pop(deployment.id, None)
+            # Only this queue: another may have taken its place since (this one emptied and was dropped
+            # by an earlier waiter), and dropping that one would strand the requests held in it.
+            if not queue and self._queues.get(deployment.id) is queue:
+                del self._queues[deployment.id]
 
     def _serve(self, deployment: LiveDeployment) -> None:
         def give(held: _Held, replica: LiveReplica) -> None:
