@@ -93,6 +93,8 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      "at age == window_s the other branch gives max(window_s, min(1, window_s)) == window_s too"),
     ("runtime/inferstack/ratelimit.py", "if now > self.at:", "Gt -> GtE",
      "at now == at the refill adds 0 and sets `at` to the value it has"),
+    ("runtime/inferstack/ratelimit.py", "return None", "delete the return statement",
+     "the last line of _refusal: a function that ends without a return returns None anyway"),
     ("runtime/inferstack/autoscaler/shared_window.py", "rank = max(1, -(-percentile * total // 100))",
      "FloorDiv -> Div", "the rank is only compared with whole counts (`seen >= rank`), and seen >= x agrees with "
      "seen >= ceil(x) for every whole seen"),

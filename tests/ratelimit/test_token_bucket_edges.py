@@ -34,3 +34,20 @@ def test_a_request_that_needs_the_whole_token_limit_passes_on_a_full_bucket() ->
     assert limiter.admit(100, T0).allowed
     refused = limiter.admit(100, T0 + 30)  # half a minute refills half of it
     assert not refused.allowed and refused.retry_after_s == pytest.approx(30.0)
+
+
+def test_a_token_shortfall_shorter_than_a_second_is_still_refused() -> None:
+    limiter = KeyLimiter.start(KeyLimits(tokens_per_minute=600), T0)  # 10 tokens a second
+    assert limiter.admit(600, T0).allowed
+    refused = limiter.admit(5, T0)
+    assert not refused.allowed and refused.retry_after_s == pytest.approx(0.5)
+    assert limiter.admit(5, T0 + 0.5).allowed
+
+
+def test_each_release_frees_one_slot() -> None:
+    limiter = KeyLimiter.start(KeyLimits(max_concurrent_requests=3), T0)
+    assert all(limiter.admit(0, T0).allowed for _ in range(3))
+    limiter.release()
+    assert limiter.admit(0, T0).allowed
+    assert not limiter.admit(0, T0).allowed  # one release, one slot
+    assert limiter.in_flight == 3
