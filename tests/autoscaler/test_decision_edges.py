@@ -117,3 +117,12 @@ def test_the_latency_band_holds_only_a_shrink() -> None:
     decision = decide(spec(scale_down_below_latency_ms=1000), observation(rps=25, current=3), SETTLED, NOW)
     assert (decision.desired, decision.rule) == (3, "hold")
     assert "p95" not in decision.reason, decision.reason
+
+
+def test_a_wake_from_zero_is_sized_by_the_held_requests_not_by_the_rate_of_its_first_second() -> None:
+    # 40 requests arrived within the second before the tick: 40 rps at 5 a replica would be 8 replicas,
+    # but 40 held requests fill 3 replicas of 16 slots, and that is what the wake starts.
+    obs = observation(rps=40, current=0, queued=40, in_flight=40, capacity=16)
+    decision = decide(spec(min_replicas=0, target_rps=5), obs, AutoscalerState(), NOW)
+    assert (decision.desired, decision.rule) == (3, "wake"), decision.reason
+    assert "40 request(s) queued at 0 replicas -> wake to 3" in decision.reason

@@ -180,8 +180,8 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
     if busy > proposal.replicas:
         proposal = proposal.override(busy, "throughput", f"{running} running fill {busy} replicas of "
                                                          f"{obs.capacity_per_replica} slots")
-    if proposal.replicas > current > 0 and obs.capacity_per_replica and not obs.ready_replicas:
-        # Waking: the rate of the first seconds is noise; the held requests size the wake (rule 4).
+    if proposal.replicas > current and obs.capacity_per_replica and not obs.ready_replicas:
+        # Waking, from 0 too: the rate of the first seconds is noise; the held requests size the wake (rule 4).
         proposal = proposal.override(current, "throughput", f"no replica ready yet -> hold {current}")
     return proposal
 
