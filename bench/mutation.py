@@ -71,37 +71,46 @@ TARGETS: dict[str, tuple[bool, list[str]]] = {
 }
 
 # Mutants no test can kill because nothing any caller can observe changes: not run, and reported
-# apart from the kill rate. Each row: (module, the mutated line's source text, the mutation as the
-# report names it, why it is equivalent). Matched by text, not line number, so a row outlives edits
-# elsewhere; a row that matches nothing is reported as stale.
+# apart from the kill rate. Each row: (module, "function: the mutated line's source text", the
+# mutation as the report names it, why it is equivalent). Matched by text, not line number, so a row
+# outlives edits elsewhere; a row that matches nothing is reported as stale.
 EQUIVALENT: list[tuple[str, str, str, str]] = [
-    ("runtime/inferstack/autoscaler/decision.py", "return False", "return x -> return None",
+    ("runtime/inferstack/autoscaler/decision.py", "_is_idle: return False", "return x -> return None",
      "_is_idle's answer is only read as a truth value (`if _is_idle(...)`), where None is false like False"),
-    ("runtime/inferstack/autoscaler/decision.py", "return None", "delete the return statement",
+    ("runtime/inferstack/autoscaler/decision.py", "_panic_until: return None", "delete the return statement",
      "the last line of _panic_until: a function that ends without a return returns None anyway"),
+    *(("runtime/inferstack/autoscaler/decision.py", source, what,
+       "when the proposal is at least current, the rest of _stabilise returns it unchanged too "
+       "(min(current, highest) <= current <= proposal)")
+      for source, what in (("_stabilise: if proposal.replicas >= current:", "delete the if statement"),
+                           ("_stabilise: if proposal.replicas >= current:", "GtE -> Gt"),
+                           ("_stabilise: return proposal", "delete the return statement"))),
     ("runtime/inferstack/autoscaler/bounds.py",
-     'rule = None if bounded == desired else ("min" if desired < spec.min_replicas else "max")', "Lt -> LtE",
+     'clamp: rule = None if bounded == desired else ("min" if desired < spec.min_replicas else "max")', "Lt -> LtE",
      "desired == min_replicas is never bounded (bounded == desired picks None first; the spec keeps min <= max)"),
     ("runtime/inferstack/autoscaler/metrics_window.py",
-     "if self._last_activity_at is None or now > self._last_activity_at:", "Gt -> GtE",
+     "_touch: if self._last_activity_at is None or now > self._last_activity_at:", "Gt -> GtE",
      "at now == the last activity the assignment writes the value already there"),
-    *(("runtime/inferstack/autoscaler/metrics_window.py", f"if self._{kind}_complete_since is not None and "
+    *(("runtime/inferstack/autoscaler/metrics_window.py", f"_trim: if self._{kind}_complete_since is not None and "
        f"self._{kind}_complete_since < cut:", "Lt -> LtE", "when it equals `cut`, raising it to `cut` changes nothing")
       for kind in ("arrivals", "completions")),
     ("runtime/inferstack/autoscaler/metrics_window.py",
-     "span = window_s if age >= window_s else max(age, min(1.0, window_s))", "GtE -> Gt",
+     "_rate: span = window_s if age >= window_s else max(age, min(1.0, window_s))", "GtE -> Gt",
      "at age == window_s the other branch gives max(window_s, min(1, window_s)) == window_s too"),
-    ("runtime/inferstack/ratelimit.py", "if now > self.at:", "Gt -> GtE",
+    ("runtime/inferstack/ratelimit.py", "refill: if now > self.at:", "Gt -> GtE",
      "at now == at the refill adds 0 and sets `at` to the value it has"),
-    ("runtime/inferstack/ratelimit.py", "return None", "delete the return statement",
+    ("runtime/inferstack/ratelimit.py", "_refusal: return None", "delete the return statement",
      "the last line of _refusal: a function that ends without a return returns None anyway"),
-    ("runtime/inferstack/autoscaler/shared_window.py", "rank = max(1, -(-percentile * total // 100))",
-     "FloorDiv -> Div", "the rank is only compared with whole counts (`seen >= rank`), and seen >= x agrees with "
-     "seen >= ceil(x) for every whole seen"),
-    *(("runtime/inferstack/autoscaler/shared_window.py", "return BUCKET_BOUNDS_MS[-1]", what,
+    ("runtime/inferstack/autoscaler/shared_window.py",
+     "bucket_percentile: rank = max(1, -(-percentile * total // 100))", "FloorDiv -> Div",
+     "the rank is only compared with whole counts (`seen >= rank`), and seen >= x agrees with seen >= ceil(x) "
+     "for every whole seen"),
+    *(("runtime/inferstack/autoscaler/shared_window.py", "bucket_percentile: return BUCKET_BOUNDS_MS[-1]",
+       what,
        "unreachable: for a percentile up to 100 the rank is at most the total, so the loop returns first")
       for what in ("return x -> return None", "delete the return statement", "1 -> 2")),
-    ("runtime/inferstack/gateway/routing.py", "return a if a.outstanding <= b.outstanding else b", "LtE -> Lt",
+    ("runtime/inferstack/gateway/routing.py", "choose_replica: return a if a.outstanding <= b.outstanding else b",
+     "LtE -> Lt",
      "a tie between the two sampled replicas: `rng.sample` draws the pair in random order, so picking the "
      "second instead of the first is the same uniform choice"),
 ]
@@ -125,7 +134,7 @@ class Mutant:
     index: int
     line: int
     description: str
-    source: str = ""  # the original line it mutates, stripped
+    source: str = ""  # "function: the original line it mutates", stripped
 
 
 def _points(tree: ast.AST) -> Iterator[tuple[ast.AST, str, ast.AST | None, int]]:
@@ -201,11 +210,29 @@ class _Replace(ast.NodeTransformer):
 def mutants(source: str) -> Iterator[tuple[Mutant, str]]:
     """Each mutant of `source` with its code (unparsed: comments go, behaviour stays)."""
     count = sum(1 for _ in _points(ast.parse(source)))
+    lines, functions = source.splitlines(), _functions(ast.parse(source))
     for index in range(count):
         tree = ast.parse(source)  # a fresh tree per mutant: node identity picks the point
         node, description, replacement, line = next(p for i, p in enumerate(_points(tree)) if i == index)
         mutated = ast.fix_missing_locations(_Replace(node, replacement).visit(tree))
-        yield Mutant(index, line, description, source.splitlines()[line - 1].strip()), ast.unparse(mutated)
+        yield Mutant(index, line, description, _where(lines, functions, line)), ast.unparse(mutated)
+
+
+def _where(lines: list[str], functions: dict[int, str], line: int) -> str:
+    """"function: line text", with " #2", " #3"... when the same text came earlier in the same function."""
+    function, text = functions.get(line, "<module>"), lines[line - 1].strip()
+    earlier = sum(1 for n in range(1, line)
+                  if functions.get(n, "<module>") == function and lines[n - 1].strip() == text)
+    return f"{function}: {text}" + (f" #{earlier + 1}" if earlier else "")
+
+
+def _functions(tree: ast.AST) -> dict[int, str]:
+    """Line -> the innermost function it is in (ast.walk visits outer functions first)."""
+    found = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found |= dict.fromkeys(range(node.lineno, (node.end_lineno or node.lineno) + 1), node.name)
+    return found
 
 
 # Third-party packages the tests import, loaded once in this process so that each forked test run

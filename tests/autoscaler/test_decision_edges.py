@@ -126,3 +126,22 @@ def test_a_wake_from_zero_is_sized_by_the_held_requests_not_by_the_rate_of_its_f
     decision = decide(spec(min_replicas=0, target_rps=5), obs, AutoscalerState(), NOW)
     assert (decision.desired, decision.rule) == (3, "wake"), decision.reason
     assert "40 request(s) queued at 0 replicas -> wake to 3" in decision.reason
+
+
+def test_a_p95_exactly_at_the_band_is_not_below_it() -> None:
+    decision = decide(spec(scale_down_below_latency_ms=1000), observation(rps=5, p95=1000, current=3), SETTLED, NOW)
+    assert (decision.desired, decision.rule) == (3, "latency"), decision.reason
+
+
+def test_the_cooldown_names_itself_only_when_it_holds_a_scale_up_back() -> None:
+    cooling = replace(SETTLED, last_scale_up_at=NOW - 10)
+    steady = decide(spec(scale_up_cooldown_s=120), observation(rps=30, current=3), cooling, NOW)
+    assert (steady.desired, steady.rule) == (3, "hold"), steady.reason
+    one_more = decide(spec(scale_up_cooldown_s=120), observation(rps=20, panic_rps=10, current=1), cooling, NOW)
+    assert (one_more.desired, one_more.rule) == (1, "cooldown"), one_more.reason
+
+
+def test_a_wake_is_never_held_by_the_cooldown() -> None:
+    decision = decide(spec(min_replicas=0, scale_up_cooldown_s=120), observation(queued=1, in_flight=1, current=0),
+                      replace(SETTLED, last_scale_up_at=NOW - 10), NOW)
+    assert (decision.desired, decision.rule) == (1, "wake"), decision.reason
