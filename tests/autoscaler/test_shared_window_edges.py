@@ -65,8 +65,16 @@ def test_each_latency_is_counted_once_in_its_bucket() -> None:
 
 def test_a_share_on_another_bucket_scale_is_refused_not_misread() -> None:
     own = share(WindowStats(completed=1), [80.0], [])
-    foreign = WindowShare(WindowStats(completed=1), (1,) * 10, (0,) * 10)  # an instance with 10 buckets
+    # An instance with 10 buckets, in its latencies or in its times to first token.
     with pytest.raises(ValueError):
-        merge(own, [foreign])
+        merge(own, [WindowShare(WindowStats(completed=1), (1,) * 10, own.ttft_counts)])
     with pytest.raises(ValueError):
         merge(own, [WindowShare(WindowStats(), own.latency_counts, (0,) * 10)])
+
+
+def test_the_merged_median_is_the_middle_request_not_the_slowest() -> None:
+    # Three requests of 10 ms here, one of 1 s there: the median is 10 ms, the p95 is 1 s.
+    stats = merged([10.0, 10.0, 10.0], [[1000.0]])
+    for p50, p95 in ((stats.p50_latency_ms, stats.p95_latency_ms), (stats.p50_ttft_ms, stats.p95_ttft_ms)):
+        assert p50 is not None and 10.0 <= p50 <= 12.5
+        assert p95 is not None and 1000.0 <= p95 <= 1250.0
