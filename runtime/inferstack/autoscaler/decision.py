@@ -179,8 +179,8 @@ def _throughput(spec: ScalingSpec, obs: Observation) -> _Proposal:
     if replicas == 0 and obs.stats.in_flight > 0:
         proposal = proposal.override(1, "throughput", f"{obs.stats.in_flight} in flight -> 1 replica")
     current = obs.current_replicas
-    if proposal.replicas > current > 0 and obs.capacity_per_replica and not obs.ready_replicas:
-        # Waking: the rate of the first seconds is noise; the held requests size the wake (rule 4).
+    if proposal.replicas > current and obs.capacity_per_replica and not obs.ready_replicas:
+        # Waking, from 0 too: the rate of the first seconds is noise; the held requests size the wake (rule 4).
         proposal = proposal.override(current, "throughput", f"no replica ready yet -> hold {current}")
     return _headroom(spec, obs, proposal)
 
