@@ -37,7 +37,7 @@ def test_running_requests_are_named_only_when_they_need_more_than_the_rate() -> 
     # 25 rps at 10 a replica asks for 3, and 40 running on 16 slots fill 3: the rate is the reason.
     decision = decide(spec(), observation(rps=25, current=3, in_flight=40, capacity=16), SETTLED, NOW)
     assert (decision.desired, decision.rule) == (3, "hold")
-    assert "rps 25.0 over target 10/replica -> 3 replicas" in decision.reason
+    assert "25.0 req/s against a target of 10 per replica -> 3 replicas" in decision.reason
     assert "running fill" not in decision.reason, decision.reason
 
 
@@ -59,7 +59,7 @@ def test_a_single_request_waiting_for_a_slot_counts() -> None:
     obs = observation(rps=8, **{**backlog(1, ready=1), "startup": None})
     decision = decide(spec(), obs, LASTING, NOW)
     assert (decision.desired, decision.rule) == (2, "queueing"), decision.reason
-    assert "1 request(s) waiting for a slot on 1 full replica(s), 17 in flight -> 2" in decision.reason
+    assert "1 request(s) waiting for a slot on 1 full replica(s), arriving 8.0/s, served 10.0/s -> 2" in decision.reason
     young = decide(spec(), obs, SETTLED, NOW)  # waiting since now: a blip so far
     assert "1 request(s) waiting for a slot, for less than 6 s" in young.reason
 
