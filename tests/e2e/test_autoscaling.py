@@ -107,4 +107,4 @@ def test_follows_load_up_and_down_pauses_and_wakes_without_losing_requests(contr
     # The record explains each change in words and numbers.
     record = control_plane.cli(key, "events", dep["id"], "--limit", "200").stdout
     assert "1 -> 2 replicas" in record or "1 -> 3 replicas" in record
-    assert "rps" in record and "Status running -> paused" in record and "Waking up" in record
+    assert "req/s against a target" in record and "Status running -> paused" in record and "Waking up" in record

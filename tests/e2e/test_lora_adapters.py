@@ -167,8 +167,10 @@ def test_the_compatibility_create_with_a_base_model_extends_its_deployment(plane
     made = rest.post("/sg_inf/create", json={"name": "support", "model": str(write_config(root / "support")),
                                               "base_model": SIM_SPEC["hf_model_id"]})
     assert made.status_code == 200, made.text
-    assert made.json()["success"] is True and made.json()["model"] == "chat:support"
-    shown = rest.get(f"/sg_inf/{made.json()['id']}").json()["message"]["spec"]["adapters"]
+    answer = made.json()  # the platform's documented shape, plus the model to call the adapter by
+    assert answer["success"] is True and answer["message"]["model"] == "chat:support"
+    assert answer["message"]["base"] == "extended"
+    shown = rest.get(f"/sg_inf/{answer['message']['inf_id']}").json()["message"]["spec"]["adapters"]
     assert "support" in [a["name"] for a in shown]
     assert loaded_on(rest, "support") == 1  # loaded before the answer came back
     client = openai.OpenAI(base_url=control.url + "/v1", api_key=key, max_retries=0)
@@ -180,8 +182,8 @@ def test_the_compatibility_create_with_a_base_model_extends_its_deployment(plane
     fresh = rest.post("/sg_inf/create", json={"model": "org/summaries-lora", "base_model": "org/base-model",
                                                "initial_worker_config": {"min_workers": 0}})
     assert fresh.status_code == 200, fresh.text
-    dep_id = fresh.json()["id"]
-    assert fresh.json()["model"] == f"{dep_id}:summaries-lora"
+    dep_id = fresh.json()["message"]["inf_id"]
+    assert fresh.json()["message"] == {"inf_id": dep_id, "model": f"{dep_id}:summaries-lora", "base": "created"}
     spec = rest.get(f"/sg_inf/{dep_id}").json()["message"]["spec"]
     assert spec["hf_model_id"] == "org/base-model"
     assert spec["adapters"] == [{"name": "summaries-lora", "source": "org/summaries-lora", "rank": None}]
