@@ -59,6 +59,9 @@ TARGETS: dict[str, tuple[bool, list[str]]] = {
     "runtime/inferstack/autoscaler/shared_window.py": (
         True, ["tests/autoscaler/test_shared_window.py", "tests/autoscaler/test_shared_window_edges.py"]),
     "runtime/inferstack/autoscaler/victims.py": (True, ["tests/autoscaler/test_victims.py"]),
+    "runtime/inferstack/autoscaler/stabilisation.py": (
+        True, ["tests/autoscaler/test_decision.py", "tests/autoscaler/test_decision_edges.py"]),
+    "runtime/inferstack/history/series.py": (True, ["tests/history/test_series.py"]),
     "runtime/inferstack/batches/transitions.py": (
         True, ["tests/batches/test_transitions.py", "tests/batches/test_transitions_edges.py"]),
     "runtime/inferstack/ratelimit.py": (True, ["tests/ratelimit"]),
