@@ -22,6 +22,16 @@ def admission(heartbeat_s: float = 5.0, clock: ManualClock | None = None) -> tup
     return Admission(waker, clock or ManualClock(), heartbeat_s, random.Random(3)), waker
 
 
+class Beats:
+    """A heartbeat that counts how often admission sent it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self) -> None:
+        self.count += 1
+
+
 def with_replicas(*ids: str, status: DeploymentStatus = DeploymentStatus.running) -> LiveDeployment:
     deployment = make_deployment(status)
     for replica_id in ids:
@@ -70,14 +80,9 @@ async def test_a_paused_deployment_is_woken_and_the_request_held_until_a_replica
 async def test_heartbeats_while_held() -> None:
     gate, _ = admission(heartbeat_s=0.01)
     deployment = with_replicas(status=DeploymentStatus.paused)
-    beats = 0
-
-    async def heartbeat() -> None:
-        nonlocal beats
-        beats += 1
-
-    held = asyncio.create_task(gate.acquire(deployment, FAR, heartbeat=heartbeat))
-    await eventually(lambda: beats >= 3)
+    beats = Beats()
+    held = asyncio.create_task(gate.acquire(deployment, FAR, heartbeat=beats))
+    await eventually(lambda: beats.count >= 3)
     held.cancel()
     await asyncio.gather(held, return_exceptions=True)
     assert deployment.queued == 0  # a cancelled wait gives its place back
@@ -86,18 +91,13 @@ async def test_heartbeats_while_held() -> None:
 async def test_a_stream_held_for_a_wake_gets_its_first_heartbeat_at_once() -> None:
     gate, _ = admission(heartbeat_s=3600)  # the next one is an hour away: only the first can arrive
     deployment = with_replicas(status=DeploymentStatus.paused)
-    beats = 0
-
-    async def heartbeat() -> None:
-        nonlocal beats
-        beats += 1
-
-    held = asyncio.create_task(gate.acquire(deployment, FAR, heartbeat=heartbeat))
-    await eventually(lambda: beats == 1)
+    beats = Beats()
+    held = asyncio.create_task(gate.acquire(deployment, FAR, heartbeat=beats))
+    await eventually(lambda: beats.count == 1)
     deployment.replicas["r1"] = make_replica("r1")
     deployment.notify()
     lease = await asyncio.wait_for(held, 5)
-    assert lease.replica.replica_id == "r1" and beats == 1
+    assert lease.replica.replica_id == "r1" and beats.count == 1
 
 
 async def test_the_queue_bound_and_the_deadline() -> None:

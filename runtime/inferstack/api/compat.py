@@ -247,12 +247,17 @@ async def sg_inf_create(body: SgInfCreate, request: Request, tenant: str = Depen
     fields = _sg_inf_fields(body)
     if body.base_model and body.base_model != body.model:
         return await _sg_inf_adapter(services(request), tenant, body, fields)
-    fields.setdefault("hardware_profile", "gpu.a100")
-    fields.setdefault("max_replicas", max(fields.get("min_replicas", 1), 1))
-    spec = _validated_as_sg_inf({"name": body.name, "hf_model_id": body.model,
-                                 "task": "embed" if body.inf_type == "embedding" else "generate", **fields})
+    spec = _new_sg_inf_spec({"name": body.name, "hf_model_id": body.model,
+                             "task": "embed" if body.inf_type == "embedding" else "generate"}, fields)
     deployment = await create_deployment(services(request), tenant, spec)
     return {"success": True, "message": {"inf_id": deployment.id}}
+
+
+def _new_sg_inf_spec(identity: dict[str, Any], fields: dict[str, Any]) -> DeploymentSpec:
+    """A new deployment from that platform's create: its defaults (an A100; max workers no fewer than min,
+    as its create has no max field) under what the request gave."""
+    defaults = {"hardware_profile": "gpu.a100", "max_replicas": max(fields.get("min_replicas", 1), 1)}
+    return _validated_as_sg_inf({**identity, **defaults, **fields})
 
 
 async def _sg_inf_adapter(svc: Services, tenant: str, body: SgInfCreate, fields: dict[str, Any]) -> dict[str, Any]:
@@ -274,9 +279,7 @@ async def _sg_inf_adapter(svc: Services, tenant: str, body: SgInfCreate, fields:
             raise invalid(exc) from exc
         verb = "extended"
     else:
-        fields.setdefault("hardware_profile", "gpu.a100")
-        fields.setdefault("max_replicas", max(fields.get("min_replicas", 1), 1))
-        spec = _validated_as_sg_inf({"hf_model_id": body.base_model, "adapters": [adapter.model_dump()], **fields})
+        spec = _new_sg_inf_spec({"hf_model_id": body.base_model, "adapters": [adapter.model_dump()]}, fields)
         deployment = await create_deployment(svc, tenant, spec)
         verb = "created"
     model = adapter_model(deployment.name, adapter.name)
