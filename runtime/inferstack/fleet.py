@@ -157,9 +157,13 @@ class Fleet:
         self._by_id: dict[str, LiveDeployment] = {}
         self._by_name: dict[tuple[str, str], LiveDeployment] = {}
 
-    def add(self, deployment: LiveDeployment) -> None:
-        self._by_id[deployment.id] = deployment
-        self._by_name[(deployment.tenant_id, deployment.name)] = deployment
+    def add(self, deployment: LiveDeployment) -> LiveDeployment:
+        """Put `deployment` in the fleet and return the live object now there: one already present under
+        its id stays (a fleet refresh may take a new row in before its creator adds it; replacing the
+        object would forget the replicas started for it and the requests held on it)."""
+        present = self._by_id.setdefault(deployment.id, deployment)
+        self._by_name[(present.tenant_id, present.name)] = present
+        return present
 
     def remove(self, deployment_id: str) -> None:
         deployment = self._by_id.pop(deployment_id, None)

@@ -18,7 +18,7 @@ from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.controller.sync import FleetSync, PollingFeed
 from inferstack.controller.window_exchange import FRESH_S, WindowExchange
 from inferstack.fleet import Fleet
-from inferstack.spec import DeploymentStatus, DeploymentUpdate, ReplicaStatus
+from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, ReplicaStatus
 
 
 @dataclass
@@ -219,3 +219,55 @@ async def test_a_follower_routes_an_adapter_to_the_leaders_replicas(pair: Pair) 
     assert not any(r.outdated for r in deployment.ready_replicas())  # loaded at run time, not by new replicas
     await follower.sync.refresh()
     assert len(found[0].ready_replicas("law")) == 2
+
+
+async def test_a_deployment_taken_in_by_a_refresh_before_its_creator_adds_it_gets_one_start(
+        pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader's refresh can read a new row between the create's write and its add to the fleet (the
+    row's notice arrives first). A pass on the deployment it took in starts the replica; the creator's
+    add must not then put a second object in its place, whose pass would start min_replicas again."""
+    leader = pair.leader
+    record_event = leader.recorder.event
+    passes = []
+
+    async def refresh_and_pass_first(deployment, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not passes:
+            await pair.leader_sync.refresh()
+            absorbed = leader.fleet.get(deployment.id)
+            assert absorbed is not None and absorbed is not deployment  # the race, as it happens
+            passes.append(absorbed)
+            await leader.loop.reconcile(absorbed)
+        return await record_event(deployment, *args, **kwargs)
+
+    monkeypatch.setattr(leader.recorder, "event", refresh_and_pass_first)
+    created = await leader.create(name="chat", min_replicas=1, max_replicas=2)
+    live = leader.fleet.get(created.id)
+    assert live is not None
+    await leader.loop.reconcile(live)
+    await eventually(lambda: ready_rows(leader, created.id) >= 1)
+    await leader.loop.reconcile(live)
+    assert len(leader.provider.started) == 1 and len(leader.replica_rows(created)) == 1
+    assert created is live is passes[0]  # the caller holds the object the controller drives
+
+
+@pytest.mark.parametrize("side", ["leader", "follower"])
+async def test_a_deployment_created_while_a_refresh_reads_the_rows_is_not_taken_for_deleted(
+        pair: Pair, side: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh reads the rows, then this instance creates a deployment, then the refresh applies the
+    rows, which do not hold it yet. It must not be marked deleted: a request held on it would be
+    refused, and on the leader its replicas stopped."""
+    sync, actions, fleet = ((pair.leader_sync, pair.leader.actions, pair.leader.fleet) if side == "leader"
+                            else (pair.follower.sync, pair.follower.actions, pair.follower.fleet))
+    loop, read_rows, created = asyncio.get_running_loop(), sync._load, []
+
+    def read_then_create():  # type: ignore[no-untyped-def]
+        rows = read_rows()
+        spec = DeploymentSpec(hf_model_id="org/m", engine="sim", hardware_profile="cpu", name="chat")
+        created.append(asyncio.run_coroutine_threadsafe(actions.create(pair.leader.tenant, spec), loop).result())
+        return rows
+
+    monkeypatch.setattr(sync, "_load", read_then_create)
+    await sync.refresh()
+    (deployment,) = created
+    assert deployment.status is not DeploymentStatus.deleted
+    assert fleet.resolve(pair.leader.tenant, "chat") is deployment

@@ -44,9 +44,9 @@ class DeploymentActions:
             await self._recorder.event(deployment, "warning", warning, {}, by_user=True)
         # Into the fleet last, with no wait before the caller answers: the answer shows the deployment
         # as created (status `created`), before the controller starts provisioning it.
-        self._fleet.add(deployment)
+        live = self._fleet.add(deployment)
         self._nudge()
-        return deployment
+        return live
 
     async def update(self, deployment: LiveDeployment, change: DeploymentUpdate) -> None:
         """Apply a spec change. Replicas started under the old shape are replaced one by one, each

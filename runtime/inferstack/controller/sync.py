@@ -180,13 +180,16 @@ class FleetSync:
                 log.exception("fleet refresh failed")
 
     async def refresh(self) -> None:
+        # Only deployments live before the rows are read can be missing from them because they were
+        # deleted: one created here meanwhile is simply newer than the rows.
+        known = {d.id for d in self._fleet.all()}
         rows, replicas = await asyncio.to_thread(self._load)
         async with self.lock:
             now = self._clock.now()
             if self._leading():
-                await self.absorb(rows, now)
+                await self.absorb(rows, now, known)
             else:
-                mirror(self._fleet, rows, replicas, self._spec)
+                mirror(self._fleet, rows, replicas, self._spec, known)
 
     def _spec(self, row: DeploymentRow) -> DeploymentSpec:
         # A token sealed under another key leaves the spec without one (its deployment is failed at restore).
@@ -195,9 +198,10 @@ class FleetSync:
     def _load(self) -> tuple[list[DeploymentRow], list[ReplicaRow]]:
         return self._store.list_deployments(), self._store.live_replicas()
 
-    async def absorb(self, rows: list[DeploymentRow], now: float) -> None:
+    async def absorb(self, rows: list[DeploymentRow], now: float, known: set[str]) -> None:
         """The leader takes in what other instances wrote. Its own writes are no news: it set the live
-        deployment first and stamped `row_updated_at`, so only a newer row changes anything."""
+        deployment first and stamped `row_updated_at`, so only a newer row changes anything. `known`: the
+        deployments live before `rows` were read (only those can have been deleted elsewhere)."""
         changed = False
         for row in rows:
             live = self._fleet.get(row.id)
@@ -208,7 +212,7 @@ class FleetSync:
             changed |= await self._absorb_row(live, row, now)
         present = {row.id for row in rows}
         for live in self._fleet.all():
-            if live.id not in present:  # deleted on another instance
+            if live.id in known and live.id not in present:  # deleted on another instance
                 live.status = DeploymentStatus.deleted
                 self._fleet.remove(live.id)
                 await self._replicas.stop_all(live)
@@ -245,9 +249,9 @@ class FleetSync:
 
 
 def mirror(fleet: Fleet, rows: list[DeploymentRow], replica_rows: list[ReplicaRow],
-           spec_of: Callable[[DeploymentRow], DeploymentSpec]) -> None:
+           spec_of: Callable[[DeploymentRow], DeploymentSpec], known: set[str]) -> None:
     """A follower's fleet made to match the store, keeping each live object (held requests wait on it,
-    and in-flight requests count on its replicas)."""
+    and in-flight requests count on its replicas). `known`: the deployments live before `rows` were read."""
     replicas_of: dict[str, list[ReplicaRow]] = defaultdict(list)
     for replica in replica_rows:
         replicas_of[replica.deployment_id].append(replica)
@@ -268,7 +272,7 @@ def mirror(fleet: Fleet, rows: list[DeploymentRow], replica_rows: list[ReplicaRo
         if _mirror_replicas(live, replicas_of[row.id]) or closed:
             live.notify()
     for live in fleet.all():
-        if live.id not in present:
+        if live.id in known and live.id not in present:
             live.status = DeploymentStatus.deleted
             fleet.remove(live.id)
             live.notify()
