@@ -153,21 +153,17 @@ def test_sg_inf_routes_create_update_get_delete(alice: httpx.Client) -> None:
     assert alice.get(f"/sg_inf/{deployment_id}").status_code == 404
 
 
-def test_sg_inf_placement_fields_are_honoured_and_shown(alice: httpx.Client) -> None:
-    created = alice.post("/sg_inf/create", json={
-        "name": "sg-burst", "model": "meta-llama/Llama-3.1-8B-Instruct", "cloud_providers": ["AWS"],
-        "initial_worker_config": {"min_workers": 0, "initial_workers_gpu": "L4", "use_on_prem": True,
-                                  "on_prem_node_ids": ["gpu-node-7"], "use_cloudburst": True,
-                                  "instance_types": ["g6.12xlarge"]}})
-    assert created.status_code == 200, created.text
-    inf_id = created.json()["message"]["inf_id"]
-    spec = alice.get(f"/sg_inf/{inf_id}").json()["message"]["spec"]
-    assert spec["providers"] == ["kubernetes", "aws"] and spec["cloudburst"] is True
-    assert (spec["node_names"], spec["instance_types"]) == (["gpu-node-7"], ["g6.12xlarge"])
-    updated = alice.put(f"/sg_inf/{inf_id}", json={"initial_worker_config": {"use_cloudburst": False}})
-    assert updated.json()["success"] is True
-    assert alice.get(f"/sg_inf/{inf_id}").json()["message"]["spec"]["cloudburst"] is False
-    assert alice.delete(f"/sg_inf/{inf_id}").json()["success"] is True
+def test_sg_inf_placement_on_providers_this_control_plane_does_not_run_is_refused(alice: httpx.Client) -> None:
+    """Every create path checks placement: /sg_inf too, naming its own field (the fields honoured on a
+    control plane that runs those providers: tests/e2e/test_aws_serve.py)."""
+    before = [d["id"] for d in alice.get("/v1/deployments").json()["data"]]
+    refused = alice.post("/sg_inf/create", json={"name": "sg-elsewhere", "model": "x/y", "cloud_providers": ["AWS"]})
+    assert refused.status_code == 422 and refused.json()["success"] is False
+    assert refused.json()["message"].startswith("cloud_providers aws not run by this control plane")
+    base_on_aws = alice.post("/sg_inf/create", json={"model": "acme/sql-lora", "base_model": "x/y",
+                                                     "cloud_providers": ["AWS"]})
+    assert base_on_aws.status_code == 422 and base_on_aws.json()["message"].startswith("cloud_providers aws")
+    assert [d["id"] for d in alice.get("/v1/deployments").json()["data"]] == before  # nothing created
 
 
 def test_the_openapi_document_describes_the_native_routes(plane: ControlPlane) -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from inferstack.providers.aws_groups import group_name
+from kube_cluster import running_cluster
 from support import ControlPlane, postgres_schema, wait_for
 
 STACK = "e2e"
@@ -119,3 +120,31 @@ def test_a_rolling_stop_of_the_leader_hands_its_instances_over(moto_endpoint: st
         finally:
             follower.stop()
             leader.stop()
+
+
+def test_sg_inf_placement_fields_are_honoured_and_shown(moto_endpoint: str, tmp_path: Path) -> None:
+    """On a control plane that runs the Kubernetes and AWS providers, the platform's placement fields
+    become the deployment's placement (no replica is started: min_workers 0)."""
+    with running_cluster(tmp_path / "pods") as cluster:
+        env = {**blank_account(moto_endpoint), "INFERSTACK_PROVIDERS": "kubernetes,aws",
+               "INFERSTACK_K8S_NAMESPACE": "inferstack",
+               "KUBECONFIG": str(cluster.kubeconfig(tmp_path / "kubeconfig", "inferstack"))}
+        plane = ControlPlane(home=tmp_path / "home", env_extra=env).start()
+        try:
+            alice = plane.client(plane.create_key("alice"))
+            created = alice.post("/sg_inf/create", json={
+                "name": "sg-burst", "model": "meta-llama/Llama-3.1-8B-Instruct", "cloud_providers": ["AWS"],
+                "initial_worker_config": {"min_workers": 0, "initial_workers_gpu": "L4", "use_on_prem": True,
+                                          "on_prem_node_ids": ["gpu-node-7"], "use_cloudburst": True,
+                                          "instance_types": ["g6.12xlarge"]}})
+            assert created.status_code == 200, created.text
+            inf_id = created.json()["message"]["inf_id"]
+            spec = alice.get(f"/sg_inf/{inf_id}").json()["message"]["spec"]
+            assert spec["providers"] == ["kubernetes", "aws"] and spec["cloudburst"] is True
+            assert (spec["node_names"], spec["instance_types"]) == (["gpu-node-7"], ["g6.12xlarge"])
+            updated = alice.put(f"/sg_inf/{inf_id}", json={"initial_worker_config": {"use_cloudburst": False}})
+            assert updated.json()["success"] is True
+            assert alice.get(f"/sg_inf/{inf_id}").json()["message"]["spec"]["cloudburst"] is False
+            assert alice.delete(f"/sg_inf/{inf_id}").json()["success"] is True
+        finally:
+            plane.stop()

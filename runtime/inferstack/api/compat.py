@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from inferstack.api.deployments import create_deployment, find, invalid, update_deployment
 from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
 from inferstack.errors import ApiError
+from inferstack.fleet import LiveDeployment
 from inferstack.lora import AdapterSpec, adapter_model
 from inferstack.spec import DeploymentSpec, DeploymentUpdate, describe_errors
 
@@ -249,8 +250,15 @@ async def sg_inf_create(body: SgInfCreate, request: Request, tenant: str = Depen
         return await _sg_inf_adapter(services(request), tenant, body, fields)
     spec = _new_sg_inf_spec({"name": body.name, "hf_model_id": body.model,
                              "task": "embed" if body.inf_type == "embedding" else "generate"}, fields)
-    deployment = await create_deployment(services(request), tenant, spec)
+    deployment = await _create_as_sg_inf(services(request), tenant, spec)
     return {"success": True, "message": {"inf_id": deployment.id}}
+
+
+async def _create_as_sg_inf(svc: Services, tenant: str, spec: DeploymentSpec) -> LiveDeployment:
+    try:
+        return await create_deployment(svc, tenant, spec)
+    except ApiError as error:
+        raise as_sg_inf(error) from error
 
 
 def _new_sg_inf_spec(identity: dict[str, Any], fields: dict[str, Any]) -> DeploymentSpec:
@@ -280,7 +288,7 @@ async def _sg_inf_adapter(svc: Services, tenant: str, body: SgInfCreate, fields:
         verb = "extended"
     else:
         spec = _new_sg_inf_spec({"hf_model_id": body.base_model, "adapters": [adapter.model_dump()]}, fields)
-        deployment = await create_deployment(svc, tenant, spec)
+        deployment = await _create_as_sg_inf(svc, tenant, spec)
         verb = "created"
     model = adapter_model(deployment.name, adapter.name)
     # The documented answer, plus the `model` to call the adapter by and whether its base was new.

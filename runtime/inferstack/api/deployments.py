@@ -175,7 +175,9 @@ def placeable(svc: Services, providers: list[str], cloudburst: bool) -> None:
     try:
         placement_order(providers, cloudburst, svc.settings.provider_names)
     except PlacementError as exc:
-        raise ApiError(422, f"providers: {exc}", code="invalid_spec", param="providers") from None
+        # The message names the field already ("providers aws not run by this control plane ...").
+        raise ApiError(422, str(exc), code="invalid_spec", param="providers",
+                       details=[{"field": "providers", "message": str(exc)}]) from None
 
 
 async def create_deployment(svc: Services, tenant: str, spec: DeploymentSpec) -> LiveDeployment:
@@ -183,7 +185,9 @@ async def create_deployment(svc: Services, tenant: str, spec: DeploymentSpec) ->
 
 
 async def create_checked(svc: Services, tenant: str, spec: DeploymentSpec) -> tuple[LiveDeployment, list[str]]:
-    """Create after the fit check of a model the catalogue does not know; return the warnings it left."""
+    """Create after checking it can be placed and, for a model the catalogue does not know, that it fits;
+    return the warnings the fit check left. Every create (native, compatibility, declared) comes here."""
+    placeable(svc, list(spec.providers), spec.cloudburst)
     warnings = await fit_warnings(spec)
     try:
         return await svc.actions.create(tenant, spec, warnings), warnings
@@ -211,6 +215,10 @@ async def fit_warnings(spec: DeploymentSpec) -> list[str]:
 async def update_deployment(svc: Services, deployment: LiveDeployment, change: DeploymentUpdate) -> None:
     if deployment.status is DeploymentStatus.deleted:
         raise ApiError(404, f"Deployment {deployment.id} was deleted.")
+    changes = change.changes()
+    if {"providers", "cloudburst"} & changes.keys():
+        placeable(svc, list(changes.get("providers", deployment.spec.providers)),
+                  bool(changes.get("cloudburst", deployment.spec.cloudburst)))
     try:
         await svc.actions.update(deployment, change)
     except ValidationError as exc:
@@ -219,9 +227,7 @@ async def update_deployment(svc: Services, deployment: LiveDeployment, change: D
 
 @router.post("/v1/deployments", status_code=201, response_model=DeploymentView)
 async def create(spec: DeploymentSpec, request: Request, tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
-    svc = services(request)
-    placeable(svc, list(spec.providers), spec.cloudburst)
-    return view(*await create_checked(svc, tenant, spec))
+    return view(*await create_checked(services(request), tenant, spec))
 
 
 @router.get("/v1/deployments")
@@ -241,10 +247,6 @@ async def patch(ref: str, change: DeploymentUpdate, request: Request,
                 tenant: str = Depends(admin_tenant_id)) -> DeploymentView:
     svc = services(request)
     deployment = find(svc, tenant, ref)
-    changes = change.changes()
-    if {"providers", "cloudburst"} & changes.keys():
-        placeable(svc, list(changes.get("providers", deployment.spec.providers)),
-                  bool(changes.get("cloudburst", deployment.spec.cloudburst)))
     await update_deployment(svc, deployment, change)
     return view(deployment)
 
