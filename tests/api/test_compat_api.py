@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -49,13 +48,6 @@ DOCUMENTED_CREATE: dict[str, Any] = {
     "max_throughput_rate": 0,
 }
 DOCUMENTED_GATEWAY = {"name": "DATACRUNCH", "region": "string"}
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home=tmp_path_factory.mktemp("compat") / "home").start()
-    yield plane
-    plane.stop()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -10,13 +9,6 @@ import openai
 import pytest
 
 from support import SIM_SPEC, ControlPlane, wait_running
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home=tmp_path_factory.mktemp("api") / "home").start()
-    yield plane
-    plane.stop()
 
 
 @pytest.fixture(scope="module")

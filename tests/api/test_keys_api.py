@@ -3,21 +3,12 @@ rotation taking effect at once on both the REST routes and the gateway."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from support import SIM_SPEC, ControlPlane
 
 CHAT = {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home=tmp_path_factory.mktemp("keys") / "home").start()
-    yield plane
-    plane.stop()
 
 
 @pytest.fixture(scope="module")
