@@ -32,6 +32,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.fixture(scope="module")
+def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One control plane (a `serve` subprocess on SQLite) shared by a test module, each test with its own
+    tenant. Modules that need another store or settings define their own `plane`."""
+    plane = ControlPlane(home=tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "home").start()
+    yield plane
+    plane.stop()
+
+
 @pytest.fixture
 def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
     plane = ControlPlane(home=tmp_path / "home").start()

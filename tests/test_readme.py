@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,13 +48,6 @@ def promised(block: str) -> list[re.Pattern[str]]:
             literal = re.sub(r"\s", "", f'"{key}":{value}')
             patterns.append(re.compile('[^"]*'.join(re.escape(part) for part in literal.split("..."))))
     return patterns
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home=tmp_path_factory.mktemp("readme") / "home").start()
-    yield plane
-    plane.stop()
 
 
 @pytest.fixture(scope="module")

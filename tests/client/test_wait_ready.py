@@ -80,13 +80,6 @@ def tls_server_for_another_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     server.server_close()
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home=tmp_path_factory.mktemp("ready") / "home").start()
-    yield plane
-    plane.stop()
-
-
 def wait(url: str, key: str = "isk-any", timeout_s: float = 600) -> tuple[ControlPlaneError, float]:
     time = FakeTime()
     with ControlPlaneClient(url, key) as client, pytest.raises(ControlPlaneError) as caught:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
 
 import openai
 import pytest
@@ -18,13 +17,6 @@ from fairness import FLOOD_ARGS, figures, flood_and_measure, p95  # the benchmar
 
 FLOOD = 500
 CONCURRENCY = 8
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home=tmp_path_factory.mktemp("limits") / "home").start()
-    yield plane
-    plane.stop()
 
 
 def test_the_openai_client_sees_a_rate_limit_error_with_the_headers(plane: ControlPlane) -> None:
