@@ -20,7 +20,7 @@ from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 
 @dataclass
 class AdapterStats:
-    """One LoRA adapter's traffic since this instance started, as `status` shows it."""
+    """One LoRA adapter's traffic: requests, failures, tokens and summed latency."""
 
     requests: int = 0
     failed: int = 0
@@ -28,6 +28,11 @@ class AdapterStats:
     completion_tokens: int = 0
     seconds: float = 0.0
     """Latency summed over its requests: with `requests`, the mean."""
+
+    def plus(self, other: AdapterStats) -> AdapterStats:
+        return AdapterStats(self.requests + other.requests, self.failed + other.failed,
+                            self.prompt_tokens + other.prompt_tokens,
+                            self.completion_tokens + other.completion_tokens, self.seconds + other.seconds)
 
 
 @dataclass
@@ -101,7 +106,14 @@ class LiveDeployment:
     held_elsewhere_until: float = 0.0
     """Another instance holds a request for this deployment until then (it asked for a wake-up)."""
     adapter_stats: dict[str, AdapterStats] = field(default_factory=dict)
-    """Per LoRA adapter name: its requests, tokens and latency (`gateway/adapter_usage.py`)."""
+    """Per LoRA adapter name: its requests, tokens and latency counted here since the last exchange round
+    (`gateway/adapter_usage.py`)."""
+    adapter_totals: dict[str, AdapterStats] = field(default_factory=dict)
+    """Per LoRA adapter name: the stored totals of every instance (`controller/adapter_totals.py`)."""
+
+    def adapter_usage(self, adapter: str) -> AdapterStats:
+        """An adapter's totals as `status` shows them: stored, plus what this instance has not added yet."""
+        return self.adapter_totals.get(adapter, AdapterStats()).plus(self.adapter_stats.get(adapter, AdapterStats()))
     peer_windows: list[WindowShare] = field(default_factory=list)
     """The leader's copy of the other instances' fresh metrics windows (`controller/window_exchange.py`)."""
     observed: MergedWindow | None = None

@@ -17,6 +17,7 @@ from inferstack.auth import KeyRing
 from inferstack.batches.runner import BatchRunner
 from inferstack.batches.tables import BatchResultRow, BatchRow
 from inferstack.clock import Clock, SystemClock
+from inferstack.controller.adapter_totals import AdapterUsageRow
 from inferstack.controller.assembly import build_controller
 from inferstack.controller.leadership import (
     FileLeadership,
@@ -58,7 +59,7 @@ from inferstack.store import (
 # knows nothing of files or batches, and files nothing of batches.
 TABLES: tuple[type[Base], ...] = (TenantRow, ApiKeyRow, DeploymentRow, ReplicaRow, EventRow,
                                   FileRow, BatchRow, BatchResultRow, LeaderLeaseRow, SealCheckRow,
-                                  InstanceWindowRow, HistoryRow)
+                                  InstanceWindowRow, HistoryRow, AdapterUsageRow)
 
 
 def open_database(url: str, cipher: TokenCipher | None = None, password: RotatingPassword | None = None) -> Store:

@@ -16,6 +16,7 @@ import openai
 import pytest
 from sqlalchemy import create_engine, text
 
+from lora_adapter import write_config
 from support import INFERSTACK, SIM_SPEC, ControlPlane, postgres_schema, wait_for, wait_running
 
 pytestmark = pytest.mark.postgres
@@ -41,12 +42,14 @@ def replicas_ever(rest: httpx.Client, dep_id: str) -> list[dict[str, object]]:
 
 
 def test_a_deployment_made_on_one_instance_is_served_by_the_other_with_one_set_of_replicas(
-        planes: tuple[ControlPlane, ControlPlane]) -> None:
+        planes: tuple[ControlPlane, ControlPlane], tmp_path: Path) -> None:
     a, b = planes
     key = a.create_key("acme")
     rest_a, rest_b = a.client(key), b.client(key)
     created = rest_a.post("/v1/deployments", json={**SIM_SPEC, "name": "chat", "min_replicas": 2, "max_replicas": 2,
-                                                   "engine_args": ["--ttft-ms", "1", "--tokens-per-s", "0"]})
+                                                   "engine_args": ["--ttft-ms", "1", "--tokens-per-s", "0"],
+                                                   "adapters": [{"name": "sql",
+                                                                 "source": str(write_config(tmp_path / "sql"))}]})
     assert created.status_code == 201, created.text
     dep_id = created.json()["id"]
     wait_running(rest_a, dep_id)
@@ -91,6 +94,19 @@ def test_a_deployment_made_on_one_instance_is_served_by_the_other_with_one_set_o
     assert metrics["p95_latency_ms"] is not None and metrics["p95_latency_ms"] >= metrics["p50_latency_ms"]
     shown = " ".join(b.cli(key, "status", dep_id).stdout.split())  # as one line, whatever the terminal's width
     assert "traffic (2 instances reporting" in shown and "2 completed, 0 failed" in shown
+
+    # An adapter's usage adds up too: requests through either instance, the same totals on both.
+    for plane, count in ((a, 2), (b, 3)):
+        for _ in range(count):
+            openai.OpenAI(base_url=plane.url + "/v1", api_key=key, max_retries=0).chat.completions.create(
+                model="chat:sql", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+
+    def adapter_usage(rest: httpx.Client) -> tuple[int, int]:
+        (sql,) = rest.get(f"/v1/deployments/{dep_id}").json()["adapters"]
+        return sql["requests"], sql["completion_tokens"]
+
+    wait_for(lambda: adapter_usage(rest_a) == adapter_usage(rest_b) == (5, 15), timeout=10,
+             what="both instances show the adapter's 5 requests")
 
 
 def test_a_paused_deployment_woken_through_the_follower_serves_the_first_request(

@@ -12,7 +12,7 @@ from inferstack.api.deps import Services, admin_tenant_id, services, tenant_id
 from inferstack.autoscaler.shared_window import MergedWindow
 from inferstack.controller.recorder import cost_usd, usd_per_hour
 from inferstack.errors import ApiError
-from inferstack.fleet import AdapterStats, LiveDeployment
+from inferstack.fleet import LiveDeployment
 from inferstack.hardware import PROFILES, fit_problem
 from inferstack.lora import adapter_model
 from inferstack.model_hub import lookup_size, needs_lookup
@@ -99,7 +99,7 @@ def adapter_views(deployment: LiveDeployment) -> list[AdapterView]:
     ready = deployment.ready_replicas()
     views = []
     for adapter in deployment.spec.adapters:
-        stats = deployment.adapter_stats.get(adapter.name, AdapterStats())
+        stats = deployment.adapter_usage(adapter.name)
         views.append(AdapterView(
             name=adapter.name, model=adapter_model(deployment.name, adapter.name), source=adapter.source,
             rank=adapter.rank, loaded_replicas=sum(r.adapters.get(adapter.name) == adapter.source for r in ready),

@@ -10,7 +10,8 @@ FRESH_S.
 
 The leader publishes in turn what its autoscaler last saw of each deployment (`MergedWindow`, under the
 instance id `MERGED`), and every instance, the leader included, shows that one published copy in
-`status` (`LiveDeployment.merged_window`): the same numbers wherever a user asks.
+`status` (`LiveDeployment.merged_window`): the same numbers wherever a user asks. Each round also adds
+the LoRA adapters' usage counted here to the stored totals (`controller/adapter_totals.py`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from inferstack.autoscaler.shared_window import MergedWindow, WindowShare, share
 from inferstack.clock import Clock
+from inferstack.controller.adapter_totals import add_usage, give_back, stored_totals, take_counted
 from inferstack.db import Base
 from inferstack.fencing import fenced_session
-from inferstack.fleet import Fleet
+from inferstack.fleet import AdapterStats, Fleet
 from inferstack.store import Store
 
 log = logging.getLogger("inferstack.windows")
@@ -117,10 +119,26 @@ class WindowExchange:
                 log.exception("metrics window exchange failed")
             await self._clock.sleep(PUBLISH_S)
 
+    async def _sum_adapter_usage(self) -> None:
+        counted = take_counted(self._fleet)
+        try:
+            totals = await asyncio.to_thread(self._add_and_read, counted)
+        except BaseException:
+            give_back(self._fleet, counted)
+            raise
+        for deployment in self._fleet.all():
+            deployment.adapter_totals = totals.get(deployment.id, {})
+
+    def _add_and_read(self, counted: dict[tuple[str, str], AdapterStats]) -> dict[str, dict[str, AdapterStats]]:
+        if counted:
+            add_usage(self._store, counted)
+        return stored_totals(self._store)
+
     async def peers_alive(self) -> bool:
         return await asyncio.to_thread(live_peers, self._store, self._instance_id, self._clock.now()) > 0
 
     async def exchange(self, leading: bool) -> None:
+        await self._sum_adapter_usage()
         now = self._clock.now()
         if leading:
             peers = await asyncio.to_thread(fresh_windows, self._store, self._instance_id, now)
