@@ -3,13 +3,17 @@ SQLite and PostgreSQL (`controller/adapter_totals.py`, through the window exchan
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from controller_support import build_parts
 from sqlalchemy.exc import OperationalError
 
 from inferstack.clock import ManualClock
 from inferstack.controller.window_exchange import WindowExchange
 from inferstack.fleet import Fleet, LiveDeployment
 from inferstack.gateway.adapter_usage import record
+from inferstack.lora import AdapterSpec
 from inferstack.spec import DeploymentSpec, DeploymentStatus
 from inferstack.store import Store
 
@@ -64,3 +68,20 @@ async def test_counts_whose_write_failed_are_added_in_a_later_round(store: Store
     monkeypatch.setattr(store, "session", real_session)
     await exchange.exchange(leading=False)
     assert seen.adapter_totals["sql"].requests == 2 and seen.adapter_usage("sql").requests == 2
+
+
+async def test_an_adapter_removed_and_added_again_counts_from_zero(tmp_path: Path) -> None:
+    parts = await build_parts(tmp_path, "http://127.0.0.1:9")
+    try:
+        adapter = AdapterSpec(name="sql", source="/adapters/sql")
+        deployment = await parts.create(name="chat", adapters=[adapter.model_dump()])
+        exchange = WindowExchange(parts.store, parts.fleet, parts.clock, "a")
+        record(deployment, "sql", 200, 0.5, {})
+        await exchange.exchange(leading=False)
+        assert deployment.adapter_usage("sql").requests == 1
+        await parts.actions.remove_adapter(deployment, "sql")
+        await parts.actions.add_adapter(deployment, adapter)
+        await exchange.exchange(leading=False)
+        assert deployment.adapter_usage("sql").requests == 0
+    finally:
+        await parts.close()

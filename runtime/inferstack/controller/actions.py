@@ -94,6 +94,7 @@ class DeploymentActions:
             raise ApiError(404, f"Deployment {deployment.name} has no adapter named {name!r}.",
                            code="adapter_not_found", param="name")
         await self.update(deployment, DeploymentUpdate(adapters=kept))
+        await self._recorder.forget_adapter_usage(deployment, name)
         if self._leading():
             await self._adapters.sync(deployment)
 

@@ -10,7 +10,7 @@ Prometheus expects; this table is for the one number a user asks for.
 
 from __future__ import annotations
 
-from sqlalchemy import Float, Integer, String, select
+from sqlalchemy import Float, Integer, String, delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
@@ -43,6 +43,13 @@ def add_usage(store: Store, counted: dict[tuple[str, str], AdapterStats]) -> Non
             s.execute(statement.on_conflict_do_update(
                 index_elements=["deployment_id", "adapter"],
                 set_={name: getattr(AdapterUsageRow, name) + statement.excluded[name] for name in COUNTERS}))
+
+
+def forget_usage(store: Store, deployment_id: str, adapter: str) -> None:
+    """An adapter taken out of its deployment: a later one under its name counts from zero."""
+    with store.session() as s:
+        s.execute(delete(AdapterUsageRow).where(AdapterUsageRow.deployment_id == deployment_id,
+                                                AdapterUsageRow.adapter == adapter))
 
 
 def stored_totals(store: Store) -> dict[str, dict[str, AdapterStats]]:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from inferstack.autoscaler.decision import AutoscalerState
 from inferstack.clock import Clock
+from inferstack.controller.adapter_totals import forget_usage
 from inferstack.controller.write_behind import WriteBehind
 from inferstack.fleet import LiveDeployment
 from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
@@ -107,6 +108,11 @@ class Recorder:
             await self.event(deployment, "status", f"Status {before} -> {status}"
                              + (f": {deployment.status_reason}" if deployment.status_reason else ""),
                              {"before": before.value, "after": status.value}, by_user=by_user)
+
+    async def forget_adapter_usage(self, deployment: LiveDeployment, adapter: str) -> None:
+        await asyncio.to_thread(forget_usage, self._store, deployment.id, adapter)
+        deployment.adapter_totals.pop(adapter, None)
+        deployment.adapter_stats.pop(adapter, None)
 
     async def event(self, deployment: LiveDeployment, kind: str, message: str, data: dict[str, Any], *,
                     by_user: bool = False) -> None:
