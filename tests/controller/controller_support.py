@@ -17,8 +17,10 @@ from inferstack.controller.probes import HealthProbe, Probes
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
+from inferstack.lora_fetch import AdapterCache, s3_client
 from inferstack.providers.base import ProviderError, ReplicaHandle
 from inferstack.server import open_database
+from inferstack.settings import S3Settings
 from inferstack.spec import DeploymentSpec
 from inferstack.store import ReplicaRow, Store
 
@@ -118,6 +120,11 @@ class Parts:
         self.store.engine.dispose()
 
 
+def adapter_cache(tmp_path: Path) -> AdapterCache:
+    """S3 adapters fetched as the server fetches them (AWS settings from the environment)."""
+    return AdapterCache(tmp_path / "adapters", lambda: s3_client(S3Settings.from_env()))
+
+
 async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | None = None,
                       database_url: str | None = None, startup_timeout_s: float = 900.0) -> Parts:
     """Every part, as `controller.assembly` wires them, but with no background loop: tests call `reconcile`."""
@@ -131,7 +138,7 @@ async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | Non
     recorder = Recorder(store, clock)
     replicas = ReplicaLifecycle(provider, recorder, probe or probes, clock, kick.set, health_poll_s=HEALTH_POLL_S,
                                 startup_timeout_s=startup_timeout_s)
-    adapters = AdapterSync(recorder)
+    adapters = AdapterSync(recorder, adapter_cache(tmp_path))
     await adapters.start()
     loop = ControllerLoop(fleet, recorder, probes, replicas, adapters, clock, kick, tick_s=3600)
     actions = DeploymentActions(fleet, recorder, replicas, adapters, clock, kick.set)
