@@ -19,8 +19,10 @@ from inferstack.plain_text import PlainText
 SEPARATOR = ":"
 ADAPTER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 S3_SCHEME = "s3://"
+S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+"""An S3 bucket's name, as S3 allows it."""
 SOURCE_PATTERN = (r"^(/[^\x00-\x1f\x7f]*|[^\x00-\x20\x7f/:]+/[^\x00-\x20\x7f/:]+"
-                  r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\x00-\x20\x7f]*)?)$")
+                  rf"|s3://{S3_BUCKET}(/[^\x00-\x20\x7f]*)?)$")
 """An absolute path, a Hugging Face repo id (owner/name) or an S3 prefix (s3://bucket/prefix); in the JSON
 schema too, so both agree."""
 MAX_ADAPTERS = 64

@@ -34,6 +34,8 @@ class FakeReplica:
     url: str = ""
     alive: bool = True
     keys_seen: list[str] = field(default_factory=list)
+    loaded: list[dict[str, Any]] = field(default_factory=list)
+    """The bodies of `/v1/load_lora_adapter` calls, each answered 200."""
 
 
 class FakeProvider:
@@ -51,6 +53,8 @@ class FakeProvider:
         """When set, every start fails at once with this reason (an engine that cannot run here)."""
         self.closed = False
         self.refused = 0
+        self.placed: str | None = None
+        """The provider its handles name (placement sets it): "aws" for replicas off this machine."""
 
     async def start(self, deployment_id: str, name: str, replica_id: str, spec: DeploymentSpec,
                     replica_api_key: str) -> ReplicaHandle:
@@ -62,7 +66,7 @@ class FakeProvider:
         log_path.write_text("loading weights\nboom: no such model\n")
         if self.exit_on_start is not None:
             self.exit_codes[replica_id] = self.exit_on_start
-        return ReplicaHandle(replica_id, self.url, None, str(log_path))
+        return ReplicaHandle(replica_id, self.url, None, str(log_path), provider=self.placed)
 
     def exit_code(self, handle: ReplicaHandle) -> int | None:
         return self.exit_codes.get(handle.replica_id)

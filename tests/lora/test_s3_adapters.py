@@ -4,15 +4,20 @@ and a cloud replica's fetch at launch, against the moto server over HTTP with re
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
+from inferstack.engines.container import ADAPTERS_DIR, replica_container
 from inferstack.lora import AdapterSpec
 from inferstack.lora_fetch import AdapterCache, AdapterUnavailable, fetch_into, s3_client
 from inferstack.settings import S3Settings
+from inferstack.spec import DeploymentSpec
 
 CONFIG = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}
 
@@ -96,6 +101,24 @@ def test_a_cloud_replica_fetches_its_adapter_into_the_directory_its_engine_reads
     fetch_into(s3, source, tmp_path / "adapters" / "sql")
     assert sorted(str(p.relative_to(tmp_path / "adapters" / "sql")) for p in (tmp_path / "adapters" / "sql").rglob("*")
                   if p.is_file()) == ["adapter_config.json", "adapter_model.safetensors", "tokenizer/vocab.json"]
+
+
+def test_a_cloud_replicas_launch_command_fetches_its_s3_adapters_and_fails_saying_which_cannot(
+        s3: Any, moto_reset: str, tmp_path: Path) -> None:
+    upload(s3, "team/sql")
+    spec = DeploymentSpec(hf_model_id="org/m", hardware_profile="gpu.l4", adapters=[
+        {"name": "sql", "source": "s3://adapters/team/sql"}, {"name": "hub", "source": "org/hub"}])
+    command = replica_container(spec, "dep-1", "chat", "vllm", "runtime").fetch_command
+    assert command is not None and command[:2] == ["python3", "-m"] and command[-3:] == [
+        "--into", ADAPTERS_DIR, "sql=s3://adapters/team/sql"]
+    here = [sys.executable, *command[1:-2], str(tmp_path / "adapters"), command[-1]]  # this machine's python, a tmp dir
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_reset}
+    done = subprocess.run(here, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "adapters" / "sql" / "adapter_config.json").read_text()) == CONFIG
+    failed = subprocess.run([*here[:-1], "legal=s3://adapters/team/legal"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert failed.returncode == 1 and "adapter legal: nothing is stored under s3://adapters/team/legal" in failed.stderr
 
 
 def test_a_spec_takes_an_s3_prefix_as_source_and_refuses_what_is_not_one() -> None:
