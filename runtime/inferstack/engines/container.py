@@ -47,16 +47,27 @@ def replica_container(spec: DeploymentSpec, deployment_id: str, name: str, vllm_
                       runtime_image: str, port: int = REPLICA_PORT) -> ReplicaContainer:
     """The container of one replica: the official vLLM image with the spec's flags, or for `sim` the
     runtime image running the built-in simulator. Served under the deployment's name and id."""
-    s3 = {a.name: a.source for a in spec.adapters if a.source.startswith(S3_SCHEME)}
-    fetched = {source: f"{ADAPTERS_DIR}/{adapter}" for adapter, source in s3.items()}
+    fetched = {source: f"{ADAPTERS_DIR}/{adapter}" for adapter, source in _s3_adapters(spec).items()}
     launch = plan_launch(spec.model_copy(update={"hf_token": None}), deployment_id, name, port,
                          replica_api_key="", vllm_python=CONTAINER_PYTHON, host="0.0.0.0", fetched=fetched)
     command = [CONTAINER_PYTHON, *launch.argv[1:]]  # argv[0] is this machine's interpreter for sim
     env = {k: v for k, v in launch.env.items() if k not in SECRET_ENV}
     image = runtime_image if spec.engine is Engine.sim else vllm_image
-    fetch = ([CONTAINER_PYTHON, "-m", "inferstack", "fetch-adapters", "--into", ADAPTERS_DIR,
-              *(f"{adapter}={source}" for adapter, source in sorted(s3.items()))] if s3 else None)
-    return ReplicaContainer(image=image, command=command, env=env, fetch_command=fetch)
+    return ReplicaContainer(image=image, command=command, env=env, fetch_command=fetch_command(spec))
+
+
+def _s3_adapters(spec: DeploymentSpec) -> dict[str, str]:
+    return {a.name: a.source for a in spec.adapters if a.source.startswith(S3_SCHEME)}
+
+
+def fetch_command(spec: DeploymentSpec) -> list[str] | None:
+    """What the runtime image runs before a cloud replica's engine starts: each S3 adapter fetched into
+    `ADAPTERS_DIR`/<name>. None without S3 adapters."""
+    s3 = _s3_adapters(spec)
+    if not s3:
+        return None
+    return [CONTAINER_PYTHON, "-m", "inferstack", "fetch-adapters", "--into", ADAPTERS_DIR,
+            *(f"{adapter}={source}" for adapter, source in sorted(s3.items()))]
 
 
 def launch_document(spec: DeploymentSpec, deployment_id: str, name: str, vllm_image: str, runtime_image: str) -> str:
