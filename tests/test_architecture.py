@@ -45,6 +45,7 @@ FLOORS: dict[str, int] = {
     "inferstack.batches.results": 2,
     "inferstack.engines": 2,
     "inferstack.model_hub": 2,
+    "inferstack.lora_fetch": 2,
     # 3. where replicas run, and the live view of them
     "inferstack.providers": 3,
     "inferstack.fleet": 3,

@@ -19,8 +19,16 @@ from components.aws_images import replica_image
 from components.aws_network import Network, NetworkArgs
 from components.aws_state import StateStores, StateStoresArgs, hf_token_secret_name
 from inferstack.declared.stackfile import AwsSettings, PlatformSettings
+from inferstack.lora import S3_SCHEME, s3_location
 from inferstack.providers.aws_groups import parameter_prefix
 from inferstack.spec import DeploymentSpec
+
+
+def adapter_buckets(settings: AwsSettings, deployments: list[DeploymentSpec]) -> tuple[str, ...]:
+    """The buckets the stack names for S3 adapters: its `adapter_buckets` and those of declared adapters."""
+    declared = {s3_location(a.source)[0] for spec in deployments for a in spec.adapters
+                if a.source.startswith(S3_SCHEME)}
+    return tuple(sorted(set(settings.adapter_buckets) | declared))
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,8 @@ class AwsPlatform(pulumi.ComponentResource):
             stack=args.stack, parameter_prefix=self.parameter_prefix, bucket_arn=state.bucket_arn,
             api_key_secret_arn=state.api_key_secret_arn, token_key_secret_arn=state.token_key_secret_arn,
             database_password_secret_arn=state.database_password_secret_arn,
-            hf_token_secret_arn=state.hf_token_secret_arn, image_pull_secret_arn=s.image_pull_secret_arn), child)
+            hf_token_secret_arn=state.hf_token_secret_arn, image_pull_secret_arn=s.image_pull_secret_arn,
+            adapter_buckets=adapter_buckets(s, args.deployments)), child)
         self.vllm_image = replica_image(f"{name}-images", args.stack, args.platform.vllm_image,
                                         s.docker_hub_credentials_secret_arn, self)
         self.launch_templates = GpuLaunchTemplates(f"{name}-gpu", GpuLaunchTemplatesArgs(

@@ -3,13 +3,16 @@ finding above LOW (tests/infra/test_aws_iam.py).
 
 - GPU replica instances: read their launch document (SSM, under the stack's prefix) and the Hugging
   Face token secret, pull images through the stack's ECR pull-through cache, write their logs, and
-  mark their own instance unhealthy when the boot fails. No S3, no other EC2 API.
+  mark their own instance unhealthy when the boot fails; read the LoRA adapters in the buckets the stack
+  names (`adapter_buckets`, and those of declared deployments' S3 adapters), if any. No other S3, no
+  other EC2 API.
 - The controller (the control plane's ECS task): scale and inspect this stack's replica groups and
   instances (conditioned on the `inferstack:stack` tag); create groups and launch documents only under
   the names Pulumi never uses (`aws_groups.CONTROLLER_MARK`); launch only from this stack's launch
   templates (`ec2:LaunchTemplate`), tag instances only as they are launched or, for a claim, only with
   the claim's two keys on an instance already in the stack; pass the replica role to EC2 only; read
-  the database password (rotated by RDS); use the batch bucket.
+  the database password (rotated by RDS); use the batch bucket; list the adapter buckets (an S3 adapter
+  is checked before it is added).
 - ECS's execution role: pull the image (with the registry credentials, if any), write logs, inject
   the API key secret.
 """
@@ -60,9 +63,22 @@ class IamArgs:
     hf_token_secret_arn: pulumi.Input[str] | None = None
     image_pull_secret_arn: str | None = None
     """Registry credentials (Secrets Manager) for a private control-plane image."""
+    adapter_buckets: tuple[str, ...] = ()
+    """Buckets of S3 LoRA adapters: replicas read them, the controller lists them."""
 
 
-def replica_statements(stack: str, parameter_prefix: str, token_arn: str | None) -> list[dict[str, Any]]:
+def adapter_statements(buckets: Sequence[str], read: bool) -> list[dict[str, Any]]:
+    """Listing the adapter buckets (and with `read`, reading their objects); nothing without a bucket."""
+    if not buckets:
+        return []
+    listing = [{"Sid": "AdapterBucketsList", "Effect": "Allow", "Action": ["s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{b}" for b in buckets]}]
+    return listing + [{"Sid": "AdapterBucketsRead", "Effect": "Allow", "Action": ["s3:GetObject"],
+                       "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets]}] * read
+
+
+def replica_statements(stack: str, parameter_prefix: str, token_arn: str | None,
+                       adapter_buckets: Sequence[str] = ()) -> list[dict[str, Any]]:
     tagged = {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}}
     statements: list[dict[str, Any]] = [
         {"Sid": "LaunchDocuments", "Effect": "Allow", "Action": ["ssm:GetParameter"],
@@ -83,7 +99,7 @@ def replica_statements(stack: str, parameter_prefix: str, token_arn: str | None)
         statements.append({"Sid": "HuggingFaceToken", "Effect": "Allow",
                            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                            "Resource": token_arn})
-    return statements
+    return statements + adapter_statements(adapter_buckets, read=True)
 
 
 def controller_statements(stack: str, parameter_prefix: str, bucket_arn: str, replica_role_arn: str,
@@ -165,14 +181,16 @@ class Iam(pulumi.ComponentResource):
                                opts=child)
         token_arn = pulumi.Output.from_input(args.hf_token_secret_arn) if args.hf_token_secret_arn else None
         aws.iam.RolePolicy(f"{name}-replica", role=replica.id, policy=pulumi.Output.all(token_arn).apply(
-            lambda arns: _policy(replica_statements(args.stack, args.parameter_prefix, arns[0]))), opts=child)
+            lambda arns: _policy(replica_statements(args.stack, args.parameter_prefix, arns[0],
+                                                    args.adapter_buckets))), opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-replica", role=replica.name, tags=tags, opts=child)
 
         controller = aws.iam.Role(f"{name}-controller", assume_role_policy=_assume("ecs-tasks.amazonaws.com"),
                                   tags=tags, opts=child)
         aws.iam.RolePolicy(f"{name}-controller", role=controller.id, policy=pulumi.Output.all(
             args.bucket_arn, replica.arn, args.database_password_secret_arn).apply(lambda a: _policy(
-                controller_statements(args.stack, args.parameter_prefix, a[0], a[1], a[2]))), opts=child)
+                controller_statements(args.stack, args.parameter_prefix, a[0], a[1], a[2])
+                + adapter_statements(args.adapter_buckets, read=False))), opts=child)
 
         execution = aws.iam.Role(f"{name}-execution", assume_role_policy=_assume("ecs-tasks.amazonaws.com"),
                                  tags=tags, opts=child)

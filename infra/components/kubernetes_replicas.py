@@ -15,7 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from deployment_resource import InferenceDeployment
-from inferstack.engines.container import REPLICA_PORT, TOKEN_ENV, replica_container
+from inferstack.engines.container import ADAPTERS_DIR, REPLICA_PORT, TOKEN_ENV, fetch_command, replica_container
 from inferstack.providers.kubernetes_pods import (
     CACHE_PATH,
     KEY_ENV,
@@ -77,6 +77,8 @@ class KubernetesReplicas(pulumi.ComponentResource):
         if args.hf_token_secret_name:
             env.append(k8s.core.v1.EnvVarArgs(name=TOKEN_ENV, value_from=k8s.core.v1.EnvVarSourceArgs(
                 secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=args.hf_token_secret_name, key="token"))))
+        fetch = fetch_command(spec)
+        empty = k8s.core.v1.EmptyDirVolumeSourceArgs()
         probe = k8s.core.v1.ProbeArgs(http_get=k8s.core.v1.HTTPGetActionArgs(path="/health", port=REPLICA_PORT),
                                       period_seconds=5, failure_threshold=3)
         return k8s.apps.v1.Deployment(
@@ -115,8 +117,15 @@ class KubernetesReplicas(pulumi.ComponentResource):
                             volume_mounts=[
                                 k8s.core.v1.VolumeMountArgs(name="model-cache", mount_path=CACHE_PATH),
                                 k8s.core.v1.VolumeMountArgs(name="shm", mount_path="/dev/shm"),
+                                *([k8s.core.v1.VolumeMountArgs(name="adapters", mount_path=ADAPTERS_DIR,
+                                                               read_only=True)] if fetch else []),
                             ],
                         )],
+                        # S3 adapters: fetched by the runtime image into a volume the engine reads, before it starts.
+                        init_containers=[k8s.core.v1.ContainerArgs(
+                            name="fetch-adapters", image=args.runtime_image, command=fetch,
+                            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="adapters", mount_path=ADAPTERS_DIR)],
+                        )] if fetch else None,
                         volumes=[
                             k8s.core.v1.VolumeArgs(
                                 name="model-cache",
@@ -124,6 +133,7 @@ class KubernetesReplicas(pulumi.ComponentResource):
                                     claim_name=args.model_cache_claim)),
                             k8s.core.v1.VolumeArgs(name="shm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
                                 medium="Memory", size_limit="16Gi")),
+                            *([k8s.core.v1.VolumeArgs(name="adapters", empty_dir=empty)] if fetch else []),
                         ],
                     ),
                 ),

@@ -64,6 +64,10 @@ LAUNCH=$(aws ssm get-parameter --region "$REGION" --name {parameter} \\
 IMAGE=$(jq -r .image <<<"$LAUNCH")
 PORT=$(jq -r .port <<<"$LAUNCH")
 mapfile -t COMMAND < <(jq -r '.command[]' <<<"$LAUNCH")
+# S3 LoRA adapters (if any): fetched by the runtime image before the engine starts, into what it reads.
+FETCH_IMAGE=$(jq -r '.fetch_image // empty' <<<"$LAUNCH")
+mapfile -t FETCH < <(jq -r '.fetch_command[]?' <<<"$LAUNCH")
+ADAPTERS_DIR=$(jq -r '.adapters_dir // "/adapters"' <<<"$LAUNCH")
 ENV_ARGS=()
 while IFS= read -r pair; do ENV_ARGS+=(-e "$pair"); done \\
   < <(jq -r '.env | to_entries[] | "\\(.key)=\\(.value)"' <<<"$LAUNCH")
@@ -74,19 +78,26 @@ if aws secretsmanager describe-secret --region "$REGION" --secret-id {hf_token_s
     --secret-id {hf_token_secret} --query SecretString --output text)" > /run/inferstack.env
 fi
 # Images from ECR (the pull-through cache of Docker Hub): log in with the instance role.
-REGISTRY=${{IMAGE%%/*}}
-if [[ "$REGISTRY" == *.dkr.ecr.*.amazonaws.com ]]; then
-  aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin "$REGISTRY" \\
-    || fail "cannot log in to $REGISTRY"
+for PULL in "$IMAGE" $FETCH_IMAGE; do
+  REGISTRY=${{PULL%%/*}}
+  if [[ "$REGISTRY" == *.dkr.ecr.*.amazonaws.com ]]; then
+    aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin "$REGISTRY" \\
+      || fail "cannot log in to $REGISTRY"
+  fi
+  docker pull "$PULL" || fail "cannot pull $PULL"
+done
+mkdir -p /opt/inferstack/hf-cache /opt/inferstack/adapters
+if [ -n "$FETCH_IMAGE" ]; then
+  # With the instance role (the launch template lets a container reach instance metadata).
+  docker run --rm -e AWS_REGION="$REGION" -v "/opt/inferstack/adapters:$ADAPTERS_DIR" \\
+    --entrypoint "${{FETCH[0]}}" "$FETCH_IMAGE" "${{FETCH[@]:1}}" || fail "cannot fetch the LoRA adapters from S3"
 fi
-docker pull "$IMAGE" || fail "cannot pull $IMAGE"
-mkdir -p /opt/inferstack/hf-cache
 # The replica's own output goes to CloudWatch, one stream per instance: readable after the instance is gone.
 docker run -d --name replica --restart unless-stopped --gpus all --ipc host \\
   --log-driver awslogs --log-opt awslogs-region="$REGION" --log-opt awslogs-group={replica_log_group} \\
   --log-opt awslogs-stream="$INSTANCE" \\
   -p "$PORT:$PORT" --env-file /run/inferstack.env "${{ENV_ARGS[@]}}" \\
-  -v /opt/inferstack/hf-cache:/root/.cache/huggingface \\
+  -v /opt/inferstack/hf-cache:/root/.cache/huggingface -v "/opt/inferstack/adapters:$ADAPTERS_DIR:ro" \\
   --entrypoint "${{COMMAND[0]}}" "$IMAGE" "${{COMMAND[@]:1}}"
 # Its own health check: the engine answers /health, or the container has stopped for good.
 until curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; do

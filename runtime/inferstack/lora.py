@@ -10,6 +10,7 @@ never rewrites a body. A deployment created without a name is named by its id: `
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,8 +18,13 @@ from inferstack.plain_text import PlainText
 
 SEPARATOR = ":"
 ADAPTER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
-SOURCE_PATTERN = r"^(/[^\x00-\x1f\x7f]*|[^\x00-\x20\x7f/:]+/[^\x00-\x20\x7f/:]+)$"
-"""An absolute path, or a Hugging Face repo id (owner/name); in the JSON schema too, so both agree."""
+S3_SCHEME = "s3://"
+S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+"""An S3 bucket's name, as S3 allows it."""
+SOURCE_PATTERN = (r"^(/[^\x00-\x1f\x7f]*|[^\x00-\x20\x7f/:]+/[^\x00-\x20\x7f/:]+"
+                  rf"|s3://{S3_BUCKET}(/[^\x00-\x20\x7f]*)?)$")
+"""An absolute path, a Hugging Face repo id (owner/name) or an S3 prefix (s3://bucket/prefix); in the JSON
+schema too, so both agree."""
 MAX_ADAPTERS = 64
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The values vLLM takes for `--max-lora-rank`."""
@@ -34,8 +40,9 @@ class AdapterSpec(BaseModel):
     name: str = Field(..., max_length=63, json_schema_extra={"pattern": ADAPTER_NAME_PATTERN},
                       description="Unique within the deployment; callers use `<deployment-name>:<name>` as model.")
     source: PlainText(1000, min_length=1) = Field(
-        ..., description="A Hugging Face repo id (gated ones through the deployment's hf_token) or an "
-        "absolute path the replicas can read (a directory with adapter_config.json).",
+        ..., description="A Hugging Face repo id (gated ones through the deployment's hf_token), an "
+        "absolute path the replicas can read (a directory with adapter_config.json), or s3://bucket/prefix "
+        "(that directory in S3, fetched before the engine loads it).",
         json_schema_extra={"pattern": SOURCE_PATTERN})
     rank: int | None = Field(None, ge=1, le=512, description="The adapter's LoRA rank `r`, when known: checked "
                              "against max_lora_rank, and raises the rank the replicas reserve.")
@@ -51,13 +58,25 @@ class AdapterSpec(BaseModel):
     @field_validator("source")
     @classmethod
     def _source(cls, source: str) -> str:
-        if source.startswith("s3://"):
-            # vLLM reads local directories and Hugging Face repos only.
-            raise ValueError("s3:// sources are not served yet: copy the adapter to a path the replicas can "
-                             "read, or push it to a Hugging Face repo")
         if not re.match(SOURCE_PATTERN, source):
-            raise ValueError(f"source {source!r} must be a Hugging Face repo id (owner/name) or an absolute path")
-        return source
+            raise ValueError(f"source {source!r} must be a Hugging Face repo id (owner/name), an absolute path "
+                             "or s3://bucket/prefix")
+        return source.rstrip("/") if source.startswith(S3_SCHEME) else source
+
+
+def s3_location(source: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix")."""
+    bucket, _, prefix = source.removeprefix(S3_SCHEME).partition("/")
+    return bucket, prefix.strip("/")
+
+
+def engine_path(source: str, fetched: Mapping[str, str]) -> str:
+    """What an engine is given for an adapter's `source`: vLLM reads local directories and Hugging Face
+    repos only, so an S3 one is given the directory it was `fetched` into (by the control plane for its own
+    replicas, by a cloud replica's launch for itself)."""
+    if source.startswith(S3_SCHEME):
+        return fetched[source]
+    return source
 
 
 def adapter_model(deployment_name: str, adapter: str) -> str:

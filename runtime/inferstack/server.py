@@ -37,6 +37,7 @@ from inferstack.fleet import Fleet
 from inferstack.gateway.body import BodyLimits
 from inferstack.gateway.entry import Gateway
 from inferstack.history.table import HistoryRow
+from inferstack.lora_fetch import AdapterCache, s3_client
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
 from inferstack.providers.base import Provider
 from inferstack.providers.kubernetes import KubernetesProvider, KubernetesProviderConfig
@@ -82,12 +83,17 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
-def build_provider(settings: Settings, clock: Clock) -> Provider:
+def adapter_cache(settings: Settings) -> AdapterCache:
+    """S3 adapters for the replicas on this machine, fetched under the home with the file store's S3 settings."""
+    return AdapterCache(settings.home / "adapters", lambda: s3_client(settings.s3))
+
+
+def build_provider(settings: Settings, clock: Clock, adapters: AdapterCache) -> Provider:
     """Every provider the settings name, behind placement (providers/placing.py)."""
-    return PlacingProvider({name: _provider(name, settings, clock) for name in settings.provider_names})
+    return PlacingProvider({name: _provider(name, settings, clock, adapters) for name in settings.provider_names})
 
 
-def _provider(name: str, settings: Settings, clock: Clock) -> Provider:
+def _provider(name: str, settings: Settings, clock: Clock, adapters: AdapterCache) -> Provider:
     if name == "aws":
         return AwsProvider(AwsProviderConfig.from_settings(settings), clock)
     if name == "kubernetes":
@@ -95,7 +101,7 @@ def _provider(name: str, settings: Settings, clock: Clock) -> Provider:
         return KubernetesProvider(config, KubernetesCluster(client_from_environment(), config.namespace), clock,
                                   settings.replica_log_dir,
                                   unschedulable_timeout_s=settings.kubernetes.unschedulable_timeout_s)
-    local = LocalProvider(settings.replica_log_dir, settings.vllm_python)
+    local = LocalProvider(settings.replica_log_dir, settings.vllm_python, adapters)
     local.reclaim_orphans()  # replicas a killed control plane of this home left behind
     return local
 
@@ -117,10 +123,11 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         store.ensure_key(settings.bootstrap_tenant, settings.bootstrap_api_key, clock.now())
     keys = KeyRing(store, clock)
     fleet = Fleet()
-    provider = build_provider(settings, clock)
+    adapters = adapter_cache(settings)
+    provider = build_provider(settings, clock, adapters)
     holder, host = instance_identity()
     leadership, feed = coordination(settings, store, clock, holder, host)
-    controller = build_controller(store, fleet, provider, clock, tick_s=settings.controller_tick_s,
+    controller = build_controller(store, fleet, provider, clock, adapters, tick_s=settings.controller_tick_s,
                                   leadership=leadership, feed=feed, instance_id=holder,
                                   history_interval_s=settings.history_interval_s)
     gateway = Gateway(fleet, keys, controller.instance, clock, heartbeat_s=settings.heartbeat_s,

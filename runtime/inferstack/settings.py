@@ -175,7 +175,8 @@ class KubernetesProviderSettings(_FromEnvironment):
 
 
 class S3Settings(_FromEnvironment):
-    """How the file store reaches S3 when INFERSTACK_FILES_URL is s3://...; credentials: boto3's chain."""
+    """How the control plane reaches S3: the file store (INFERSTACK_FILES_URL=s3://...) and LoRA adapters
+    kept in S3; credentials: boto3's chain."""
 
     endpoint_url: str | None = Field(None, validation_alias=AliasChoices(Env.S3_ENDPOINT_URL, Env.AWS_ENDPOINT_URL),
                                      description="MinIO or a local emulator; unset: AWS.")

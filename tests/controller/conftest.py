@@ -31,10 +31,15 @@ async def fake_replica() -> AsyncIterator[FakeReplica]:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=METRICS_PAGE)
 
+    async def load_adapter(request: web.Request) -> web.Response:
+        replica.loaded.append(await request.json())
+        return web.Response(text="Success")
+
     app = web.Application()
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/load_lora_adapter", load_adapter)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -17,8 +17,10 @@ from inferstack.controller.probes import HealthProbe, Probes
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
+from inferstack.lora_fetch import AdapterCache, s3_client
 from inferstack.providers.base import ProviderError, ReplicaHandle
 from inferstack.server import open_database
+from inferstack.settings import S3Settings
 from inferstack.spec import DeploymentSpec
 from inferstack.store import ReplicaRow, Store
 
@@ -32,6 +34,8 @@ class FakeReplica:
     url: str = ""
     alive: bool = True
     keys_seen: list[str] = field(default_factory=list)
+    loaded: list[dict[str, Any]] = field(default_factory=list)
+    """The bodies of `/v1/load_lora_adapter` calls, each answered 200."""
 
 
 class FakeProvider:
@@ -49,6 +53,8 @@ class FakeProvider:
         """When set, every start fails at once with this reason (an engine that cannot run here)."""
         self.closed = False
         self.refused = 0
+        self.placed: str | None = None
+        """The provider its handles name (placement sets it): "aws" for replicas off this machine."""
 
     async def start(self, deployment_id: str, name: str, replica_id: str, spec: DeploymentSpec,
                     replica_api_key: str) -> ReplicaHandle:
@@ -60,7 +66,7 @@ class FakeProvider:
         log_path.write_text("loading weights\nboom: no such model\n")
         if self.exit_on_start is not None:
             self.exit_codes[replica_id] = self.exit_on_start
-        return ReplicaHandle(replica_id, self.url, None, str(log_path))
+        return ReplicaHandle(replica_id, self.url, None, str(log_path), provider=self.placed)
 
     def exit_code(self, handle: ReplicaHandle) -> int | None:
         return self.exit_codes.get(handle.replica_id)
@@ -118,6 +124,11 @@ class Parts:
         self.store.engine.dispose()
 
 
+def adapter_cache(tmp_path: Path) -> AdapterCache:
+    """S3 adapters fetched as the server fetches them (AWS settings from the environment)."""
+    return AdapterCache(tmp_path / "adapters", lambda: s3_client(S3Settings.from_env()))
+
+
 async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | None = None,
                       database_url: str | None = None, startup_timeout_s: float = 900.0) -> Parts:
     """Every part, as `controller.assembly` wires them, but with no background loop: tests call `reconcile`."""
@@ -131,7 +142,7 @@ async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | Non
     recorder = Recorder(store, clock)
     replicas = ReplicaLifecycle(provider, recorder, probe or probes, clock, kick.set, health_poll_s=HEALTH_POLL_S,
                                 startup_timeout_s=startup_timeout_s)
-    adapters = AdapterSync(recorder)
+    adapters = AdapterSync(recorder, adapter_cache(tmp_path))
     await adapters.start()
     loop = ControllerLoop(fleet, recorder, probes, replicas, adapters, clock, kick, tick_s=3600)
     actions = DeploymentActions(fleet, recorder, replicas, adapters, clock, kick.set)

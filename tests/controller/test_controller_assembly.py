@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from controller_support import adapter_cache
+
 from inferstack.clock import ManualClock
 from inferstack.controller.assembly import build_controller
 from inferstack.fleet import Fleet
@@ -41,7 +43,7 @@ async def test_a_slow_start_neither_blocks_the_loop_nor_outlives_a_stop(tmp_path
     store = open_database(f"sqlite:///{tmp_path / 'state.db'}")
     tenant, _ = store.create_key("t", 0.0)
     provider = SlowProvider()
-    controller = build_controller(store, Fleet(), provider, ManualClock(), tick_s=3600)
+    controller = build_controller(store, Fleet(), provider, ManualClock(), adapter_cache(tmp_path), tick_s=3600)
     await controller.loop.start()
     try:
         spec = DeploymentSpec(hf_model_id="org/m", engine="sim", hardware_profile="cpu", min_replicas=2,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from controller_support import FakeProbe, FakeProvider, FakeReplica, Parts, build_parts, eventually
+from controller_support import FakeProbe, FakeProvider, FakeReplica, Parts, adapter_cache, build_parts, eventually
 
 from inferstack.controller.actions import DeploymentActions
 from inferstack.controller.adapters import AdapterSync
@@ -41,8 +41,8 @@ def follower_of(parts: Parts, tmp_path: Path) -> Follower:
     recorder = Recorder(parts.store, parts.clock)
     replicas = ReplicaLifecycle(provider, recorder, FakeProbe(), parts.clock, lambda: None)
     sync = FleetSync(parts.store, fleet, PollingFeed(), replicas, parts.clock, lambda: None, resync_s=3600)
-    actions = DeploymentActions(fleet, recorder, replicas, AdapterSync(recorder), parts.clock, lambda: None,
-                                leading=lambda: False)
+    adapters = AdapterSync(recorder, adapter_cache(tmp_path))
+    actions = DeploymentActions(fleet, recorder, replicas, adapters, parts.clock, lambda: None, leading=lambda: False)
     return Follower(fleet, provider, sync, actions)
 
 

@@ -109,13 +109,13 @@ def test_aws_settings_that_a_real_account_would_break_on_are_refused_at_preview(
 
 def test_a_stack_file_declares_adapters_and_their_limits_with_the_fields_named() -> None:
     config = parse_config({"inferstack:target": "local", "inferstack:deployments": [
-        {"name": "chat", "hf_model_id": "m", "hardware_profile": "cpu", "max_loras": 2,
-         "adapters": [{"name": "sql", "source": "org/sql-lora", "rank": 16}, {"name": "law", "source": "/a/law"}]}]},
-        "dev")
-    assert [a.name for a in config.deployments[0].adapters] == ["sql", "law"]
+        {"name": "chat", "hf_model_id": "m", "hardware_profile": "cpu", "max_loras": 3,
+         "adapters": [{"name": "sql", "source": "org/sql-lora", "rank": 16}, {"name": "law", "source": "/a/law"},
+                      {"name": "tax", "source": "s3://adapters/team/tax"}]}]}, "dev")
+    assert [a.name for a in config.deployments[0].adapters] == ["sql", "law", "tax"]
     errors = errors_of({"inferstack:deployments": [
         {"name": "a", "hf_model_id": "m", "max_loras": 1,
          "adapters": [{"name": "x", "source": "o/x"}, {"name": "y", "source": "o/y"}]},
-        {"name": "b", "hf_model_id": "m", "adapters": [{"name": "x", "source": "s3://bucket/x"}]}]})
+        {"name": "b", "hf_model_id": "m", "adapters": [{"name": "x", "source": "ftp://host/x"}]}]})
     assert errors["inferstack:deployments[0](a).adapters"] == "2 adapters exceed max_loras (1)"
-    assert "s3://" in errors["inferstack:deployments[1](b).adapters.0.source"]
+    assert "s3://bucket/prefix" in errors["inferstack:deployments[1](b).adapters.0.source"]

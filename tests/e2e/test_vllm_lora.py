@@ -1,13 +1,15 @@
 """LoRA adapters on real vLLM (the CPU build), end to end: `inferstack serve` starts a replica of the tiny
 test Llama with an adapter built here, the official openai client shows that the adapter and the base
-answer differently under greedy decoding, and a second adapter added at run time is served by the same
-replica, without a restart. One vLLM start (about a minute on 2 cores)."""
+answer differently under greedy decoding, and a second adapter added at run time, from S3 (the moto server;
+the control plane fetches it), is served by the same replica, without a restart. One vLLM start (about a
+minute on 2 cores)."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
+import boto3
 import openai
 import pytest
 
@@ -25,14 +27,20 @@ def complete(client: openai.OpenAI, model: str) -> str:
     return answer.choices[0].text
 
 
-def test_adapters_answer_differently_and_one_added_at_run_time_needs_no_restart(tmp_path: Path) -> None:
+def test_adapters_answer_differently_and_one_added_at_run_time_from_s3_needs_no_restart(moto_reset: str,
+                                                                                          tmp_path: Path) -> None:
     python = vllm_python()
     if python is None:
         pytest.skip("INFERSTACK_VLLM_PYTHON is not set: run `bash .ci/test`, which builds the vLLM CPU venv")
     subprocess.run([python, str(TINY_LLAMA), str(tmp_path / "model")], check=True, capture_output=True, timeout=300)
     for name, seed in (("a1", "1"), ("a2", "2")):
         subprocess.run([python, str(ADAPTER), str(tmp_path / name), "8", seed], check=True, timeout=300)
-    plane = ControlPlane(home=tmp_path / "home", env_extra={"INFERSTACK_VLLM_PYTHON": python}).start()
+    s3 = boto3.client("s3", endpoint_url=moto_reset)
+    s3.create_bucket(Bucket="adapters")
+    for file in (tmp_path / "a2").iterdir():
+        s3.upload_file(str(file), "adapters", f"tuned/a2/{file.name}")
+    plane = ControlPlane(home=tmp_path / "home", env_extra={"INFERSTACK_VLLM_PYTHON": python,
+                                                            "AWS_ENDPOINT_URL": moto_reset}).start()
     try:
         key = plane.create_key("lora-team")
         rest = plane.client(key)
@@ -49,7 +57,7 @@ def test_adapters_answer_differently_and_one_added_at_run_time_needs_no_restart(
         models = {m.id: m.model_extra for m in client.models.list().data}
         assert models["tiny:a1"]["parent"] == created.json()["id"]
 
-        added = rest.post("/v1/deployments/tiny/adapters", json={"name": "a2", "source": str(tmp_path / "a2")})
+        added = rest.post("/v1/deployments/tiny/adapters", json={"name": "a2", "source": "s3://adapters/tuned/a2"})
         assert added.status_code == 201 and added.json()["loaded_replicas"] == 1, added.text
         second = complete(client, "tiny:a2")
         assert second not in (base, first)

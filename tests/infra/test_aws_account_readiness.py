@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import botocore.session
 import pytest
+import yaml
 from botocore.validate import ParamValidator
 from parliament import analyze_policy_string, enhance_finding
-from program_harness import Program
+from program_harness import ROOT, Program
 
 SEVERITY = {"INFO": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3, "CRITICAL": 4}
 PARLIAMENT_OUT_OF_DATE = {"ecr:BatchImportUpstreamImage"}
@@ -192,3 +194,28 @@ def test_kubernetes_replica_rollouts_get_a_gpu_sized_await(dev: Program) -> None
     assert deployments
     for deployment in deployments:
         assert int(deployment["inputs"]["metadata"]["annotations"]["pulumi.com/timeoutSeconds"]) >= 30 * 60
+
+
+def test_replicas_read_only_the_adapter_buckets_the_stack_names_and_fetch_at_launch(
+        prod: Program, program: Callable[..., Program]) -> None:
+    for role in ("inferstack-prod-iam-replica", "inferstack-prod-iam-controller"):
+        assert not [sid for sid in statements(prod, role) if sid.startswith("AdapterBuckets")]
+    config = yaml.safe_load((ROOT / "stacks/Pulumi.prod.yaml").read_text())["config"]
+    platform = config["inferstack:platform"]
+    platform["aws"]["adapter_buckets"] = ["team-adapters"]
+    deployments = config["inferstack:deployments"]
+    deployments[0]["adapters"] = [{"name": "sql", "source": "s3://declared-adapters/chat/sql"}]
+    built = program("stacks/Pulumi.prod.yaml", "--set", f"inferstack:platform={json.dumps(platform)}",
+                    "--set", f"inferstack:deployments={json.dumps(deployments)}")
+    assert built.error is None, built.error
+    assert {n: f for n, d in policy_documents(built).items() if (f := findings_above_low(d))} == {}
+    replica, controller = (statements(built, f"inferstack-prod-iam-{r}") for r in ("replica", "controller"))
+    buckets = ["arn:aws:s3:::declared-adapters", "arn:aws:s3:::team-adapters"]
+    assert replica["AdapterBucketsList"]["Resource"] == controller["AdapterBucketsList"]["Resource"] == buckets
+    assert replica["AdapterBucketsRead"] == {"Sid": "AdapterBucketsRead", "Effect": "Allow", "Action": ["s3:GetObject"],
+                                             "Resource": [f"{b}/*" for b in buckets]}
+    assert "AdapterBucketsRead" not in controller  # it lists to check; the replicas download
+    documents = {r["inputs"]["name"].rsplit("/", 1)[1]: json.loads(r["inputs"]["insecureValue"])
+                 for r in built.of_type("aws:ssm/parameter:Parameter")}
+    assert documents["chat"]["fetch_command"][-1] == "sql=s3://declared-adapters/chat/sql"
+    assert "fetch_command" not in documents["embed"]

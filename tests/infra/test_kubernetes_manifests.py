@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes_validate
 import pytest
-from program_harness import Program
+import yaml
+from program_harness import ROOT, Program
 
 KUBERNETES_VERSION = "1.37.0"
 
@@ -28,8 +31,8 @@ def as_manifest(resource: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": api_version, "kind": kind, **unwrap(resource["inputs"])}
 
 
-def test_every_object_of_the_kubernetes_stack_validates(dev: Program) -> None:
-    objects = [r for r in dev.resources if r["type"].startswith("kubernetes:")]
+def validate_all(program: Program) -> None:
+    objects = [r for r in program.resources if r["type"].startswith("kubernetes:")]
     assert len(objects) > 10
     for resource in objects:
         manifest = as_manifest(resource)
@@ -37,3 +40,25 @@ def test_every_object_of_the_kubernetes_stack_validates(dev: Program) -> None:
             kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{resource['name']} ({manifest['kind']}): {exc.message} at {list(exc.path)}")
+
+
+def test_every_object_of_the_kubernetes_stack_validates(dev: Program) -> None:
+    validate_all(dev)
+
+
+def test_a_declared_deployments_s3_adapters_are_fetched_by_an_init_container_and_validate(
+        program: Callable[..., Program]) -> None:
+    deployments = yaml.safe_load((ROOT / "stacks/Pulumi.dev.yaml").read_text())["config"]["inferstack:deployments"]
+    deployments[0]["adapters"] = [{"name": "sql", "source": "s3://adapters/team/sql"}]
+    built = program("stacks/Pulumi.dev.yaml", "--set", f"inferstack:deployments={json.dumps(deployments)}")
+    assert built.error is None, built.error
+    validate_all(built)
+    pods = {r["name"]: r["inputs"]["spec"]["template"]["spec"] for r in built.of_type("kubernetes:apps/v1:Deployment")
+            if "initContainers" in r["inputs"]["spec"]["template"]["spec"]}
+    [(name, pod)] = pods.items()
+    assert name.endswith(deployments[0]["name"])
+    [init] = pod["initContainers"]
+    assert init["command"][-3:] == ["--into", "/adapters", "sql=s3://adapters/team/sql"]
+    assert {"name": "adapters", "mountPath": "/adapters", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert "sql" in " ".join(pod["containers"][0]["command"]) and "/adapters/sql" in " ".join(
+        pod["containers"][0]["command"])

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ esac""",
 echo "docker $*" >> "$STATE/calls"
 case "$1" in
   info) cat "$STATE/runtimes" ;;
-  run) touch "$STATE/healthy" ;;
+  run) case "$*" in *fetch-adapters*) [ ! -e "$STATE/no-adapters" ] ;; *) touch "$STATE/healthy" ;; esac ;;
   inspect) echo 0 ;;
   login) cat >/dev/null ;;
 esac""",
@@ -50,8 +51,8 @@ esac""",
 }
 
 
-def boot(tmp_path: Path, missing: tuple[str, ...] = (),
-         runtimes: str = '{"nvidia":{},"runc":{}}') -> tuple[int, str, str]:
+def boot(tmp_path: Path, missing: tuple[str, ...] = (), runtimes: str = '{"nvidia":{},"runc":{}}',
+         document: dict[str, Any] = DOCUMENT, adapters_in_s3: bool = True) -> tuple[int, str, str]:
     """Run the boot script; returns (exit code, what reached the console, the stand-ins' calls)."""
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     bin_dir.mkdir()
@@ -64,7 +65,9 @@ def boot(tmp_path: Path, missing: tuple[str, ...] = (),
         if name not in missing:
             (bin_dir / name).write_text(body + "\n")
             (bin_dir / name).chmod(0o755)
-    (state / "document").write_text(json.dumps(DOCUMENT))
+    (state / "document").write_text(json.dumps(document))
+    if not adapters_in_s3:
+        (state / "no-adapters").touch()
     (state / "runtimes").write_text(runtimes)
     (state / "calls").touch()
     script = user_data("gpu.l4", "/inferstack/prod/deployments", "inferstack/prod/hf-token",
@@ -106,3 +109,29 @@ def test_an_ami_without_the_aws_cli_says_so_and_shuts_down(tmp_path: Path) -> No
     code, console, calls = boot(tmp_path, missing=("aws",))
     assert code == 1
     assert "aws is not on this AMI" in console and "shutdown -h now" in calls
+
+
+RUNTIME = "ghcr.io/inferstack/inferstack:0.1.0"
+WITH_ADAPTERS = {**DOCUMENT, "fetch_image": RUNTIME, "adapters_dir": "/adapters", "fetch_command": [
+    "python3", "-m", "inferstack", "fetch-adapters", "--into", "/adapters", "sql=s3://adapters/team/sql"]}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a bash script")
+def test_s3_adapters_are_fetched_by_the_runtime_image_before_the_engine_starts_and_mounted_for_it(
+        tmp_path: Path) -> None:
+    code, console, calls = boot(tmp_path, document=WITH_ADAPTERS)
+    assert code == 0, console
+    runs = [line for line in calls.splitlines() if line.startswith("docker run")]
+    assert len(runs) == 2 and f"docker pull {RUNTIME}" in calls
+    fetch, engine = runs
+    assert fetch.endswith(f"--entrypoint python3 {RUNTIME} -m inferstack fetch-adapters --into /adapters "
+                          "sql=s3://adapters/team/sql")
+    assert "-v opt/adapters:/adapters " in fetch.replace(str(tmp_path / "state") + "/", "")
+    assert "opt/adapters:/adapters:ro" in engine.replace(str(tmp_path / "state") + "/", "")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a bash script")
+def test_adapters_that_cannot_be_fetched_fail_the_boot_before_the_engine_starts(tmp_path: Path) -> None:
+    code, console, calls = boot(tmp_path, document=WITH_ADAPTERS, adapters_in_s3=False)
+    assert code == 1 and "boot FAILED: cannot fetch the LoRA adapters from S3" in console
+    assert "set-instance-health" in calls and len([c for c in calls.splitlines() if c.startswith("docker run")]) == 1

@@ -33,6 +33,9 @@ SPECS = [
     DeploymentSpec(name="big", hf_model_id="meta-llama/Llama-3.1-70B-Instruct", hardware_profile="gpu.a100",
                    gpus_per_replica=8, node_names=["gpu-node-7", "gpu-node-8"], hf_token="hf_x"),
     DeploymentSpec(name="smoke", hf_model_id="inferstack/sim-chat", engine="sim", hardware_profile="cpu"),
+    DeploymentSpec(name="tuned", hf_model_id="meta-llama/Llama-3.1-8B-Instruct", hardware_profile="gpu.l4",
+                   adapters=[{"name": "sql", "source": "s3://adapters/team/sql"}, {"name": "hub", "source": "org/hub"},
+                             {"name": "legal", "source": "s3://adapters/legal"}]),
 ]
 
 
@@ -47,6 +50,22 @@ def test_replica_manifests_validate_strictly(spec: DeploymentSpec) -> None:
     secret_names = {e["name"] for e in env if "valueFrom" in e}
     assert {"VLLM_API_KEY", "HF_TOKEN"} <= secret_names  # from Secrets only
     assert not any(e.get("value") in ("key", "hf_x") for e in env)
+
+
+def test_s3_adapters_are_fetched_by_an_init_container_into_a_volume_the_engine_reads() -> None:
+    pod = replica_deployment(SPECS[3], "dep-1", "tuned", pods("gpu.l4"))["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    assert init["image"] == "ghcr.io/inferstack/inferstack:0.1.0"
+    assert init["command"] == ["python3", "-m", "inferstack", "fetch-adapters", "--into", "/adapters",
+                               "legal=s3://adapters/legal", "sql=s3://adapters/team/sql"]
+    assert init["volumeMounts"] == [{"name": "adapters", "mountPath": "/adapters"}]
+    assert {"name": "adapters", "emptyDir": {}} in pod["volumes"]
+    engine = pod["containers"][0]
+    assert {"name": "adapters", "mountPath": "/adapters", "readOnly": True} in engine["volumeMounts"]
+    modules = engine["command"][engine["command"].index("--lora-modules") + 1:][:3]
+    assert modules == ["tuned:sql=/adapters/sql", "tuned:hub=org/hub", "tuned:legal=/adapters/legal"]
+    plain = replica_deployment(SPECS[0], "dep-1", "chat", pods("gpu.l4"))["spec"]["template"]["spec"]
+    assert "initContainers" not in plain and "adapters" not in {v["name"] for v in plain["volumes"]}
 
 
 def test_a_one_gpu_pod_fits_the_profiles_smallest_machine() -> None:

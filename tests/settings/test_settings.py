@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from inferstack.clock import SystemClock
-from inferstack.server import build_provider
+from inferstack.server import adapter_cache, build_provider
 from inferstack.settings import ClientSettings, Env, Settings, SettingsError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -51,7 +51,8 @@ def test_every_named_variable_is_read_and_the_readme_lists_what_the_control_plan
 
 def test_the_kubernetes_provider_without_its_namespace_fails_at_start_naming_the_variable() -> None:
     with pytest.raises(ValueError, match="INFERSTACK_K8S_NAMESPACE is not set"):
-        build_provider(Settings.from_env({Env.PROVIDER: "kubernetes"}), SystemClock())
+        build_provider(settings := Settings.from_env({Env.PROVIDER: "kubernetes"}), SystemClock(),
+                       adapter_cache(settings))
 
 
 def test_several_providers_are_read_in_placement_order() -> None:

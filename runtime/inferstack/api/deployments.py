@@ -358,14 +358,20 @@ async def models(request: Request, tenant: str = Depends(tenant_id)) -> dict[str
                                        for m in [model_object(d), *adapter_objects(d)]]}
 
 
-def adapter_objects(deployment: LiveDeployment) -> list[dict[str, Any]]:
-    """Its LoRA adapters as model objects, with the deployment as `parent` as vLLM lists them."""
+def adapter_objects(deployment: LiveDeployment, only: str | None = None) -> list[dict[str, Any]]:
+    """Its LoRA adapters (or the one named `only`) as model objects, with the deployment as `parent` as
+    vLLM lists them."""
     return [model_object(deployment) | {"id": adapter_model(deployment.name, a.name), "name": a.name,
                                         "root": a.source, "parent": deployment.id}
-            for a in deployment.spec.adapters]
+            for a in deployment.spec.adapters if only in (None, a.name)]
 
 
 @router.get("/v1/models/{ref}")
 async def model(ref: str, request: Request, tenant: str = Depends(tenant_id)) -> dict[str, Any]:
-    """One model (`client.models.retrieve`), by the deployment's id or name."""
-    return model_object(find(services(request), tenant, ref))
+    """One model (`client.models.retrieve`): whatever `model` may name in a request (a deployment's id or
+    name, or `<deployment-name>:<adapter>`), resolved as the gateway does; anyone else's is absent."""
+    found = services(request).fleet.resolve_model(tenant, ref)
+    if found is None:
+        raise ApiError(404, f"The model `{ref}` does not exist.", code="model_not_found", param="model")
+    deployment, adapter = found
+    return model_object(deployment) if adapter is None else adapter_objects(deployment, adapter)[0]

@@ -3,7 +3,10 @@ the key in INFERSTACK_API_KEY); `serve` runs the control plane and `keys create 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from pydantic import ValidationError
 
 from inferstack.cli import deployments, simulate
 from inferstack.cli.adapters import adapters_app
@@ -11,6 +14,7 @@ from inferstack.cli.apply import apply
 from inferstack.cli.files import batch_app, files_app
 from inferstack.cli.keys import keys_app
 from inferstack.cli.output import App, fail
+from inferstack.lora import S3_SCHEME, AdapterSpec
 
 app = App(help="Dedicated, autoscaled, OpenAI-compatible LLM inference deployments.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -36,6 +40,31 @@ def demo(engine: str = typer.Option("sim", "--engine", help="sim (built-in simul
     from inferstack.cli.demo import run_demo
 
     run_demo(engine, keep)
+
+
+@app.command("fetch-adapters")
+def fetch_adapters(adapters: list[str] = typer.Argument(..., metavar="NAME=s3://BUCKET/PREFIX...",
+                                                         help="Each adapter's name and where it is in S3."),
+                   into: Path = typer.Option(..., "--into", help="Each goes into INTO/NAME.")) -> None:
+    """Fetch LoRA adapters from S3 before an engine starts: what a cloud replica runs at launch (AWS settings
+    and credentials from the environment, as boto3 finds them: instance role, pod identity)."""
+    from inferstack.lora_fetch import AdapterUnavailable, fetch_into, s3_client
+    from inferstack.settings import S3Settings
+
+    client = s3_client(S3Settings.from_env())
+    for pair in adapters:
+        name, _, source = pair.partition("=")
+        try:
+            adapter: AdapterSpec | None = AdapterSpec(name=name, source=source)
+        except ValidationError:
+            adapter = None
+        if adapter is None or not adapter.source.startswith(S3_SCHEME):
+            fail(f"{pair!r} is not NAME=s3://bucket/prefix")
+        try:
+            fetch_into(client, adapter.source, into / adapter.name)
+        except AdapterUnavailable as exc:
+            fail(f"adapter {adapter.name}: {exc}")
+        typer.echo(f"fetched {adapter.name} from {adapter.source}")
 
 
 app.add_typer(keys_app, name="keys")

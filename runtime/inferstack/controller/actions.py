@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from inferstack.clock import Clock
-from inferstack.controller.adapters import AdapterSync
+from inferstack.controller.adapters import AdapterSync, needs_new_replicas_for_adapters
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.errors import ApiError
@@ -35,7 +35,9 @@ class DeploymentActions:
 
     async def create(self, tenant_id: str, spec: DeploymentSpec, warnings: Sequence[str] = ()) -> LiveDeployment:
         """Raises `store.DuplicateName` when the tenant already has a deployment of that name. `warnings`
-        (what the API could not check) go into the record after the creation."""
+        (what the API could not check) go into the record after the creation. An S3 adapter that cannot be
+        read is a 422, and nothing is created."""
+        await self._adapters.check(spec.adapters)
         deployment = await self._recorder.create(tenant_id, spec, self._clock.now())
         await self._recorder.event(deployment, "created", f"Created {spec.hf_model_id} on {spec.hardware_profile} "
                                    f"({spec.min_replicas}..{spec.max_replicas} replicas, engine {spec.engine})", {},
@@ -53,6 +55,7 @@ class DeploymentActions:
         serving until its replacement is ready."""
         changes = change.changes()
         spec = deployment.spec.with_changes(changes)  # raises ValidationError, changes nothing
+        await self._adapters.check([a for a in spec.adapters if a not in deployment.spec.adapters])  # or a 422
         # The database first: when its write fails, the live view still shows what is stored.
         await self._recorder.save_spec(deployment, spec)
         old, deployment.spec = deployment.spec, spec
@@ -62,7 +65,8 @@ class DeploymentActions:
         await self._recorder.event(deployment, "updated", f"Spec updated: {', '.join(changed) or 'nothing'}"
                                    + (" (immediate scale-down)" if change.immediate_scale_down else ""),
                                    {"fields": changed}, by_user=True)
-        if needs_new_replicas(old, spec) and self._leading():
+        reshaped = needs_new_replicas(old, spec) or needs_new_replicas_for_adapters(deployment, old, spec)
+        if reshaped and self._leading():
             self._replicas.reshape(deployment)  # the loop starts replacements; each ready one retires an old one
         if deployment.status is DeploymentStatus.failed:
             await self._start_afresh(deployment, "Trying again after a spec change")

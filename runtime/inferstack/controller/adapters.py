@@ -6,6 +6,10 @@ A replica starts with the spec's adapters (`--lora-modules`); each pass of the l
 adapter is added or removed through the API, `sync` brings every ready replica to the spec. An adapter the
 engine refuses is recorded on that replica (`adapter_failures`) and not tried there again; the gateway
 sends an adapter's requests only to replicas that have it loaded (`LiveReplica.adapters`).
+
+An S3 adapter is fetched where the engine reads it (`lora.engine_path`): for a replica on this machine into
+the control plane's cache before the load; a cloud replica fetches its own S3 adapters at launch only, so
+one added later is served by new replicas (`needs_new_replicas_for_adapters`).
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ from collections import defaultdict
 import aiohttp
 
 from inferstack.controller.recorder import Recorder
-from inferstack.errors import engine_error_message
+from inferstack.errors import ApiError, engine_error_message
 from inferstack.fleet import LiveDeployment, LiveReplica
-from inferstack.lora import adapter_model
+from inferstack.lora import S3_SCHEME, AdapterSpec, adapter_model, engine_path
+from inferstack.lora_fetch import AdapterCache, AdapterUnavailable
+from inferstack.spec import DeploymentSpec
 
 LOAD_TIMEOUT_S = 600.0
 """A Hugging Face adapter is downloaded by the engine while the load request waits."""
 
 
 class AdapterSync:
-    def __init__(self, recorder: Recorder, timeout_s: float = LOAD_TIMEOUT_S) -> None:
+    def __init__(self, recorder: Recorder, cache: AdapterCache, timeout_s: float = LOAD_TIMEOUT_S) -> None:
         self._recorder = recorder
+        self._cache = cache
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -37,6 +44,17 @@ class AdapterSync:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    async def check(self, adapters: list[AdapterSpec]) -> None:
+        """Raises a 422 naming the first S3 adapter that cannot be read (a missing bucket or prefix, no
+        adapter_config.json, no credentials); downloads nothing."""
+        for adapter in adapters:
+            if adapter.source.startswith(S3_SCHEME):
+                try:
+                    await asyncio.to_thread(self._cache.check, adapter.source)
+                except AdapterUnavailable as exc:
+                    raise ApiError(422, f"Adapter {adapter.name} cannot be read from {adapter.source}: {exc}",
+                                   code="adapter_unavailable", param="source") from None
 
     async def sync(self, deployment: LiveDeployment) -> dict[str, str]:
         """Bring each ready replica's adapters to the spec. Returns the adapters an engine refused in this
@@ -78,8 +96,13 @@ class AdapterSync:
             if error is None:
                 replica.adapters.pop(name, None)
             return error
-        error = await self._call(replica, "/v1/load_lora_adapter", {"lora_name": model, "lora_path": source},
-                                 tolerated=None)
+        try:
+            fetched = await self._cache.engine_sources([source])
+        except AdapterUnavailable as exc:
+            error = f"{source} could not be fetched: {exc}"
+        else:
+            error = await self._call(replica, "/v1/load_lora_adapter",
+                                     {"lora_name": model, "lora_path": engine_path(source, fetched)}, tolerated=None)
         if error is None:
             replica.adapters[name] = source
         else:
@@ -101,6 +124,14 @@ class AdapterSync:
                 return engine_error_message(answer.status, text)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"the replica did not answer ({type(exc).__name__})"
+
+
+def needs_new_replicas_for_adapters(deployment: LiveDeployment, old: DeploymentSpec, new: DeploymentSpec) -> bool:
+    """Whether `new` adds an S3 adapter that a running replica cannot load: one off this machine fetches
+    S3 adapters at its launch only, so replicas started with `new` must replace it."""
+    added = {a.source for a in new.adapters} - {a.source for a in old.adapters}
+    return any(s.startswith(S3_SCHEME) for s in added) and any(
+        not r.handle.on_this_machine and not r.outdated for r in deployment.replicas.values())
 
 
 def _differences(replica: LiveReplica, wanted: dict[str, str]) -> list[tuple[str, str | None]]:

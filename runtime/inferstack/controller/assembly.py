@@ -18,6 +18,7 @@ from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.controller.sync import ChangeFeed, FleetSync, PollingFeed
 from inferstack.controller.window_exchange import WindowExchange
 from inferstack.fleet import Fleet
+from inferstack.lora_fetch import AdapterCache
 from inferstack.providers.base import Provider
 from inferstack.store import Store
 
@@ -32,7 +33,8 @@ class ControllerParts:
     """Started and stopped with the server: elects the leader and keeps the fleet in sync."""
 
 
-def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Clock, *, tick_s: float = 1.0,
+def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Clock, adapter_cache: AdapterCache, *,
+                     tick_s: float = 1.0,
                      leadership: Leadership | None = None, feed: ChangeFeed | None = None,
                      instance_id: str = "solo", history_interval_s: float | None = None) -> ControllerParts:
     """Without `leadership` the instance is alone and leads; without `feed` other instances' changes
@@ -45,7 +47,7 @@ def build_controller(store: Store, fleet: Fleet, provider: Provider, clock: Cloc
     recorder = Recorder(store, clock, feed.announce, fence=lambda: leader.epoch)
     replicas = ReplicaLifecycle(provider, recorder, probes, clock, kick.set)
     history = HistorySampler(store, history_interval_s) if history_interval_s else None
-    adapters = AdapterSync(recorder)
+    adapters = AdapterSync(recorder, adapter_cache)
     loop = ControllerLoop(fleet, recorder, probes, replicas, adapters, clock, kick, tick_s=tick_s, history=history)
     sync = FleetSync(store, fleet, feed, replicas, clock, kick.set, resync_s=feed.resync_s)
     windows = WindowExchange(store, fleet, clock, instance_id, fence=lambda: leader.epoch)

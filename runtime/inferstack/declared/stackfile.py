@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from inferstack.engines.container import DEFAULT_RUNTIME_IMAGE, DEFAULT_VLLM_IMAGE
 from inferstack.hardware import PROFILES, aws_instance_type
+from inferstack.lora import S3_BUCKET
 from inferstack.spec import TOKEN_FIELD, DeploymentSpec, Target, error_fields
 
 NAMESPACE = "inferstack"
@@ -127,6 +128,11 @@ class AwsSettings(_Settings):
         None, description="Secrets Manager secret {username, password} for a private control-plane image "
         "registry (e.g. GHCR with a read:packages token); unset: the image is public or in ECR.")
     files_retention_days: int = Field(30, ge=1, description="Batch files older than this are deleted from S3.")
+    adapter_buckets: list[Annotated[str, StringConstraints(pattern=f"^{S3_BUCKET}$")]] = Field(
+        default_factory=list, description="S3 buckets holding LoRA adapters (s3:// sources) of deployments made "
+        "through the API: GPU replicas may read them (they fetch their S3 adapters at launch) and the control "
+        "plane may list them (it checks an adapter before adding it). The buckets of the declared deployments' "
+        "S3 adapters are added; with none, replicas have no S3 access at all.")
 
     @model_validator(mode="after")
     def _existing_network(self) -> AwsSettings:

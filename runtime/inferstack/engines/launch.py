@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
-from inferstack.lora import adapter_model
+from inferstack.lora import adapter_model, engine_path
 from inferstack.settings import Env
 from inferstack.spec import DeploymentSpec, Engine, Task
 
@@ -55,19 +55,21 @@ RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 """Lets the controller load and unload adapters on a running replica (`/v1/load_lora_adapter`)."""
 
 
-def lora_flags(spec: DeploymentSpec, name: str) -> list[str]:
-    """LoRA on, its limits, and the spec's adapters loaded at start, each served as `<name>:<adapter>`.
+def lora_flags(spec: DeploymentSpec, name: str, fetched: Mapping[str, str]) -> list[str]:
+    """LoRA on, its limits, and the spec's adapters loaded at start, each served as `<name>:<adapter>`
+    from what `lora.engine_path` gives the engine (`fetched`: the directory of each S3 adapter).
     The same flags for vLLM and the sim engine, which imitates them."""
     limits = spec.lora_limits
     if limits is None:
         return []
     flags = ["--enable-lora", "--max-loras", str(limits.max_loras), "--max-lora-rank", str(limits.max_lora_rank)]
     if spec.adapters:
-        flags += ["--lora-modules", *(f"{adapter_model(name, a.name)}={a.source}" for a in spec.adapters)]
+        flags += ["--lora-modules", *(f"{adapter_model(name, a.name)}={engine_path(a.source, fetched)}"
+                                     for a in spec.adapters)]
     return flags
 
 
-def vllm_flags(spec: DeploymentSpec, names: list[str], port: int, host: str) -> list[str]:
+def vllm_flags(spec: DeploymentSpec, names: list[str], port: int, host: str, fetched: Mapping[str, str]) -> list[str]:
     """The vLLM OpenAI server flags for a spec; shared by every target."""
     flags = ["--model", spec.hf_model_id, "--served-model-name", *names, "--host", host, "--port", str(port),
              "--tensor-parallel-size", str(spec.gpus_per_replica)]
@@ -75,7 +77,7 @@ def vllm_flags(spec: DeploymentSpec, names: list[str], port: int, host: str) -> 
         flags += ["--max-model-len", str(spec.max_model_len)]
     if spec.task is Task.embed:
         flags += ["--runner", "pooling"]
-    return flags + lora_flags(spec, names[0]) + spec.engine_args
+    return flags + lora_flags(spec, names[0], fetched) + spec.engine_args
 
 
 def plan_launch(
@@ -86,7 +88,10 @@ def plan_launch(
     replica_api_key: str,
     vllm_python: str | None,
     host: str = "127.0.0.1",
+    fetched: Mapping[str, str] | None = None,
 ) -> LaunchPlan:
+    """`fetched`: where each of the spec's S3 adapters was fetched to, by source."""
+    fetched = fetched or {}
     names = served_names(deployment_id, name)
     env = {"VLLM_API_KEY": replica_api_key}
     if spec.lora_limits is not None:
@@ -98,7 +103,7 @@ def plan_launch(
                 "--served-model-name", *names, "--task", spec.task.value]
         if spec.max_model_len:
             argv += ["--max-model-len", str(spec.max_model_len)]
-        return LaunchPlan(argv=argv + lora_flags(spec, names[0]) + spec.engine_args, env=env)
+        return LaunchPlan(argv=argv + lora_flags(spec, names[0], fetched) + spec.engine_args, env=env)
     if not vllm_python:
         raise EngineUnavailable(
             f"engine 'vllm' needs a Python environment with vLLM: set {Env.VLLM_PYTHON} "
@@ -109,5 +114,5 @@ def plan_launch(
         # the memory node and fails), and the model in the engine process (one Python start-up fewer:
         # ~15 s instead of ~30 s to healthy on 2 cores, measured with the tiny test model).
         env |= {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    argv = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", *vllm_flags(spec, names, port, host)]
+    argv = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", *vllm_flags(spec, names, port, host, fetched)]
     return LaunchPlan(argv=argv, env=env)

@@ -22,6 +22,11 @@ class ReplicaHandle:
     burst: bool = False
     """Placed past the deployment's first provider because that one was full: the first to go."""
 
+    @property
+    def on_this_machine(self) -> bool:
+        """A child process of the control plane (the local provider), reading the files it reads."""
+        return self.provider in (None, "local")
+
 
 class ProviderError(Exception):
     """A replica could not be started; the message is shown to the user as the reason."""

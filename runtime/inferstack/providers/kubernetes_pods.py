@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from inferstack.engines.container import REPLICA_PORT, TOKEN_ENV, replica_container
+from inferstack.engines.container import ADAPTERS_DIR, REPLICA_PORT, TOKEN_ENV, replica_container
 from inferstack.hardware import PROFILES
 from inferstack.spec import DeploymentSpec
 
@@ -147,6 +147,12 @@ def replica_deployment(spec: DeploymentSpec, deployment_id: str, name: str, pods
         }],
         "volumes": volumes,
     }
+    if container.fetch_command:  # S3 adapters: fetched into a volume the engine reads, before it starts
+        volumes.append({"name": "adapters", "emptyDir": {}})
+        mounts.append({"name": "adapters", "mountPath": ADAPTERS_DIR, "readOnly": True})
+        pod_spec["initContainers"] = [{
+            "name": "fetch-adapters", "image": pods.runtime_image, "command": container.fetch_command,
+            "volumeMounts": [{"name": "adapters", "mountPath": ADAPTERS_DIR}]}]
     if pods.placement.get("nodeSelector"):
         pod_spec["nodeSelector"] = dict(pods.placement["nodeSelector"])
     if pods.placement.get("tolerations"):

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from inferstack.engines.launch import EngineUnavailable, plan_launch, replica_environment
+from inferstack.lora_fetch import AdapterCache, AdapterUnavailable
 from inferstack.providers import orphans
 from inferstack.providers.base import ProviderError, ReplicaHandle
 from inferstack.spec import DeploymentSpec
@@ -29,8 +30,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LocalProvider:
-    def __init__(self, log_dir: Path, vllm_python: str | None, stop_timeout_s: float = 15.0) -> None:
+    def __init__(self, log_dir: Path, vllm_python: str | None, adapters: AdapterCache,
+                 stop_timeout_s: float = 15.0) -> None:
+        """`adapters`: where the spec's S3 adapters are fetched to before a replica starts with them."""
         self._log_dir = log_dir
+        self._adapters = adapters
         self._vllm_python = vllm_python
         self._stop_timeout_s = stop_timeout_s
         self._processes: dict[str, asyncio.subprocess.Process] = {}
@@ -46,8 +50,9 @@ class LocalProvider:
     ) -> ReplicaHandle:
         port = free_port()
         try:
-            plan = plan_launch(spec, deployment_id, name, port, replica_api_key, self._vllm_python)
-        except EngineUnavailable as exc:
+            fetched = await self._adapters.engine_sources([a.source for a in spec.adapters])
+            plan = plan_launch(spec, deployment_id, name, port, replica_api_key, self._vllm_python, fetched=fetched)
+        except (EngineUnavailable, AdapterUnavailable) as exc:
             raise ProviderError(str(exc)) from exc
         self._log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_dir / f"{replica_id}.log"
