@@ -57,15 +57,18 @@ class AdapterSync:
                                    code="adapter_unavailable", param="source") from None
 
     async def sync(self, deployment: LiveDeployment) -> dict[str, str]:
-        """Bring each ready replica's adapters to the spec. Returns the adapters an engine refused in this
-        pass, by name, with the engine's reason."""
+        """Bring each ready replica's adapters to the spec. Returns the wanted adapters a ready replica's
+        engine refused, by name, with the engine's reason: in this pass, or in one that ran first (the loop's
+        pass and an API action's take turns, and a refused source is not tried again on that replica)."""
         async with self._locks[deployment.id]:  # the loop and an API action may ask at once
             wanted = {a.name: a.source for a in deployment.spec.adapters}
             # Outdated replicas are being replaced, some because they cannot take adapters (LoRA was off).
-            work = [(replica, name, source) for replica in deployment.ready_replicas() if not replica.outdated
-                    for name, source in _differences(replica, wanted)]
+            current = [replica for replica in deployment.ready_replicas() if not replica.outdated]
+            refused_before = {name: replica.adapter_failures[source] for replica in current
+                              for name, source in wanted.items() if source in replica.adapter_failures}
+            work = [(replica, name, source) for replica in current for name, source in _differences(replica, wanted)]
             if not work:
-                return {}
+                return refused_before
             results = await asyncio.gather(*(self._apply(deployment, r, name, source) for r, name, source in work))
         loaded = sorted({f"{name} on {r.replica_id}" for (r, name, source), error in zip(work, results, strict=True)
                          if source is not None and error is None})
@@ -80,7 +83,7 @@ class AdapterSync:
         for name, error in sorted(failed.items()):
             await self._recorder.event(deployment, "adapter_failed", f"Adapter {name} did not load: {error}",
                                        {"adapter": name, "reason": error})
-        return failed
+        return refused_before | failed
 
     async def _apply(self, deployment: LiveDeployment, replica: LiveReplica, name: str,
                      source: str | None) -> str | None:
