@@ -121,7 +121,7 @@ class ControllerLoop:
         (with its cause) while it tries, until a replica is ready."""
         now = self._clock.now()
         self._recorder.account(deployment, now)
-        await self._replicas.reap_exited(deployment)
+        await self._replicas.check(deployment)
         if deployment.status is DeploymentStatus.failed:
             if not retry_due(deployment.retry_at, now):
                 return _no_decision(deployment)

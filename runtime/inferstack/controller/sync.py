@@ -211,7 +211,7 @@ class FleetSync:
             if live.id not in present:  # deleted on another instance
                 live.status = DeploymentStatus.deleted
                 self._fleet.remove(live.id)
-                await self._replicas.stop_all(live)
+                await self._replicas.remove(live)
                 changed = True
         if changed:
             self._nudge()
@@ -221,7 +221,10 @@ class FleetSync:
         status = DeploymentStatus(row.status)
         if status in _CLOSED_BY_USER and live.status is not status:
             live.status, live.status_reason = status, row.status_reason
-            await self._replicas.stop_all(live)
+            if status is DeploymentStatus.deleted:
+                await self._replicas.remove(live)
+            else:
+                await self._replicas.stop_all(live)
             changed = True
         elif row.updated_at > live.row_updated_at:
             spec = self._spec(row)
