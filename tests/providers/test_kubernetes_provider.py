@@ -4,7 +4,7 @@ kubelet running real `sim` replica processes (tests/providers/kube_cluster.py)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -251,9 +251,9 @@ async def set_ready(cluster: Cluster, pod: str, ready: bool) -> None:
         patched.raise_for_status()
 
 
-async def until(check: object, timeout: float = 10) -> None:
+async def until(check: Callable[[], bool], timeout: float = 10) -> None:
     for _ in range(int(timeout / 0.05)):
-        if check():  # type: ignore[operator]
+        if check():
             return
         await asyncio.sleep(0.05)
     raise AssertionError("not within the time")
