@@ -324,6 +324,10 @@ class KubernetesProvider:
                         self._claims[replica_id] = claim
                         _note(log_path, f"claimed pod {pod.name} of {deployment}")
                         return claim
+                else:  # the pod this start counted on went (a give-back's scale-down took it): ask again
+                    held = self._starting[deployment] + sum(c.deployment == deployment for c in self._claims.values())
+                    if await self._cluster.replicas(deployment) < held:
+                        await self._cluster.scale(deployment, held)
             if self._clock.now() > deadline:
                 raise ProviderError(f"no pod of {deployment} appeared within {self._start_timeout_s:g} s")
             await self._clock.sleep(self._poll_s)
