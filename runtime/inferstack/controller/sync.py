@@ -171,8 +171,11 @@ class FleetSync:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as the event is
+            # set, and `stop` then waits on this task forever (a SIGTERMed leader hung until killed).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._resync_s)
+                async with asyncio.timeout(self._resync_s):
+                    await self._dirty.wait()
             self._dirty.clear()
             try:
                 await self.refresh()
