@@ -218,19 +218,17 @@ class KubernetesProvider:
                 await self.refresh()
                 declared = await self._cluster.selector(replica_deployment_name(name))
                 for view in self._pods.values():
-                    deployment = _owner(view, name, declared)
-                    if (view.replica_id not in wanted or deployment is None or view.address is None
+                    replica_id, deployment = view.replica_id, _owner(view, name, declared)
+                    if (replica_id is None or replica_id not in wanted or deployment is None or view.address is None
                             or view.deleting or view.leaving or view.stuck):
                         continue
-                    assert view.replica_id is not None
-                    log_path = self._log_path(view.replica_id)
-                    self._claims[view.replica_id] = _Claim(name=name, deployment=deployment, pod=view.name,
-                                                           restarts=view.restarts, log_path=log_path)
+                    log_path = self._log_path(replica_id)
+                    self._claims[replica_id] = _Claim(name=name, deployment=deployment, pod=view.name,
+                                                      restarts=view.restarts, log_path=log_path)
                     self._driven.add(deployment)
                     _note(log_path, f"kept pod {view.name} of {deployment} at {view.address} (new leader)")
-                    log.info("keeping replica %s: pod %s of %s (%s)", view.replica_id, view.name, deployment,
-                             view.address)
-                    handles.append(ReplicaHandle(replica_id=view.replica_id, url=view.address, pid=None,
+                    log.info("keeping replica %s: pod %s of %s (%s)", replica_id, view.name, deployment, view.address)
+                    handles.append(ReplicaHandle(replica_id=replica_id, url=view.address, pid=None,
                                                  log_path=str(log_path)))
         except Exception as exc:  # the API refused or could not be reached: the replicas are replaced
             log.warning("could not look for the running replicas of %s (they are replaced): %s", name, exc)
