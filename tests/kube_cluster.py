@@ -6,12 +6,15 @@ kmock's `KubernetesEmulator` stores objects; the gaps the provider must not pape
 client recognises as the API's `Status`). `Kubelet` plays, every few milliseconds:
 - the ReplicaSet: pods for a Deployment's `spec.replicas`, and on scale-down removes pods in the
   ReplicaSet's order (unscheduled, pending, not ready, then the lowest `pod-deletion-cost`);
+- the garbage collector: the pods of a deleted Deployment go (each pod's `ownerReferences` names its
+  ReplicaSet, which this kubelet plays under the Deployment's name);
 - the scheduler: a pod gets a node while the pool has room (`capacity`), else PodScheduled False,
   Unschedulable;
 - the kubelet: runs the pod's command as a process (the `sim` engine), with env from Secrets; pod IP
   127.x.y.n, distinct per pod (the pod's own network namespace), the port from the pod spec; Ready
   once /health answers; a killed process is a terminated container (restarted, as restartPolicy
-  Always does), with the reason the test gives (OOMKilled).
+  Always does), with the reason the test gives (OOMKilled). A pod in `hands_off` keeps its process, but
+  its status is the test's to write over the API, as the kubelet would.
 It writes objects straight into the emulator's store: the cluster's own components are not API
 callers under the control plane's Role, so `Emulator.calls` holds the provider's requests only.
 """
@@ -158,6 +161,8 @@ class Kubelet:
     tick_s: float = 0.05
     processes: dict[str, PodProcess] = field(default_factory=dict)
     kill_reasons: dict[str, str] = field(default_factory=dict)
+    hands_off: set[str] = field(default_factory=set)
+    """Pods whose status the test writes (see the module docstring)."""
     _net: str = field(default_factory=lambda: f"127.{random.randint(10, 250)}.{random.randint(1, 250)}")
     _next_ip: int = 1
     _task: asyncio.Task[None] | None = None
@@ -207,6 +212,12 @@ class Kubelet:
     async def _replica_sets(self) -> None:
         deployments = [(key, o.raw) for key, o in self.emulator.objects.items()
                        if key[0] == DEPLOYMENTS and not o.deleted]
+        live = {(namespace, name) for (_, namespace, name), _ in deployments}
+        for key, pod in self._live_pods():
+            owners = [o["name"] for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "ReplicaSet"]
+            if owners and (key[1], owners[0]) not in live:
+                await self._end_process(key[2])
+                self.emulator.objects[key].delete()
         for (_, namespace, name), deployment in deployments:
             selector = deployment["spec"]["selector"]["matchLabels"]
             owned = [(key, pod) for key, pod in self._live_pods()
@@ -220,7 +231,9 @@ class Kubelet:
                 self.emulator.objects[(PODS, namespace, pod_name)] = {
                     "apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": pod_name, "namespace": namespace, "annotations": {},
-                                 "labels": dict(template["metadata"]["labels"]), "creationTimestamp": now_iso()},
+                                 "labels": dict(template["metadata"]["labels"]), "creationTimestamp": now_iso(),
+                                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name,
+                                                      "uid": f"uid-{name}", "controller": True}]},
                     "spec": template["spec"], "status": {"phase": "Pending"}}
             if len(owned) > desired:
                 for key, _pod in sorted(owned, key=lambda kp: _deletion_rank(kp[1]))[:len(owned) - desired]:
@@ -255,6 +268,8 @@ class Kubelet:
                     await self._end_process(name)
                 continue
             running = self.processes.get(name)
+            if name in self.hands_off:
+                continue
             if running is None:
                 await self._start_process(key, pod)
             elif running.process.returncode is not None:

@@ -3,8 +3,9 @@
 The control plane runs as one Deployment (SQLite on a volume: `Recreate`, never two writers; with
 `database_url_secret` it uses PostgreSQL). Its ServiceAccount may do in this namespace exactly what the
 `kubernetes` provider calls (providers/kubernetes_cluster.py; tests/infra/test_kubernetes_role.py
-records the calls and compares): create and read replica Deployments, scale them, list and annotate
-their pods, create, read and update the replicas' key Secrets. No deletes, no cluster-wide rights.
+records the calls and compares): create, read and list replica Deployments, scale them, list and
+annotate their pods, create, read and update the replicas' key Secrets, and delete the Deployments and
+the Secret it made for a deployment that is deleted. No cluster-wide rights.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ CONTROL_PLANE_SECRET = "inferstack-api-key"
 """The control plane's Secret: `api-key` (INFERSTACK_BOOTSTRAP_API_KEY), `token-key` (INFERSTACK_TOKEN_KEY)."""
 LABELS = {"app.kubernetes.io/name": "inferstack", "app.kubernetes.io/component": "control-plane"}
 PROVIDER_RULES: dict[tuple[str, str], frozenset[str]] = {
-    ("apps", "deployments"): frozenset({"get", "create"}),
+    # Listed and deleted: what the provider made for a deployment goes with it.
+    ("apps", "deployments"): frozenset({"get", "list", "create", "delete"}),
     ("apps", "deployments/scale"): frozenset({"get", "patch"}),
     ("", "pods"): frozenset({"list", "patch"}),
     # The replicas' key and an API-created deployment's token: created once, read back after a restart,
-    # the token rewritten when the deployment's changes.
-    ("", "secrets"): frozenset({"get", "create", "patch"}),
+    # the token rewritten when the deployment's changes, deleted with the deployment.
+    ("", "secrets"): frozenset({"get", "create", "patch", "delete"}),
 }
 """(API group, resource) -> verbs: exactly what the kubernetes provider calls."""
 

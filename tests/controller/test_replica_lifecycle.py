@@ -11,6 +11,7 @@ import pytest
 from controller_support import HEALTH_POLL_S, FakeProbe, FakeReplica, Parts, build_parts, eventually
 
 from inferstack.clock import ManualClock
+from inferstack.controller.replicas import Verdict, provider_verdict
 from inferstack.spec import DeploymentStatus, DeploymentUpdate, ReplicaStatus
 
 
@@ -148,3 +149,17 @@ async def test_a_reshaping_update_retires_outdated_replicas_only_as_replacements
         assert deployment.status is DeploymentStatus.running
     finally:
         await parts.close()
+
+
+@pytest.mark.parametrize(("status", "exit_code", "serving", "verdict"), [
+    (ReplicaStatus.ready, None, True, None),
+    (ReplicaStatus.ready, None, False, Verdict.not_serving),  # out of the rotation, not replaced
+    (ReplicaStatus.ready, 1, True, Verdict.exited),
+    (ReplicaStatus.ready, 1, False, Verdict.exited),  # gone beats not ready: it is replaced
+    (ReplicaStatus.starting, None, False, None),  # not ready yet is what starting means
+    (ReplicaStatus.starting, 1, False, Verdict.exited),
+    (ReplicaStatus.draining, 1, False, None),  # on its way out whatever it says
+])
+def test_what_the_providers_report_means_for_a_replica(status: ReplicaStatus, exit_code: int | None, serving: bool,
+                                                      verdict: Verdict | None) -> None:
+    assert provider_verdict(status, exit_code, serving) is verdict

@@ -2,30 +2,38 @@
 control plane (a subprocess, through a kubeconfig) creates the replica Deployment, the test kubelet runs
 its pods as `sim` processes, and the whole loop runs with the official `openai` client: ready ->
 traffic -> scale up -> drain and scale down with the chosen pods removed -> pause to zero -> wake ->
-delete, with no failed request."""
+delete, with no failed request. Also: a replica is routed to only while its pod is Ready, a failed pod
+is replaced, and a rolling stop of the leader hands its pods over to the next one under their replica ids."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_autoscaling import SPEC, openai_client, replica_count, steady_load
 
 from kube_cluster import Cluster, running_cluster
-from support import ControlPlane, wait_for, wait_running
+from support import ControlPlane, postgres_schema, sim_deployment, wait_for, wait_running
 
 NAMESPACE = "inferstack"
+
+
+def kubernetes_env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
+    kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig", NAMESPACE)
+    return {"INFERSTACK_PROVIDER": "kubernetes", "INFERSTACK_K8S_NAMESPACE": NAMESPACE, "KUBECONFIG": str(kubeconfig)}
 
 
 @pytest.fixture
 def on_kubernetes(tmp_path: Path) -> Iterator[tuple[ControlPlane, Cluster]]:
     with running_cluster(tmp_path / "pods") as cluster:
-        kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig", NAMESPACE)
-        plane = ControlPlane(home=tmp_path / "home", env_extra={
-            "INFERSTACK_PROVIDER": "kubernetes", "INFERSTACK_K8S_NAMESPACE": NAMESPACE, "KUBECONFIG": str(kubeconfig)})
+        plane = ControlPlane(home=tmp_path / "home", env_extra=kubernetes_env(cluster, tmp_path))
         plane.start()
         try:
             yield plane, cluster
@@ -86,6 +94,108 @@ def test_the_whole_loop_on_kubernetes_loses_no_request(on_kubernetes: tuple[Cont
     assert asyncio.run(burst()) == []
     assert len(cluster.kubelet.pods(NAMESPACE)) >= 1
 
-    # Delete: the replicas go, and with them every pod.
+    # Delete: the replicas go, and with them every pod, the replica Deployment and the Secret with the key.
     assert rest.delete(f"/v1/deployments/{dep['id']}").status_code in (200, 204)
     wait_for(lambda: cluster.kubelet.pods(NAMESPACE) == [], timeout=30, what="no pods after delete")
+    wait_for(lambda: objects(cluster, "deployments") == objects(cluster, "secrets") == set(), timeout=10,
+             what="no Deployment or Secret after delete")
+
+
+def objects(cluster: Cluster, plural: str) -> set[str]:
+    return {name for (r, _, name), o in cluster.emulator.objects.items() if r.plural == plural and not o.deleted}
+
+
+def served(pod: dict) -> float:
+    """Requests the pod's engine completed (its own counter, read from the pod)."""
+    page = httpx.get(f"http://{pod['status']['podIP']}:8000/metrics", timeout=5).text
+    return sum(sample.value for family in text_string_to_metric_families(page) if family.name == "vllm:request_success"
+               for sample in family.samples if sample.name.endswith("_total"))
+
+
+def write_pod_status(cluster: Cluster, pod: str, status: dict) -> None:
+    """What the kubelet does (a readiness probe failed, a container crash-loops): PATCH the pod's status."""
+    httpx.patch(f"{cluster.url}/api/v1/namespaces/{NAMESPACE}/pods/{pod}/status", json={"status": status},
+                headers={"Content-Type": "application/merge-patch+json"}, timeout=10).raise_for_status()
+
+
+def test_a_replica_gets_requests_only_while_its_pod_is_ready_and_a_crash_looping_pod_is_replaced(
+        on_kubernetes: tuple[ControlPlane, Cluster]) -> None:
+    plane, cluster = on_kubernetes
+    key = plane.create_key("steady")
+    rest = plane.client(key)
+    dep_id = sim_deployment(plane, key, "steady", min_replicas=2, max_replicas=2)
+    wait_for(lambda: rest.get(f"/v1/deployments/{dep_id}").json()["ready_replicas"] == 2, timeout=60,
+             what="2 ready replicas")
+    pods = {p["metadata"]["annotations"]["inferstack.io/replica-id"]: p for p in cluster.kubelet.pods(NAMESPACE)}
+    (sick_id, sick), (well_id, well) = sorted(pods.items())
+    cluster.kubelet.hands_off.add(sick["metadata"]["name"])  # its status is the test's to write from now on
+    not_ready = {"type": "Ready", "status": "False", "reason": "ReadinessProbeFailed"}
+    write_pod_status(cluster, sick["metadata"]["name"], {"conditions": [
+        {"type": "PodScheduled", "status": "True"}, not_ready, {**not_ready, "type": "ContainersReady"}]})
+
+    def status_of(replica_id: str) -> str | None:
+        rows = rest.get(f"/v1/deployments/{dep_id}/replicas", params={"all": "true"}).json()["data"]
+        return next((r["status"] for r in rows if r["id"] == replica_id), None)
+
+    wait_for(lambda: status_of(sick_id) == "starting", timeout=10, what="the replica out of the rotation")
+    events = rest.get(f"/v1/deployments/{dep_id}/events").json()["data"]
+    assert any(e["kind"] == "replica_not_ready" and e["data"]["replica_id"] == sick_id for e in events)
+    sick_before, well_before = served(sick), served(well)
+    for i in range(8):
+        answer = rest.post("/v1/chat/completions", json={
+            "model": "steady", "messages": [{"role": "user", "content": f"hi {i}"}], "max_tokens": 2})
+        assert answer.status_code == 200, answer.text
+    assert (served(sick), served(well)) == (sick_before, well_before + 8)  # all to the Ready pod
+
+    # The container now crash-loops: the replica failed, with the kubelet's reason, and is replaced.
+    write_pod_status(cluster, sick["metadata"]["name"], {"containerStatuses": [{
+        "name": "engine", "image": "x", "imageID": "x", "ready": False, "restartCount": 0,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}}}]})
+    wait_for(lambda: status_of(sick_id) == "failed", timeout=10, what="the crash-looping replica failed")
+    wait_for(lambda: rest.get(f"/v1/deployments/{dep_id}").json()["ready_replicas"] == 2, timeout=60,
+             what="a replacement")
+    events = rest.get(f"/v1/deployments/{dep_id}/events").json()["data"]
+    assert any(e["kind"] == "replica_failed" and "CrashLoopBackOff" in e["message"] for e in events)
+    wait_for(lambda: sick["metadata"]["name"] not in {p["metadata"]["name"] for p in cluster.kubelet.pods(NAMESPACE)},
+             timeout=10, what="the crash-looping pod removed")
+    assert well_id in pods_by_replica(cluster) and len(pods_by_replica(cluster)) == 2
+
+
+@pytest.mark.postgres
+def test_a_rolling_stop_of_the_leader_hands_its_pods_over(tmp_path: Path) -> None:
+    with postgres_schema() as url, running_cluster(tmp_path / "pods") as cluster:
+        env = {**kubernetes_env(cluster, tmp_path), "INFERSTACK_DATABASE_URL": url,
+               "INFERSTACK_TOKEN_KEY": "a-shared-secret-from-the-secret-store-0123456789"}
+        leader = ControlPlane(home=tmp_path / "a", env_extra=env).start()
+        follower = ControlPlane(home=tmp_path / "b", env_extra=env)
+        try:
+            follower.start()
+            key = leader.create_key("team")
+            dep_id = sim_deployment(leader, key, "steady", min_replicas=1, max_replicas=1)
+            ((replica_id, pod),) = pods_by_replica(cluster).items()
+            rows = leader.client(key).get(f"/v1/deployments/{dep_id}/replicas").json()["data"]
+            assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")]
+            time.sleep(1.5)  # the follower has said it is alive (every second)
+
+            leader.stop(signal.SIGTERM)  # as Kubernetes does in a rolling update of the control plane
+            # It ended on its own (uvicorn re-raises the SIGTERM once shut down), not killed 30 s later.
+            assert leader.process is not None and leader.process.returncode == -signal.SIGTERM
+            rest = follower.client(key)
+
+            def adopted() -> bool:
+                events = rest.get(f"/v1/deployments/{dep_id}/events").json()["data"]
+                return "leading (epoch" in follower.log_text() and any(e["kind"] == "adopted" for e in events)
+
+            wait_for(adopted, timeout=30, what="the follower leads and has kept the replica")
+            assert f"keeping replica {replica_id}: pod {pod}" in follower.log_text()
+            time.sleep(1.0)  # ten ticks of the new leader: a replacement would have been asked for by now
+            assert pods_by_replica(cluster) == {replica_id: pod}  # the same pod, never stopped, none added
+            assert [p["metadata"]["name"] for p in cluster.kubelet.pods(NAMESPACE)] == [pod]
+            rows = rest.get(f"/v1/deployments/{dep_id}/replicas", params={"all": "true"}).json()["data"]
+            assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")], rows
+            answer = rest.post("/v1/chat/completions", json={
+                "model": "steady", "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 2})
+            assert answer.status_code == 200, answer.text
+        finally:
+            follower.stop()
+            leader.stop()

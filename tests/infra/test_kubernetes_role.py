@@ -1,5 +1,5 @@
 """The dev stack's Role grants exactly what the `kubernetes` provider calls: the provider runs its
-whole life (create, scale up, a crash, scale down, close) against the emulator, every request it makes
+whole life (create, scale up, a crash, scale down, delete, close) against the emulator, every request it makes
 is recorded, and the set of (group, resource, verb) is compared with the Role the stack renders."""
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ async def provider_lifetime(cluster: Cluster, log_dir: Path) -> None:
         # A new Hugging Face token for the deployment: new pods read it from the Secret.
         third = await k8s.start("dep-1", "chat", "rep-3", SPEC.with_changes({"hf_token": "hf_new"}), "k")
         await k8s.stop(third)
+        await k8s.remove_deployment("dep-1", "chat")  # the deployment is deleted
     finally:
         await k8s.close()
 
@@ -47,7 +48,9 @@ def test_the_role_grants_exactly_what_the_provider_calls(dev: Program, tmp_path:
         asyncio.run(provider_lifetime(cluster, tmp_path / "logs"))
         called = {(c.group, c.resource, c.verb) for c in cluster.emulator.calls}
         # What the provider created is valid to the real API too (strict: no unknown field).
-        sent = [o.raw for (r, _, _), o in cluster.emulator.objects.items() if r.plural in ("deployments", "secrets")]
+        # Deleted ones too: as they were last.
+        sent = [o.last.raw for (r, _, _), o in cluster.emulator.objects.items()
+                if r.plural in ("deployments", "secrets")]
         assert {o["kind"] for o in sent} == {"Deployment", "Secret"}
         for manifest in sent:
             kubernetes_validate.validate(manifest, "1.37.0", strict=True)

@@ -81,10 +81,10 @@ def test_controller_rbac_is_limited_to_what_the_provider_calls_in_its_namespace(
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["inputs"]["rules"]}
     # That these are all the provider needs is tests/infra/test_kubernetes_role.py's to show.
     assert rules == {
-        (("apps",), ("deployments",)): {"get", "create"},
+        (("apps",), ("deployments",)): {"get", "list", "create", "delete"},  # delete: a deleted deployment's
         (("apps",), ("deployments/scale",)): {"get", "patch"},
-        (("",), ("pods",)): {"list", "patch"},
-        (("",), ("secrets",)): {"get", "create", "patch"},
+        (("",), ("pods",)): {"list", "patch"},  # pods go with their Deployment: never deleted one by one
+        (("",), ("secrets",)): {"get", "create", "patch", "delete"},
     }
     (binding,) = dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
     assert binding["inputs"]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",

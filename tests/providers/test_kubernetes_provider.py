@@ -4,14 +4,14 @@ kubelet running real `sim` replica processes (tests/providers/kube_cluster.py)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from inferstack.clock import ManualClock, SystemClock
-from inferstack.providers.base import PoolFull, ReplicaHandle
+from inferstack.providers.base import PoolFull, ProviderError, ReplicaHandle
 from inferstack.providers.kubernetes import KubernetesProvider, KubernetesProviderConfig
 from inferstack.providers.kubernetes_cluster import KubernetesCluster
 from inferstack.providers.kubernetes_pods import REPLICA_ANNOTATION
@@ -29,8 +29,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield running
 
 
-def provider(cluster: Cluster, tmp_path: Path, clock: object = None, **kwargs: float) -> KubernetesProvider:
-    config = KubernetesProviderConfig(namespace=NAMESPACE, replica_port=free_port_everywhere())
+def provider(cluster: Cluster, tmp_path: Path, clock: object = None, port: int | None = None,
+             **kwargs: float) -> KubernetesProvider:
+    config = KubernetesProviderConfig(namespace=NAMESPACE, replica_port=port or free_port_everywhere())
     client = cluster.client(tmp_path, NAMESPACE)
     return KubernetesProvider(config, KubernetesCluster(client, NAMESPACE), clock or SystemClock(),  # type: ignore[arg-type]
                               tmp_path / "logs", poll_s=0.05, **kwargs)
@@ -199,5 +200,100 @@ async def test_an_evicted_pod_is_an_exited_replica_with_its_reason(cluster: Clus
         assert "Evicted" in Path(handle.log_path).read_text()
         replacement = await k8s.start("dep-1", "chat", "rep-2", SPEC, "k")
         await ready(replacement)
+    finally:
+        await k8s.close()
+
+
+def objects(cluster: Cluster, plural: str) -> set[str]:
+    return {name for (r, _, name), o in cluster.emulator.objects.items() if r.plural == plural and not o.deleted}
+
+
+async def test_a_new_leader_keeps_the_pods_of_the_replica_ids_it_was_given_and_changes_nothing(
+        cluster: Cluster, tmp_path: Path) -> None:
+    port = free_port_everywhere()  # one stack's settings: the same pod template on both control planes
+    before = provider(cluster, tmp_path / "a", port=port)
+    handles = [await before.start("dep-1", "chat", f"rep-{i}", SPEC, "k") for i in (1, 2)]
+    for handle in handles:
+        await ready(handle)
+    pods = {p["metadata"]["annotations"][REPLICA_ANNOTATION]: name for name, p in pods_of(cluster).items()}
+    assert await before.hand_over()  # a rolling stop: the pods stay
+    after = provider(cluster, tmp_path / "b", port=port)
+    try:
+        calls = len(cluster.emulator.calls)
+        # rep-1 was recorded live, rep-9 too but its pod is gone; rep-2 was not (its row was stopped).
+        (kept,) = await after.adopt("dep-1", "chat", SPEC, ["rep-1", "rep-9"])
+        assert (kept.replica_id, kept.url) == ("rep-1", handles[0].url)
+        assert {c.verb for c in cluster.emulator.calls[calls:]} <= {"get", "list"}  # nothing scaled or claimed
+        assert set(pods_of(cluster)) == set(pods.values())
+        await ready(handles[0])
+        assert after.exit_code(kept) is None and after.serving(kept)
+        # A start claims the pod nobody holds, never the kept one, and adds none.
+        third = await after.start("dep-1", "chat", "rep-3", SPEC, "k")
+        assert third.url == handles[1].url and set(pods_of(cluster)) == set(pods.values())
+        # The kept replica is this provider's to stop: exactly its pod goes.
+        await after.stop(kept)
+        await gone_but(cluster, 1)
+        assert set(pods_of(cluster)) == {pods["rep-2"]}
+    finally:
+        await after.close()
+
+
+async def set_ready(cluster: Cluster, pod: str, ready: bool) -> None:
+    """What the kubelet does when a readiness probe fails or passes again: PATCH the pod's status."""
+    condition = "True" if ready else "False"
+    async with httpx.AsyncClient(base_url=cluster.url) as http:
+        patched = await http.patch(
+            f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/status",
+            json={"status": {"conditions": [{"type": "PodScheduled", "status": "True"},
+                                            {"type": "Ready", "status": condition},
+                                            {"type": "ContainersReady", "status": condition}]}},
+            headers={"Content-Type": "application/merge-patch+json"})
+        patched.raise_for_status()
+
+
+async def until(check: Callable[[], bool], timeout: float = 10) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("not within the time")
+
+
+async def test_a_replica_serves_only_while_its_pod_is_ready(cluster: Cluster, tmp_path: Path) -> None:
+    k8s = provider(cluster, tmp_path)
+    try:
+        handle = await k8s.start("dep-1", "chat", "rep-1", SPEC, "k")
+        await until(lambda: k8s.serving(handle))
+        (pod,) = pods_of(cluster)
+        cluster.kubelet.hands_off.add(pod)
+        await set_ready(cluster, pod, False)
+        await until(lambda: not k8s.serving(handle))
+        assert k8s.exit_code(handle) is None  # not ready is not gone: it may come back
+        await set_ready(cluster, pod, True)
+        await until(lambda: k8s.serving(handle))
+    finally:
+        await k8s.close()
+
+
+async def test_removing_a_deployment_deletes_its_deployments_and_secret_and_nothing_else(
+        cluster: Cluster, tmp_path: Path) -> None:
+    k8s = provider(cluster, tmp_path)
+    other_spec = SPEC.model_copy(update={"name": "other"})
+    try:
+        old = await k8s.start("dep-1", "chat", "rep-1", SPEC, "k")
+        await k8s.start("dep-1", "chat", "rep-2", SPEC.with_changes({"engine_args": ["--ttft-ms", "5"]}), "k")
+        other = await k8s.start("dep-2", "other", "rep-3", other_spec, "k2")
+        chat_deployments = {d for d in objects(cluster, "deployments") if d.startswith("replicas-chat-")}
+        assert len(chat_deployments) == 2 and objects(cluster, "secrets") == {"replicas-chat", "replicas-other"}
+        await k8s.stop(old)
+        await k8s.remove_deployment("dep-1", "chat")
+        assert objects(cluster, "secrets") == {"replicas-other"}
+        assert not chat_deployments & objects(cluster, "deployments")
+        assert any(d.startswith("replicas-other-") for d in objects(cluster, "deployments"))
+        await gone_but(cluster, 1)  # the deleted Deployment's pod went with it
+        assert [p["metadata"]["labels"]["inferstack.io/deployment"] for p in pods_of(cluster).values()] == ["other"]
+        await ready(other)
+        with pytest.raises(ProviderError, match="deleted"):  # a start that was on its way makes nothing
+            await k8s.start("dep-1", "chat", "rep-4", SPEC, "k")
     finally:
         await k8s.close()

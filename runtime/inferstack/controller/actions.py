@@ -122,7 +122,10 @@ class DeploymentActions:
     async def delete(self, deployment: LiveDeployment) -> None:
         await self._recorder.set_status(deployment, DeploymentStatus.deleted, by_user=True)
         self._fleet.remove(deployment.id)
-        await self._stop_replicas(deployment)
+        if self._leading():
+            await self._replicas.remove(deployment)
+        else:
+            deployment.notify()  # held requests here get their clear error now; the leader removes the replicas
 
     async def _stop_replicas(self, deployment: LiveDeployment) -> None:
         if self._leading():

@@ -104,8 +104,11 @@ class ControllerLoop:
                 await self.tick()
             except Exception:  # one bad tick must not stop the controller; the next one retries
                 log.exception("controller tick failed")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as the event is
+            # set, and `stop` then waits on this task forever (a SIGTERMed leader hung until killed).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self._tick_s)
+                async with asyncio.timeout(self._tick_s):
+                    await self._kick.wait()
             self._kick.clear()
 
     async def tick(self) -> None:
@@ -121,7 +124,7 @@ class ControllerLoop:
         (with its cause) while it tries, until a replica is ready."""
         now = self._clock.now()
         self._recorder.account(deployment, now)
-        await self._replicas.reap_exited(deployment)
+        await self._replicas.check(deployment)
         if deployment.status is DeploymentStatus.failed:
             if not retry_due(deployment.retry_at, now):
                 return _no_decision(deployment)

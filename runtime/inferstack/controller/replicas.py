@@ -1,8 +1,10 @@
 """The replica lifecycle: start, await healthy, drain, reap the exited, stop all, retire the outdated.
 
-Replica status: starting -> ready -> draining -> stopped, or failed. Starts, health checks and drains
-run as background tasks owned here (a cloud instance takes minutes to start and a drain waits for
-streams to end: the loop must keep serving every other deployment meanwhile); `close` ends them.
+Replica status: starting -> ready -> draining -> stopped, or failed; a ready replica whose provider says
+it does not take requests (a Kubernetes pod that is not Ready) is `starting` again until it does.
+Starts, health checks and drains run as background tasks owned here (a cloud instance takes minutes to
+start and a drain waits for streams to end: the loop must keep serving every other deployment
+meanwhile); `close` ends them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from inferstack.controller.backoff import retry_delay
 from inferstack.controller.probes import HealthProbe
 from inferstack.controller.recorder import Recorder
 from inferstack.fleet import LiveDeployment, LiveReplica
-from inferstack.providers.base import Provider, ProviderError
+from inferstack.providers.base import Provider, ProviderError, remove_deployment, serving
 from inferstack.spec import DeploymentStatus, ReplicaStatus
 from inferstack.store import ReplicaRow, new_id
 
@@ -71,7 +74,7 @@ class ReplicaLifecycle:
                                   status=ReplicaStatus(row.status), started_at=row.created_at, ready_at=row.ready_at)
             deployment.replicas[handle.replica_id] = replica
             if replica.status is ReplicaStatus.starting:
-                self._spawn(self._await_healthy(deployment, replica))
+                self._spawn(self._await_healthy(deployment, replica, replica.started_at + self._startup_timeout_s))
             elif replica.status is ReplicaStatus.draining:
                 self.drain(deployment, replica)
         if handles:
@@ -105,17 +108,17 @@ class ReplicaLifecycle:
         deployment.replicas[replica_id] = replica
         # The health check goes before the record: a replica is probed to ready (or stopped) whatever the
         # database does meanwhile.
-        self._spawn(self._await_healthy(deployment, replica))
+        self._spawn(self._await_healthy(deployment, replica, now + self._startup_timeout_s))
         await self._recorder.add_replica(ReplicaRow(
             id=replica_id, deployment_id=deployment.id, status=ReplicaStatus.starting, url=handle.url,
             api_key=replica.api_key, pid=handle.pid, log_path=handle.log_path, created_at=now))
 
-    async def _await_healthy(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
-        deadline = replica.started_at + self._startup_timeout_s
+    async def _await_healthy(self, deployment: LiveDeployment, replica: LiveReplica, deadline: float) -> None:
+        """Ready once both the provider (a pod's Ready condition) and our own probe say so."""
         while replica.status is ReplicaStatus.starting:
             if self._provider.exit_code(replica.handle) is not None:
                 return  # the next pass reaps it and counts the failure
-            if await self._probe.healthy(replica):
+            if serving(self._provider, replica.handle) and await self._probe.healthy(replica):
                 await self._mark_ready(deployment, replica)
                 return
             if self._clock.now() > deadline:
@@ -126,14 +129,16 @@ class ReplicaLifecycle:
 
     async def _mark_ready(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
         now = self._clock.now()
-        replica.status, replica.ready_at = ReplicaStatus.ready, now
+        again = replica.ready_at is not None  # back after its provider said it was not ready: the start-up
+        replica.status, replica.ready_at = ReplicaStatus.ready, replica.ready_at or now  # time stays the first
         deployment.consecutive_start_failures = deployment.failed_attempts = 0
         deployment.retry_at = None
         deployment.notify()  # release held requests the moment a replica can take them
-        await self._recorder.replica(replica.replica_id, ReplicaStatus.ready, ready_at=now)
-        await self._recorder.event(deployment, "replica_ready",
-                                   f"Replica {replica.replica_id} is ready after {now - replica.started_at:.1f} s",
-                                   {"replica_id": replica.replica_id, "startup_s": round(now - replica.started_at, 3)})
+        await self._recorder.replica(replica.replica_id, ReplicaStatus.ready, ready_at=replica.ready_at)
+        startup_s = round(replica.ready_at - replica.started_at, 3)
+        await self._recorder.event(deployment, "replica_ready", f"Replica {replica.replica_id} is ready "
+                                   + ("again" if again else f"after {startup_s:.1f} s"),
+                                   {"replica_id": replica.replica_id, "startup_s": startup_s})
         await self._recorder.set_status(deployment, DeploymentStatus.running)
         self._nudge()  # an outdated replica may now retire (see retire_outdated)
 
@@ -183,6 +188,11 @@ class ReplicaLifecycle:
                                    {"replica_id": replica.replica_id, "cut_off_requests": cut})
         self._nudge()  # status may now be "paused"
 
+    async def remove(self, deployment: LiveDeployment) -> None:
+        """The deployment is deleted: its replicas stop, then what the provider made for it goes too."""
+        await self.stop_all(deployment)
+        await remove_deployment(self._provider, deployment.id, deployment.name)
+
     async def stop_all(self, deployment: LiveDeployment) -> None:
         """Stop every replica at once. Callers set a status the loop leaves alone first, so no pass refills it."""
         deployment.notify()  # held requests re-check the status and get a clear error now
@@ -194,21 +204,34 @@ class ReplicaLifecycle:
             await self._recorder.replica(replica.replica_id, ReplicaStatus.stopped, stopped_at=now,
                                          reason="deployment stopped")
 
-    # --- failures ------------------------------------------------------------------------------
-    async def reap_exited(self, deployment: LiveDeployment) -> None:
-        """Replicas whose process exited on its own: a ready one is replaced by the next decision; too many
-        failed starts in a row fail the deployment, with the replica log's last lines as the reason."""
+    # --- what the provider says ----------------------------------------------------------------
+    async def check(self, deployment: LiveDeployment) -> None:
+        """Each replica as its provider sees it (see `provider_verdict`). An exited one: a ready one is
+        replaced by the next decision; too many failed starts in a row fail the deployment, with the
+        replica log's last lines as the reason. A ready one its provider says does not take requests is
+        routed around until it does again (or is replaced when it does not within the start-up timeout)."""
         for replica in list(deployment.replicas.values()):
-            if replica.status is ReplicaStatus.draining:
-                continue
             code = self._provider.exit_code(replica.handle)
-            if code is None:
-                continue
-            reason = f"exited with code {code}{_log_tail(replica)}"
-            if replica.status is ReplicaStatus.ready:
-                await self._failed(deployment, replica, reason)  # the next decision replaces it
-            else:
-                await self._start_failed(deployment, replica, reason)
+            verdict = provider_verdict(replica.status, code, serving(self._provider, replica.handle))
+            if verdict is Verdict.exited:
+                reason = f"exited with code {code}{_log_tail(replica)}"
+                if replica.status is ReplicaStatus.ready:
+                    await self._failed(deployment, replica, reason)  # the next decision replaces it
+                else:
+                    await self._start_failed(deployment, replica, reason)
+            elif verdict is Verdict.not_serving:
+                await self._not_serving(deployment, replica)
+
+    async def _not_serving(self, deployment: LiveDeployment, replica: LiveReplica) -> None:
+        replica.status = ReplicaStatus.starting  # no new requests (here, and on every instance from its row)
+        await self._recorder.replica(replica.replica_id, ReplicaStatus.starting)
+        where = replica.handle.provider or "its provider"
+        await self._recorder.event(deployment, "replica_not_ready",
+                                   f"Replica {replica.replica_id} is not ready on {where} (a Kubernetes pod: its "
+                                   "Ready condition): no requests go to it until it is",
+                                   {"replica_id": replica.replica_id})
+        self._spawn(self._await_healthy(deployment, replica, self._clock.now() + self._startup_timeout_s))
+        self._nudge()  # status may now be "provisioning"
 
     async def _start_failed(self, deployment: LiveDeployment, replica: LiveReplica, reason: str) -> None:
         await self._failed(deployment, replica, reason)
@@ -247,6 +270,23 @@ class ReplicaLifecycle:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("replica task failed", exc_info=task.exception())
+
+
+class Verdict(Enum):
+    exited = "exited"
+    not_serving = "not_serving"
+
+
+def provider_verdict(status: ReplicaStatus, exit_code: int | None, serving: bool) -> Verdict | None:
+    """What the provider's report means for a replica: exited (replace it), a ready one that does not
+    serve (route around it), or nothing to do. A draining replica is on its way out whatever it says."""
+    if status is ReplicaStatus.draining:
+        return None
+    if exit_code is not None:
+        return Verdict.exited
+    if status is ReplicaStatus.ready and not serving:
+        return Verdict.not_serving
+    return None
 
 
 def _log_tail(replica: LiveReplica, lines: int = 3) -> str:

@@ -172,8 +172,11 @@ class FleetSync:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as the event is
+            # set, and `stop` then waits on this task forever (a SIGTERMed leader hung until killed).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._resync_s)
+                async with asyncio.timeout(self._resync_s):
+                    await self._dirty.wait()
             self._dirty.clear()
             try:
                 await self.refresh()
@@ -216,7 +219,7 @@ class FleetSync:
             if live.id in known and live.id not in present:  # deleted on another instance
                 live.status = DeploymentStatus.deleted
                 self._fleet.remove(live.id)
-                await self._replicas.stop_all(live)
+                await self._replicas.remove(live)
                 changed = True
         if changed:
             self._nudge()
@@ -226,7 +229,10 @@ class FleetSync:
         status = DeploymentStatus(row.status)
         if status in _CLOSED_BY_USER and live.status is not status:
             live.status, live.status_reason = status, row.status_reason
-            await self._replicas.stop_all(live)
+            if status is DeploymentStatus.deleted:
+                await self._replicas.remove(live)
+            else:
+                await self._replicas.stop_all(live)
             changed = True
         elif row.updated_at > live.row_updated_at:
             spec = self._spec(row)

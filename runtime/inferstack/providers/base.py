@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from inferstack.spec import DeploymentSpec
 
@@ -63,3 +63,32 @@ class Provider(Protocol):
         """Another control plane takes over: stop the replicas only if they cannot outlive this process.
         True if they keep running (for the next leader to adopt)."""
         ...
+
+
+# --- what only some providers can do -----------------------------------------------------------------
+
+
+@runtime_checkable
+class ReportsReadiness(Protocol):
+    def serving(self, handle: ReplicaHandle) -> bool:
+        """Whether the platform the replica runs on says it takes requests now (Kubernetes: its pod's Ready
+        condition). Cheap: answered from what the provider last saw, as `exit_code` is."""
+        ...
+
+
+@runtime_checkable
+class MakesDeploymentObjects(Protocol):
+    async def remove_deployment(self, deployment_id: str, name: str) -> None:
+        """The deployment is deleted and its replicas stopped: delete what this provider made for it (and
+        nothing of another deployment). Never raises: a failure is logged."""
+        ...
+
+
+def serving(provider: object, handle: ReplicaHandle) -> bool:
+    """The provider's word on whether the replica takes requests; True from one that cannot tell."""
+    return provider.serving(handle) if isinstance(provider, ReportsReadiness) else True
+
+
+async def remove_deployment(provider: object, deployment_id: str, name: str) -> None:
+    if isinstance(provider, MakesDeploymentObjects):
+        await provider.remove_deployment(deployment_id, name)

@@ -19,6 +19,13 @@ choosing which replica starts and which leaves; the provider turns that into the
   a claimed pod that failed, was evicted or deleted, is stuck (ImagePullBackOff...) or whose
   container ended (OOMKilled, a crash) is exited; the reason goes to the replica's log file (what
   the controller's event quotes), and the pod is given back so the next start gets a fresh one.
+- `serving` answers from the same cache: whether the claimed pod is Ready. The controller routes only to
+  replicas whose pod is Ready (the ReplicaSet's own view: a not-Ready pod is the first it removes).
+- `adopt` (a new leader) holds the running pods annotated with the replica ids the earlier leader
+  recorded, under those ids: nothing is started, stopped or claimed again. `hand_over` leaves every pod
+  and replica count as it is for that.
+- `remove_deployment` (a deleted deployment) deletes the Deployments this provider made for it and its
+  Secret; a declared Deployment is the stack's and stays.
 - `close` scales every Deployment it drove to 0: a stopped control plane leaves nothing running.
 
 The replicas' API key and the deployment's Hugging Face token live in the Secret
@@ -43,15 +50,20 @@ from inferstack.engines.container import DEFAULT_RUNTIME_IMAGE, DEFAULT_VLLM_IMA
 from inferstack.providers.base import PoolFull, ProviderError, ReplicaHandle
 from inferstack.providers.kubernetes_cluster import KubernetesCluster, is_not_found
 from inferstack.providers.kubernetes_pods import (
+    DEPLOYMENT_ID_ANNOTATION,
+    DEPLOYMENT_LABEL,
     KEY_SECRET_KEY,
     REPLICA_ANNOTATION,
+    SHAPE_LABEL,
     PodSettings,
     PodView,
+    own_deployment_name,
     pod_failure,
     read_pod,
     replica_deployment,
     replica_deployment_name,
     replica_secret,
+    replica_secret_name,
     scheduling,
 )
 from inferstack.providers.refresher import BackgroundRefresh
@@ -125,6 +137,7 @@ class KubernetesProvider:
         self._exited: set[str] = set()  # replica ids whose pod failed
         self._pods: dict[str, PodView] = {}  # pod name -> what the last list said
         self._driven: set[str] = set()  # replica Deployments this provider scaled
+        self._removed: set[str] = set()  # deleted deployments (ids): a start still on its way makes nothing
         self._refresher = BackgroundRefresh(clock, poll_s, self._refresh_and_reap, "kubernetes-provider-refresh")
 
     # --- Provider --------------------------------------------------------------------------------------
@@ -133,8 +146,9 @@ class KubernetesProvider:
     ) -> ReplicaHandle:
         if self._refresher.stopped:
             raise ProviderError("the kubernetes provider is closed")
-        self._log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self._log_dir / f"{replica_id}.log"
+        if deployment_id in self._removed:
+            raise ProviderError("the deployment is deleted")
+        log_path = self._log_path(replica_id)
         try:
             async with self._locks[name]:
                 # The key stays (running pods check it); a new Hugging Face token is written for new pods.
@@ -179,16 +193,76 @@ class KubernetesProvider:
         if claim is not None:
             await self._give_back(claim, "stopped")
 
+    def serving(self, handle: ReplicaHandle) -> bool:
+        """Whether the replica's pod is Ready, from the cache (see `exit_code`). A replica this provider does
+        not hold is not its to judge: True."""
+        claim = self._claims.get(handle.replica_id)
+        if claim is None:
+            return True
+        self._refresher.schedule()
+        view = self._pods.get(claim.pod)
+        return view is not None and view.ready
+
     async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
                     replica_ids: list[str]) -> list[ReplicaHandle]:
-        return []  # not by id yet: the next leader's `start` claims the pods left running, under new ids
+        """The pods of `name` annotated with one of `replica_ids` (at their claim) that still run: an earlier
+        leader's replicas, held from now on under the same ids, neither restarted nor claimed again. A pod
+        that failed, is leaving or has no IP is not kept (its replica is recorded stopped; a later start may
+        claim the pod, or it is given back)."""
+        if self._refresher.stopped or not replica_ids:
+            return []
+        wanted = set(replica_ids) - set(self._claims)
+        handles = []
+        try:
+            async with self._locks[name]:
+                await self.refresh()
+                declared = await self._cluster.selector(replica_deployment_name(name))
+                for view in self._pods.values():
+                    replica_id, deployment = view.replica_id, _owner(view, name, declared)
+                    if (replica_id is None or replica_id not in wanted or deployment is None or view.address is None
+                            or view.deleting or view.leaving or view.stuck):
+                        continue
+                    log_path = self._log_path(replica_id)
+                    self._claims[replica_id] = _Claim(name=name, deployment=deployment, pod=view.name,
+                                                      restarts=view.restarts, log_path=log_path)
+                    self._driven.add(deployment)
+                    _note(log_path, f"kept pod {view.name} of {deployment} at {view.address} (new leader)")
+                    log.info("keeping replica %s: pod %s of %s (%s)", replica_id, view.name, deployment, view.address)
+                    handles.append(ReplicaHandle(replica_id=replica_id, url=view.address, pid=None,
+                                                 log_path=str(log_path)))
+        except Exception as exc:  # the API refused or could not be reached: the replicas are replaced
+            log.warning("could not look for the running replicas of %s (they are replaced): %s", name, exc)
+        return handles
 
     async def hand_over(self) -> bool:
         """Pods outlive this process: leave them (and the Deployments' replica counts) for the next
-        leader, whose `start` adopts unclaimed pods."""
+        leader, which keeps them under their replica ids (`adopt`)."""
         await self._stop_refreshing()
         await self._cluster.close()
         return True
+
+    async def remove_deployment(self, deployment_id: str, name: str) -> None:
+        """Delete the Deployments this provider made for the deployment `deployment_id` (their pods go with
+        them) and the Secret with its key and token. The stack's declared Deployment stays, and so does
+        the Secret while another deployment's Deployment of the same name uses it."""
+        self._removed.add(deployment_id)
+        try:
+            async with self._locks[name]:
+                others = False
+                for found in await self._cluster.deployments({DEPLOYMENT_LABEL: name}):
+                    meta = found.get("metadata") or {}
+                    if SHAPE_LABEL not in (meta.get("labels") or {}):
+                        continue  # declared: the stack's
+                    if (meta.get("annotations") or {}).get(DEPLOYMENT_ID_ANNOTATION) != deployment_id:
+                        others = True
+                        continue
+                    await self._cluster.delete_deployment(meta["name"])
+                    self._driven.discard(meta["name"])
+                    log.info("deleted Deployment %s of deleted deployment %s", meta["name"], name)
+                if not others:
+                    await self._cluster.delete_secret(replica_secret_name(name))
+        except Exception as exc:  # the controller cannot handle a failed delete: log it, loudly
+            log.error("could not delete the Kubernetes objects of deployment %s: %s", name, exc)
 
     async def close(self) -> None:
         await self._stop_refreshing()
@@ -198,6 +272,10 @@ class KubernetesProvider:
             except Exception as exc:  # closing: log and go on with the others
                 log.error("could not scale %s to 0: %s", deployment, exc)
         await self._cluster.close()
+
+    def _log_path(self, replica_id: str) -> Path:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        return self._log_dir / f"{replica_id}.log"
 
     async def _stop_refreshing(self) -> None:
         await self._refresher.stop()
@@ -244,6 +322,10 @@ class KubernetesProvider:
                         self._claims[replica_id] = claim
                         _note(log_path, f"claimed pod {pod.name} of {deployment}")
                         return claim
+                else:  # the pod this start counted on went (a give-back's scale-down took it): ask again
+                    held = self._starting[deployment] + sum(c.deployment == deployment for c in self._claims.values())
+                    if await self._cluster.replicas(deployment) < held:
+                        await self._cluster.scale(deployment, held)
             if self._clock.now() > deadline:
                 raise ProviderError(f"no pod of {deployment} appeared within {self._start_timeout_s:g} s")
             await self._clock.sleep(self._poll_s)
@@ -309,6 +391,16 @@ class KubernetesProvider:
                     await self._give_back(claim, reason)
         except Exception as exc:  # a background task: log and let the next refresh try again
             log.warning("could not refresh replica pods: %s", exc)
+
+
+def _owner(view: PodView, name: str, declared: dict[str, str] | None) -> str | None:
+    """The Deployment a pod of deployment `name` belongs to: the provider's own for the pod's shape, else
+    the declared one when its selector matches; None for a pod of another deployment."""
+    if view.labels.get(DEPLOYMENT_LABEL) != name:
+        return None
+    if SHAPE_LABEL in view.labels:
+        return own_deployment_name(name, view.labels[SHAPE_LABEL])
+    return replica_deployment_name(name) if declared is not None and declared.items() <= view.labels.items() else None
 
 
 def _note(path: Path, line: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from lightkube import ApiError, AsyncClient, KubeConfig, codecs
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod, Secret
-from lightkube.types import PatchType
+from lightkube.types import CascadeType, PatchType
 
 from inferstack.providers.kubernetes_pods import DELETION_COST, LEAVING_COST, ROLE_LABEL
 
@@ -65,6 +65,21 @@ class KubernetesCluster:
                 raise
             return None
         return dict(found.spec.selector.matchLabels or {}) if found.spec and found.spec.selector else {}
+
+    async def deployments(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [d.to_dict() async for d in self._client.list(Deployment, namespace=self.namespace, labels=labels)]
+
+    async def delete_deployment(self, deployment: str) -> None:
+        """In the background: the cluster's garbage collector removes its ReplicaSets and their pods."""
+        await self._client.delete(Deployment, deployment, namespace=self.namespace, cascade=CascadeType.BACKGROUND)
+
+    async def delete_secret(self, name: str) -> None:
+        """Gone already is fine."""
+        try:
+            await self._client.delete(Secret, name, namespace=self.namespace)
+        except ApiError as exc:
+            if not is_not_found(exc):
+                raise
 
     async def create(self, manifest: dict[str, Any]) -> None:
         await self._client.create(codecs.from_dict(manifest), namespace=self.namespace)

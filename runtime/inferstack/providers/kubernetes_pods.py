@@ -21,7 +21,7 @@ ROLE_LABEL = {"inferstack.io/role": "replica"}
 DEPLOYMENT_LABEL = "inferstack.io/deployment"
 DEPLOYMENT_ID_ANNOTATION = "inferstack.io/deployment-id"
 REPLICA_ANNOTATION = "inferstack.io/replica-id"
-"""Which control-plane replica a pod is (for operators: `kubectl get pods -L`...)."""
+"""Which control-plane replica a pod is: a new leader keeps the pod under this id (and operators see it)."""
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 LEAVING_COST = "-1000000"
 """The chosen pod's deletion cost: lower than any other pod's (default 0), so the ReplicaSet removes it."""
@@ -43,6 +43,11 @@ SHAPE_LABEL = "inferstack.io/shape"
 """A digest of the pod template: after a reshaping update new replicas go to a new Deployment, while the
 old shape's pods keep serving until the controller retires them one by one (a template change in place
 would roll every pod at once)."""
+
+
+def own_deployment_name(deployment_name: str, shape: str) -> str:
+    """The name of a Deployment the provider makes for one pod shape of a deployment."""
+    return f"{replica_deployment_name(deployment_name)}-{shape}"
 
 
 def replica_secret_name(deployment_name: str) -> str:
@@ -164,7 +169,7 @@ def replica_deployment(spec: DeploymentSpec, deployment_id: str, name: str, pods
     labels = replica_labels(name) | {SHAPE_LABEL: shape}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": f"{replica_deployment_name(name)}-{shape}", "namespace": pods.namespace,
+        "metadata": {"name": own_deployment_name(name, shape), "namespace": pods.namespace,
                      "labels": labels,
                      "annotations": {DEPLOYMENT_ID_ANNOTATION: deployment_id,
                                      "inferstack.io/hardware-profile": spec.hardware_profile}},
@@ -196,6 +201,8 @@ class PodView:
 
     name: str
     labels: dict[str, str]
+    replica_id: str | None
+    """The control-plane replica that claimed it (`REPLICA_ANNOTATION`), if one did."""
     deleting: bool
     leaving: bool
     """Marked to be removed on the next scale-down (`LEAVING_COST`): never claimed again."""
@@ -220,11 +227,13 @@ def read_pod(pod: dict[str, Any]) -> PodView:
     containers = status.get("containerStatuses") or []
     port = _http_port(spec)
     ip = status.get("podIP")
+    annotations = meta.get("annotations") or {}
     return PodView(
         name=meta.get("name", ""),
         labels=dict(meta.get("labels") or {}),
+        replica_id=annotations.get(REPLICA_ANNOTATION),
         deleting=meta.get("deletionTimestamp") is not None,
-        leaving=(meta.get("annotations") or {}).get(DELETION_COST) == LEAVING_COST,
+        leaving=annotations.get(DELETION_COST) == LEAVING_COST,
         address=f"http://{ip}:{port}" if ip and port else None,
         ready=conditions.get("Ready", {}).get("status") == "True",
         unschedulable=unschedulable,

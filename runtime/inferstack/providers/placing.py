@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import logging
 
-from inferstack.providers.base import PoolFull, Provider, ProviderError, ReplicaHandle
+from inferstack.providers.base import PoolFull, Provider, ProviderError, ReplicaHandle, remove_deployment, serving
 from inferstack.providers.placement import PlacementError, placement_order
 from inferstack.spec import DeploymentSpec
 
@@ -43,6 +43,13 @@ class PlacingProvider:
     def exit_code(self, handle: ReplicaHandle) -> int | None:
         provider = self._placed.get(handle.replica_id)
         return None if provider is None else self._providers[provider].exit_code(handle)
+
+    def serving(self, handle: ReplicaHandle) -> bool:
+        provider = self._placed.get(handle.replica_id)
+        return provider is None or serving(self._providers[provider], handle)
+
+    async def remove_deployment(self, deployment_id: str, name: str) -> None:
+        await asyncio.gather(*(remove_deployment(p, deployment_id, name) for p in self._providers.values()))
 
     async def stop(self, handle: ReplicaHandle) -> None:
         provider = self._placed.pop(handle.replica_id, None)
