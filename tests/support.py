@@ -165,3 +165,33 @@ def postgres_schema() -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f"drop schema {schema} cascade"))
         admin.dispose()
+
+
+SHARED_TOKEN_KEY = "a-shared-secret-from-the-secret-store-0123456789"
+"""The `INFERSTACK_TOKEN_KEY` every instance of one control plane shares (from a secret store in production)."""
+
+
+@contextmanager
+def leader_and_follower(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[ControlPlane, ControlPlane]]:
+    """Two `serve` instances on a fresh PostgreSQL schema, sharing the token key: the first one up leads."""
+    with postgres_schema() as url:
+        env = {**env, "INFERSTACK_DATABASE_URL": url, "INFERSTACK_TOKEN_KEY": SHARED_TOKEN_KEY}
+        leader = ControlPlane(home=tmp_path / "a", env_extra=env).start()
+        follower = ControlPlane(home=tmp_path / "b", env_extra=env)
+        try:
+            follower.start()
+            yield leader, follower
+        finally:
+            follower.stop()
+            leader.stop()
+
+
+def wait_adopted(follower: ControlPlane, key: str, deployment_id: str) -> None:
+    """Until the follower leads and has kept the previous leader's replicas (its `adopted` event)."""
+    rest = follower.client(key)
+
+    def adopted() -> bool:
+        events = rest.get(f"/v1/deployments/{deployment_id}/events").json()["data"]
+        return "leading (epoch" in follower.log_text() and any(e["kind"] == "adopted" for e in events)
+
+    wait_for(adopted, timeout=30, what="the follower leads and has kept the replica")

@@ -52,6 +52,7 @@ class FakeProvider:
         self.refuse_start: str | None = None
         """When set, every start fails at once with this reason (an engine that cannot run here)."""
         self.closed = False
+        self.handed_over = False
         self.refused = 0
         self.placed: str | None = None
         """The provider its handles name (placement sets it): "aws" for replicas off this machine."""
@@ -76,6 +77,11 @@ class FakeProvider:
 
     async def close(self) -> None:
         self.closed = True
+
+    async def hand_over(self) -> bool:
+        """As a cloud provider's: the replicas outlive this control plane, for the next leader."""
+        self.handed_over = True
+        return True
 
     async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
                     replica_ids: list[str]) -> list[ReplicaHandle]:

@@ -17,7 +17,7 @@ import pytest
 
 from inferstack.providers.aws_groups import group_name
 from kube_cluster import running_cluster
-from support import ControlPlane, postgres_schema, wait_for
+from support import ControlPlane, leader_and_follower, wait_adopted, wait_for
 
 STACK = "e2e"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
@@ -80,46 +80,32 @@ def instances(endpoint: str) -> dict[str, str]:
 
 @pytest.mark.postgres
 def test_a_rolling_stop_of_the_leader_hands_its_instances_over(moto_endpoint: str, tmp_path: Path) -> None:
-    with postgres_schema() as url:
-        env = {**blank_account(moto_endpoint), "INFERSTACK_DATABASE_URL": url,
-               "INFERSTACK_TOKEN_KEY": "a-shared-secret-from-the-secret-store-0123456789"}
-        leader = ControlPlane(home=tmp_path / "a", env_extra=env).start()
-        follower = ControlPlane(home=tmp_path / "b", env_extra=env)
-        try:
-            follower.start()
-            key = leader.create_key("cloud-team")
-            created = leader.client(key).post("/v1/deployments", json={
-                "name": "chat", "hf_model_id": "acme/tiny-chat", "hardware_profile": "gpu.l4"})
-            assert created.status_code == 201, created.text
-            group = group_name(STACK, "chat", "on-demand", owner="controller")  # an API-made deployment's
-            launched = wait_for(lambda: (g := groups(moto_endpoint).get(group)) and g["Instances"] and g,
-                                timeout=30, what=f"an instance in {group}")
-            (instance_id,) = [i["InstanceId"] for i in launched["Instances"]]
-            dep_id = created.json()["id"]
-            (replica_id,) = wait_for(lambda: [r["id"] for r in leader.client(key).get(
-                f"/v1/deployments/{dep_id}/replicas").json()["data"]], timeout=30, what="the replica's row")
-            time.sleep(1.5)  # the follower has said it is alive (every second)
+    with leader_and_follower(tmp_path, blank_account(moto_endpoint)) as (leader, follower):
+        key = leader.create_key("cloud-team")
+        created = leader.client(key).post("/v1/deployments", json={
+            "name": "chat", "hf_model_id": "acme/tiny-chat", "hardware_profile": "gpu.l4"})
+        assert created.status_code == 201, created.text
+        group = group_name(STACK, "chat", "on-demand", owner="controller")  # an API-made deployment's
+        launched = wait_for(lambda: (g := groups(moto_endpoint).get(group)) and g["Instances"] and g,
+                            timeout=30, what=f"an instance in {group}")
+        (instance_id,) = [i["InstanceId"] for i in launched["Instances"]]
+        dep_id = created.json()["id"]
+        (replica_id,) = wait_for(lambda: [r["id"] for r in leader.client(key).get(
+            f"/v1/deployments/{dep_id}/replicas").json()["data"]], timeout=30, what="the replica's row")
+        time.sleep(1.5)  # the follower has said it is alive (every second)
 
-            leader.stop(signal.SIGTERM)  # as ECS or Kubernetes does in a rolling deploy
-            rest = follower.client(key)
-
-            def adopted() -> bool:
-                events = rest.get(f"/v1/deployments/{dep_id}/events").json()["data"]
-                return "leading (epoch" in follower.log_text() and any(e["kind"] == "adopted" for e in events)
-
-            wait_for(adopted, timeout=30, what="the follower leads and has kept the replica")
-            assert instances(moto_endpoint)[instance_id] == "running"  # never stopped
-            after = groups(moto_endpoint)[group]
-            assert after["DesiredCapacity"] == 1 and [i["InstanceId"] for i in after["Instances"]] == [instance_id]
-            # The same replica under its id, not a new one claiming the instance (nor started again).
-            assert f"keeping replica {replica_id}: instance {instance_id}" in follower.log_text()
-            time.sleep(1.0)  # ten ticks of the new leader: a replacement would have been asked for by now
-            rows = rest.get(f"/v1/deployments/{dep_id}/replicas", params={"all": "true"}).json()["data"]
-            assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "starting")], rows
-            assert "adopting unclaimed instance" not in follower.log_text()
-        finally:
-            follower.stop()
-            leader.stop()
+        leader.stop(signal.SIGTERM)  # as ECS or Kubernetes does in a rolling deploy
+        rest = follower.client(key)
+        wait_adopted(follower, key, dep_id)
+        assert instances(moto_endpoint)[instance_id] == "running"  # never stopped
+        after = groups(moto_endpoint)[group]
+        assert after["DesiredCapacity"] == 1 and [i["InstanceId"] for i in after["Instances"]] == [instance_id]
+        # The same replica under its id, not a new one claiming the instance (nor started again).
+        assert f"keeping replica {replica_id}: instance {instance_id}" in follower.log_text()
+        time.sleep(1.0)  # ten ticks of the new leader: a replacement would have been asked for by now
+        rows = rest.get(f"/v1/deployments/{dep_id}/replicas", params={"all": "true"}).json()["data"]
+        assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "starting")], rows
+        assert "adopting unclaimed instance" not in follower.log_text()
 
 
 def test_sg_inf_placement_fields_are_honoured_and_shown(moto_endpoint: str, tmp_path: Path) -> None:

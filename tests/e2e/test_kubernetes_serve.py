@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_autoscaling import SPEC, openai_client, replica_count, steady_load
 
 from kube_cluster import Cluster, running_cluster
-from support import ControlPlane, postgres_schema, sim_deployment, wait_for, wait_running
+from support import ControlPlane, leader_and_follower, sim_deployment, wait_adopted, wait_for, wait_running
 
 NAMESPACE = "inferstack"
 
@@ -163,39 +163,26 @@ def test_a_replica_gets_requests_only_while_its_pod_is_ready_and_a_crash_looping
 
 @pytest.mark.postgres
 def test_a_rolling_stop_of_the_leader_hands_its_pods_over(tmp_path: Path) -> None:
-    with postgres_schema() as url, running_cluster(tmp_path / "pods") as cluster:
-        env = {**kubernetes_env(cluster, tmp_path), "INFERSTACK_DATABASE_URL": url,
-               "INFERSTACK_TOKEN_KEY": "a-shared-secret-from-the-secret-store-0123456789"}
-        leader = ControlPlane(home=tmp_path / "a", env_extra=env).start()
-        follower = ControlPlane(home=tmp_path / "b", env_extra=env)
-        try:
-            follower.start()
-            key = leader.create_key("team")
-            dep_id = sim_deployment(leader, key, "steady", min_replicas=1, max_replicas=1)
-            ((replica_id, pod),) = pods_by_replica(cluster).items()
-            rows = leader.client(key).get(f"/v1/deployments/{dep_id}/replicas").json()["data"]
-            assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")]
-            time.sleep(1.5)  # the follower has said it is alive (every second)
+    with running_cluster(tmp_path / "pods") as cluster, \
+            leader_and_follower(tmp_path, kubernetes_env(cluster, tmp_path)) as (leader, follower):
+        key = leader.create_key("team")
+        dep_id = sim_deployment(leader, key, "steady", min_replicas=1, max_replicas=1)
+        ((replica_id, pod),) = pods_by_replica(cluster).items()
+        rows = leader.client(key).get(f"/v1/deployments/{dep_id}/replicas").json()["data"]
+        assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")]
+        time.sleep(1.5)  # the follower has said it is alive (every second)
 
-            leader.stop(signal.SIGTERM)  # as Kubernetes does in a rolling update of the control plane
-            # It ended on its own (uvicorn re-raises the SIGTERM once shut down), not killed 30 s later.
-            assert leader.process is not None and leader.process.returncode == -signal.SIGTERM
-            rest = follower.client(key)
-
-            def adopted() -> bool:
-                events = rest.get(f"/v1/deployments/{dep_id}/events").json()["data"]
-                return "leading (epoch" in follower.log_text() and any(e["kind"] == "adopted" for e in events)
-
-            wait_for(adopted, timeout=30, what="the follower leads and has kept the replica")
-            assert f"keeping replica {replica_id}: pod {pod}" in follower.log_text()
-            time.sleep(1.0)  # ten ticks of the new leader: a replacement would have been asked for by now
-            assert pods_by_replica(cluster) == {replica_id: pod}  # the same pod, never stopped, none added
-            assert [p["metadata"]["name"] for p in cluster.kubelet.pods(NAMESPACE)] == [pod]
-            rows = rest.get(f"/v1/deployments/{dep_id}/replicas", params={"all": "true"}).json()["data"]
-            assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")], rows
-            answer = rest.post("/v1/chat/completions", json={
-                "model": "steady", "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 2})
-            assert answer.status_code == 200, answer.text
-        finally:
-            follower.stop()
-            leader.stop()
+        leader.stop(signal.SIGTERM)  # as Kubernetes does in a rolling update of the control plane
+        # It ended on its own (uvicorn re-raises the SIGTERM once shut down), not killed 30 s later.
+        assert leader.process is not None and leader.process.returncode == -signal.SIGTERM
+        rest = follower.client(key)
+        wait_adopted(follower, key, dep_id)
+        assert f"keeping replica {replica_id}: pod {pod}" in follower.log_text()
+        time.sleep(1.0)  # ten ticks of the new leader: a replacement would have been asked for by now
+        assert pods_by_replica(cluster) == {replica_id: pod}  # the same pod, never stopped, none added
+        assert [p["metadata"]["name"] for p in cluster.kubelet.pods(NAMESPACE)] == [pod]
+        rows = rest.get(f"/v1/deployments/{dep_id}/replicas", params={"all": "true"}).json()["data"]
+        assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")], rows
+        answer = rest.post("/v1/chat/completions", json={
+            "model": "steady", "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 2})
+        assert answer.status_code == 200, answer.text

@@ -17,24 +17,15 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from lora_adapter import write_config
-from support import INFERSTACK, SIM_SPEC, ControlPlane, postgres_schema, wait_for, wait_running
+from support import INFERSTACK, SIM_SPEC, ControlPlane, leader_and_follower, postgres_schema, wait_for, wait_running
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def planes(tmp_path: Path) -> Iterator[tuple[ControlPlane, ControlPlane]]:
-    with postgres_schema() as url:
-        env = {"INFERSTACK_DATABASE_URL": url, "INFERSTACK_HEARTBEAT_S": "0.5",
-               "INFERSTACK_TOKEN_KEY": "a-shared-secret-from-the-secret-store-0123456789"}
-        leader = ControlPlane(home=tmp_path / "a", env_extra=env).start()  # the first one up leads
-        follower = ControlPlane(home=tmp_path / "b", env_extra=env)
-        try:
-            follower.start()
-            yield leader, follower
-        finally:
-            follower.stop()
-            leader.stop()
+    with leader_and_follower(tmp_path, {"INFERSTACK_HEARTBEAT_S": "0.5"}) as both:
+        yield both
 
 
 def replicas_ever(rest: httpx.Client, dep_id: str) -> list[dict[str, object]]:

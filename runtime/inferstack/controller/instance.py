@@ -89,6 +89,8 @@ class Instance:
     async def _deposed(self) -> None:
         log.warning("no longer leading (epoch %s): stopping the controller", self._leadership.epoch)
         async with self._sync.lock:
-            await self._loop.stop()
+            # Another instance leads now and may have adopted the replicas already: leave it those that
+            # can outlive this process (cloud ones); this process's own children go with the loop.
+            await self._loop.stop(hand_over=True)
             self.leading = False
         await self._leadership.resign()
