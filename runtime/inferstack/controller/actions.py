@@ -12,13 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from inferstack.clock import Clock
-from inferstack.controller.adapters import AdapterSync, needs_new_replicas_for_adapters
+from inferstack.controller.adapters import AdapterSync, needs_new_replicas_for
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.errors import ApiError
 from inferstack.fleet import Fleet, LiveDeployment
 from inferstack.lora import AdapterSpec
-from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate, needs_new_replicas
+from inferstack.spec import DeploymentSpec, DeploymentStatus, DeploymentUpdate
 
 
 class DeploymentActions:
@@ -65,7 +65,7 @@ class DeploymentActions:
         await self._recorder.event(deployment, "updated", f"Spec updated: {', '.join(changed) or 'nothing'}"
                                    + (" (immediate scale-down)" if change.immediate_scale_down else ""),
                                    {"fields": changed}, by_user=True)
-        reshaped = needs_new_replicas(old, spec) or needs_new_replicas_for_adapters(deployment, old, spec)
+        reshaped = needs_new_replicas_for(deployment, old, spec)
         if reshaped and self._leading():
             self._replicas.reshape(deployment)  # the loop starts replacements; each ready one retires an old one
         if deployment.status is DeploymentStatus.failed:

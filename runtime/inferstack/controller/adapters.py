@@ -9,7 +9,7 @@ sends an adapter's requests only to replicas that have it loaded (`LiveReplica.a
 
 An S3 adapter is fetched where the engine reads it (`lora.engine_path`): for a replica on this machine into
 the control plane's cache before the load; a cloud replica fetches its own S3 adapters at launch only, so
-one added later is served by new replicas (`needs_new_replicas_for_adapters`).
+one added later is served by new replicas (`needs_new_replicas_for`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from inferstack.errors import ApiError, engine_error_message
 from inferstack.fleet import LiveDeployment, LiveReplica
 from inferstack.lora import S3_SCHEME, AdapterSpec, adapter_model, engine_path
 from inferstack.lora_fetch import AdapterCache, AdapterUnavailable
-from inferstack.spec import DeploymentSpec
+from inferstack.spec import DeploymentSpec, needs_new_replicas
 
 LOAD_TIMEOUT_S = 600.0
 """A Hugging Face adapter is downloaded by the engine while the load request waits."""
@@ -129,9 +129,12 @@ class AdapterSync:
             return f"the replica did not answer ({type(exc).__name__})"
 
 
-def needs_new_replicas_for_adapters(deployment: LiveDeployment, old: DeploymentSpec, new: DeploymentSpec) -> bool:
-    """Whether `new` adds an S3 adapter that a running replica cannot load: one off this machine fetches
-    S3 adapters at its launch only, so replicas started with `new` must replace it."""
+def needs_new_replicas_for(deployment: LiveDeployment, old: DeploymentSpec, new: DeploymentSpec) -> bool:
+    """Whether going from `old` to `new` replaces the deployment's replicas: a change of their shape
+    (`spec.needs_new_replicas`), or a new S3 adapter a running replica cannot load (one off this machine
+    fetches S3 adapters at its launch only)."""
+    if needs_new_replicas(old, new):
+        return True
     added = {a.source for a in new.adapters} - {a.source for a in old.adapters}
     return any(s.startswith(S3_SCHEME) for s in added) and any(
         not r.handle.on_this_machine and not r.outdated for r in deployment.replicas.values())

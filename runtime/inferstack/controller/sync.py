@@ -28,13 +28,13 @@ from typing import Any, Protocol
 import psycopg
 
 from inferstack.clock import Clock
-from inferstack.controller.adapters import needs_new_replicas_for_adapters
+from inferstack.controller.adapters import needs_new_replicas_for
 from inferstack.controller.leadership import libpq_url
 from inferstack.controller.recorder import live_from_row
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
 from inferstack.providers.base import ReplicaHandle
-from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus, needs_new_replicas
+from inferstack.spec import DeploymentSpec, DeploymentStatus, ReplicaStatus
 from inferstack.store import DeploymentRow, ReplicaRow, Store
 
 log = logging.getLogger("inferstack.sync")
@@ -236,7 +236,7 @@ class FleetSync:
             changed = True
         elif row.updated_at > live.row_updated_at:
             spec = self._spec(row)
-            reshaped = needs_new_replicas(live.spec, spec) or needs_new_replicas_for_adapters(live, live.spec, spec)
+            reshaped = needs_new_replicas_for(live, live.spec, spec)
             live.spec = spec
             if reshaped:
                 self._replicas.reshape(live)
