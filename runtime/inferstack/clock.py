@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -45,3 +46,12 @@ class ManualClock:
         for future in due:
             if not future.done():
                 future.set_result(None)
+
+
+async def wait_at_most(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set or `seconds` have passed. With asyncio.timeout, not wait_for: on Python 3.11
+    wait_for can drop a cancel that lands as the event is set, and a task stopped meanwhile runs on (a
+    SIGTERMed leader hung until it was killed)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -15,7 +15,7 @@ import logging
 from inferstack.autoscaler.decision import Decision, decide
 from inferstack.autoscaler.observe import observe
 from inferstack.autoscaler.shared_window import MergedWindow
-from inferstack.clock import Clock
+from inferstack.clock import Clock, wait_at_most
 from inferstack.controller.adapters import AdapterSync
 from inferstack.controller.backoff import retry_due
 from inferstack.controller.history import HistorySampler
@@ -104,11 +104,7 @@ class ControllerLoop:
                 await self.tick()
             except Exception:  # one bad tick must not stop the controller; the next one retries
                 log.exception("controller tick failed")
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as the event is
-            # set, and `stop` then waits on this task forever (a SIGTERMed leader hung until killed).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._tick_s):
-                    await self._kick.wait()
+            await wait_at_most(self._kick, self._tick_s)
             self._kick.clear()
 
     async def tick(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from inferstack.clock import Clock
+from inferstack.clock import Clock, wait_at_most
 from inferstack.controller.adapters import needs_new_replicas_for
 from inferstack.controller.leadership import libpq_url
 from inferstack.controller.recorder import live_from_row
@@ -172,11 +172,7 @@ class FleetSync:
 
     async def _run(self) -> None:
         while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as the event is
-            # set, and `stop` then waits on this task forever (a SIGTERMed leader hung until killed).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._resync_s):
-                    await self._dirty.wait()
+            await wait_at_most(self._dirty, self._resync_s)
             self._dirty.clear()
             try:
                 await self.refresh()
