@@ -29,6 +29,7 @@ FLOORS: dict[str, int] = {
     "inferstack.secret_scan": 1,
     "inferstack.plain_text": 1,
     "inferstack.lora": 1,
+    "inferstack.s3": 1,
     # 2. persistence, the pure deciders, and what a replica runs
     "inferstack.db": 2,
     "inferstack.db_password": 2,

@@ -19,8 +19,9 @@ from components.aws_images import replica_image
 from components.aws_network import Network, NetworkArgs
 from components.aws_state import StateStores, StateStoresArgs, hf_token_secret_name
 from inferstack.declared.stackfile import AwsSettings, PlatformSettings
-from inferstack.lora import S3_SCHEME, s3_location
+from inferstack.lora import S3_SCHEME
 from inferstack.providers.aws_groups import parameter_prefix
+from inferstack.s3 import location as s3_location
 from inferstack.spec import DeploymentSpec
 
 

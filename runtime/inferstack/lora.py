@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferstack.plain_text import PlainText
+from inferstack.s3 import SCHEME as S3_SCHEME
 
 SEPARATOR = ":"
 ADAPTER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
-S3_SCHEME = "s3://"
 S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 """An S3 bucket's name, as S3 allows it."""
 SOURCE_PATTERN = (r"^(/[^\x00-\x1f\x7f]*|[^\x00-\x20\x7f/:]+/[^\x00-\x20\x7f/:]+"
@@ -62,12 +62,6 @@ class AdapterSpec(BaseModel):
             raise ValueError(f"source {source!r} must be a Hugging Face repo id (owner/name), an absolute path "
                              "or s3://bucket/prefix")
         return source.rstrip("/") if source.startswith(S3_SCHEME) else source
-
-
-def s3_location(source: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix")."""
-    bucket, _, prefix = source.removeprefix(S3_SCHEME).partition("/")
-    return bucket, prefix.strip("/")
 
 
 def engine_path(source: str, fetched: Mapping[str, str]) -> str:

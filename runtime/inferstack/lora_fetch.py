@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from inferstack.lora import S3_SCHEME, s3_location
-from inferstack.settings import S3Settings
+from inferstack.lora import S3_SCHEME
+from inferstack.s3 import location as s3_location
 
 CONFIG_FILE = "adapter_config.json"
 
@@ -40,15 +40,6 @@ class AdapterObject:
     relative: str
     """Its path inside the adapter's directory."""
     etag: str
-
-
-def s3_client(settings: S3Settings) -> Any:
-    """boto3's S3 client as the control plane's other S3 uses are configured (INFERSTACK_S3_ENDPOINT_URL or
-    AWS_ENDPOINT_URL, the region); credentials from boto3's usual chain."""
-    import boto3  # imported here: a deployment without S3 adapters never pays for it
-
-    # Its own session: credentials are looked up now, not those boto3's default session found earlier.
-    return boto3.session.Session().client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region)
 
 
 @contextmanager

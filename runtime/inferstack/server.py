@@ -10,6 +10,7 @@ import logging
 
 import uvicorn
 
+from inferstack import s3
 from inferstack.api.app import ControlPlaneApp, build_app
 from inferstack.api.deps import Services
 from inferstack.api.slow_clients import header_deadline
@@ -37,7 +38,7 @@ from inferstack.fleet import Fleet
 from inferstack.gateway.body import BodyLimits
 from inferstack.gateway.entry import Gateway
 from inferstack.history.table import HistoryRow
-from inferstack.lora_fetch import AdapterCache, s3_client
+from inferstack.lora_fetch import AdapterCache
 from inferstack.providers.aws import AwsProvider, AwsProviderConfig
 from inferstack.providers.base import Provider
 from inferstack.providers.kubernetes import KubernetesProvider, KubernetesProviderConfig
@@ -85,7 +86,7 @@ def open_store(settings: Settings) -> Store:
 
 def adapter_cache(settings: Settings) -> AdapterCache:
     """S3 adapters for the replicas on this machine, fetched under the home with the file store's S3 settings."""
-    return AdapterCache(settings.home / "adapters", lambda: s3_client(settings.s3))
+    return AdapterCache(settings.home / "adapters", lambda: s3.client(settings.s3))
 
 
 def build_provider(settings: Settings, clock: Clock, adapters: AdapterCache) -> Provider:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inferstack import s3
 from inferstack.clock import ManualClock
 from inferstack.controller.actions import DeploymentActions
 from inferstack.controller.adapters import AdapterSync
@@ -17,7 +18,7 @@ from inferstack.controller.probes import HealthProbe, Probes
 from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.fleet import Fleet, LiveDeployment, LiveReplica
-from inferstack.lora_fetch import AdapterCache, s3_client
+from inferstack.lora_fetch import AdapterCache
 from inferstack.providers.base import ProviderError, ReplicaHandle
 from inferstack.server import open_database
 from inferstack.settings import S3Settings
@@ -132,7 +133,7 @@ class Parts:
 
 def adapter_cache(tmp_path: Path) -> AdapterCache:
     """S3 adapters fetched as the server fetches them (AWS settings from the environment)."""
-    return AdapterCache(tmp_path / "adapters", lambda: s3_client(S3Settings.from_env()))
+    return AdapterCache(tmp_path / "adapters", lambda: s3.client(S3Settings.from_env()))
 
 
 async def build_parts(tmp_path: Path, replica_url: str, probe: HealthProbe | None = None,

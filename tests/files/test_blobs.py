@@ -114,3 +114,7 @@ def test_the_url_chooses_the_store(tmp_path: Path) -> None:
     assert isinstance(local, LocalBlobStore) and local.root == tmp_path / "elsewhere"
     with pytest.raises(ValueError):
         S3BlobStore("s3://")
+    store = S3BlobStore("s3://results/batches/", client=object())
+    assert (store.bucket, store.prefix) == ("results", "batches")
+    with pytest.raises(ValueError, match="expected s3://bucket/prefix"):
+        S3BlobStore("https://results.s3.amazonaws.com/batches", client=object())

@@ -15,7 +15,8 @@ import pytest
 
 from inferstack.engines.container import ADAPTERS_DIR, replica_container
 from inferstack.lora import AdapterSpec
-from inferstack.lora_fetch import AdapterCache, AdapterUnavailable, fetch_into, s3_client
+from inferstack.lora_fetch import AdapterCache, AdapterUnavailable, fetch_into
+from inferstack.s3 import client as s3_client
 from inferstack.settings import S3Settings
 from inferstack.spec import DeploymentSpec
 

@@ -48,10 +48,11 @@ def fetch_adapters(adapters: list[str] = typer.Argument(..., metavar="NAME=s3://
                    into: Path = typer.Option(..., "--into", help="Each goes into INTO/NAME.")) -> None:
     """Fetch LoRA adapters from S3 before an engine starts: what a cloud replica runs at launch (AWS settings
     and credentials from the environment, as boto3 finds them: instance role, pod identity)."""
-    from inferstack.lora_fetch import AdapterUnavailable, fetch_into, s3_client
+    from inferstack import s3
+    from inferstack.lora_fetch import AdapterUnavailable, fetch_into
     from inferstack.settings import S3Settings
 
-    client = s3_client(S3Settings.from_env())
+    client = s3.client(S3Settings.from_env())
     for pair in adapters:
         name, _, source = pair.partition("=")
         try:

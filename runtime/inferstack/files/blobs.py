@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Generator
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
+from inferstack.s3 import client as s3_client
+from inferstack.s3 import location as s3_location
 from inferstack.settings import S3Settings
 
 CHUNK_BYTES = 1 << 20
@@ -169,17 +170,8 @@ class S3BlobStore:
     settings; credentials from boto3's usual chain."""
 
     def __init__(self, url: str, s3: S3Settings | None = None, client: Any | None = None) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme != "s3" or not parsed.netloc:
-            raise ValueError(f"expected s3://bucket/prefix, got {url!r}")
-        self.bucket = parsed.netloc
-        self.prefix = parsed.path.strip("/")
-        if client is None:
-            import boto3  # imported here: the local default never pays for it
-
-            s3 = s3 or S3Settings()
-            client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region)
-        self._client = client
+        self.bucket, self.prefix = s3_location(url)
+        self._client = client or s3_client(s3 or S3Settings())
 
     def _key(self, key: str) -> str:
         checked = str(_checked_key(key))
