@@ -107,6 +107,9 @@ class DeploymentRow(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     wake_requested_at: Mapped[float] = mapped_column(Float, default=0.0)
     """Set by an instance that holds a request for this paused deployment and does not lead: the leader wakes it."""
+    removed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """When a leader stopped what ran of this deleted deployment and removed what its provider made for it;
+    None while that may still be to do (it was deleted while no instance led)."""
 
 
 class ReplicaRow(Base):
@@ -317,6 +320,12 @@ class Store(Database):
             query = query.where(DeploymentRow.status != DeploymentStatus.deleted)
         with self.session() as s:
             return list(s.scalars(query))
+
+    def deleted_not_removed(self) -> list[DeploymentRow]:
+        """Deleted deployments whose replicas and provider objects no leader has removed yet."""
+        with self.session() as s:
+            return list(s.scalars(select(DeploymentRow).where(DeploymentRow.status == DeploymentStatus.deleted,
+                                                              DeploymentRow.removed_at.is_(None))))
 
     def save_spec(self, deployment_id: str, spec: DeploymentSpec, now: float) -> None:
         with self.session() as s:

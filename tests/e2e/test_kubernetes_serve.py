@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
 from test_autoscaling import SPEC, openai_client, replica_count, steady_load
 
 from kube_cluster import Cluster, running_cluster
@@ -186,3 +187,30 @@ def test_a_rolling_stop_of_the_leader_hands_its_pods_over(tmp_path: Path) -> Non
         answer = rest.post("/v1/chat/completions", json={
             "model": "steady", "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 2})
         assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.postgres
+def test_a_deployment_deleted_while_no_instance_leads_is_removed_by_the_next_leader(tmp_path: Path) -> None:
+    with running_cluster(tmp_path / "pods") as cluster, \
+            leader_and_follower(tmp_path, kubernetes_env(cluster, tmp_path)) as (leader, follower):
+        key = leader.create_key("team")
+        dep_id = sim_deployment(leader, key, "short-lived", min_replicas=1, max_replicas=1)
+        ((replica_id, pod),) = pods_by_replica(cluster).items()
+        assert objects(cluster, "deployments") and objects(cluster, "secrets")
+        assert leader.process is not None
+        leader.process.send_signal(signal.SIGSTOP)  # it still holds the lead, and can do nothing with it
+        deleted = follower.client(key).delete(f"/v1/deployments/{dep_id}")
+        assert deleted.status_code == 200, deleted.text
+        time.sleep(1.0)
+        assert pods_by_replica(cluster) == {replica_id: pod}  # no instance could act on the delete
+
+        leader.process.kill()  # the lead passes to the follower, which never saw the deployment run
+        leader.process.wait()
+        wait_for(lambda: pods_by_replica(cluster) == {} and objects(cluster, "deployments") == set()
+                 and objects(cluster, "secrets") == set(), timeout=30,
+                 what="the new leader to remove the deleted deployment's pod, Deployment and Secret")
+        assert f"keeping replica {replica_id}: pod {pod}" in follower.log_text()
+        with create_engine(follower.env_extra["INFERSTACK_DATABASE_URL"]).connect() as db:
+            replicas = db.execute(text("select id, status from replicas")).all()
+            removed = db.execute(text("select removed_at from deployments where id = :id"), {"id": dep_id}).scalar()
+        assert [tuple(r) for r in replicas] == [(replica_id, "stopped")] and removed is not None

@@ -69,6 +69,9 @@ class ControllerLoop:
             rows = [r for r in live_replicas if r.deployment_id == deployment.id]
             if rows and deployment.status in DeploymentStatus.managed():
                 kept |= await self._replicas.adopt(deployment, rows)
+        for deleted in await self._recorder.deleted_not_removed(now):
+            rows = [r for r in live_replicas if r.deployment_id == deleted.id]
+            await self._replicas.remove_left_behind(deleted, rows)
         await self._recorder.orphaned(now, kept)
         self._task = asyncio.create_task(self._run(), name="controller-loop")
 

@@ -62,6 +62,20 @@ class Recorder:
             restored.append(deployment)
         return restored, live_replicas
 
+    async def deleted_not_removed(self, now: float) -> list[LiveDeployment]:
+        """Deployments deleted while no instance led (or before their leader got to them): what runs of
+        them and what their provider made is for the instance taking the lead to remove."""
+        deleted = []
+        for row in await _db(self._store.deleted_not_removed):
+            deployment = live_from_row(row, self._store.restorable_spec(row)[0], now)
+            deployment.status = DeploymentStatus.deleted
+            deleted.append(deployment)
+        return deleted
+
+    async def removed(self, deployment: LiveDeployment) -> None:
+        """A deleted deployment's replicas are stopped and its provider objects gone: nothing left to do."""
+        await _db(self._store.update_deployment, deployment.id, fence=self._fence(), removed_at=self._clock.now())
+
     async def orphaned(self, now: float, kept: set[str]) -> None:
         """The replicas recorded live that did not outlive the previous leader (all but `kept`): stopped."""
         await _db(self._store.mark_orphaned_replicas, now, "the control plane that ran it is gone", kept,

@@ -192,6 +192,20 @@ class ReplicaLifecycle:
         """The deployment is deleted: its replicas stop, then what the provider made for it goes too."""
         await self.stop_all(deployment)
         await remove_deployment(self._provider, deployment.id, deployment.name)
+        await self._recorder.removed(deployment)
+
+    async def remove_left_behind(self, deployment: LiveDeployment, rows: list[ReplicaRow]) -> None:
+        """A deployment deleted while no instance led: stop its replicas that outlived their leader (found
+        as `adopt` finds them; their `rows` are then recorded stopped by the caller, as orphans), then
+        remove what the provider made for it."""
+        handles = await self._provider.adopt(deployment.id, deployment.name, deployment.spec, [r.id for r in rows])
+        await asyncio.gather(*(self._provider.stop(handle) for handle in handles))
+        if handles:
+            await self._recorder.event(deployment, "replicas_stopped",
+                                       f"Stopped {len(handles)} replicas of the deleted deployment left running",
+                                       {"replica_ids": [h.replica_id for h in handles]})
+        await remove_deployment(self._provider, deployment.id, deployment.name)
+        await self._recorder.removed(deployment)
 
     async def stop_all(self, deployment: LiveDeployment) -> None:
         """Stop every replica at once. Callers set a status the loop leaves alone first, so no pass refills it."""
