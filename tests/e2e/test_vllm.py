@@ -108,18 +108,18 @@ def test_a_vllm_replica_holds_no_control_plane_setting_and_dies_with_its_reaper(
     control, key, _ = plane
     replica_id = wait_running(control.client(key), "tiny", timeout=400)["replicas"][0]["id"]
     assert control.process is not None
-    group = [p for p in psutil.Process(control.process.pid).children(recursive=True)
-             if p.environ().get(orphans.REPLICA_ID_ENV) == replica_id]
-    [reaper] = [p for p in group if "inferstack.providers.reaper" in " ".join(p.cmdline())]
-    engines = [p for p in group if p != reaper]
-    assert engines and any("vllm.entrypoints.openai.api_server" in " ".join(p.cmdline()) for p in engines)
-    for engine in engines:
-        environ = engine.environ()
-        assert {name for name in environ if name.startswith("INFERSTACK_")} == {
-            orphans.REPLICA_OWNER_ENV, orphans.REPLICA_ID_ENV, PARENT_PID_ENV}  # no INFERSTACK_VLLM_PYTHON, no HOME
-        assert environ["HF_TOKEN"] == "hf_must_not_leak" and environ["VLLM_API_KEY"]  # its own secrets only
+    [reaper] = [p for p in psutil.Process(control.process.pid).children(recursive=True)
+                if "inferstack.providers.reaper" in " ".join(p.cmdline())
+                and p.environ().get(orphans.REPLICA_ID_ENV) == replica_id]
+    engines = reaper.children(recursive=True)  # the API server, and the engine core it started
+    [api_server] = [p for p in engines if "vllm.entrypoints.openai.api_server" in " ".join(p.cmdline())]
+    assert any("EngineCore" in " ".join(p.cmdline()) for p in engines), [p.cmdline() for p in engines]
+    environ = api_server.environ()  # the engine core's title is written over what /proc shows of its own
+    assert {name for name in environ if name.startswith("INFERSTACK_")} == {
+        orphans.REPLICA_OWNER_ENV, orphans.REPLICA_ID_ENV, PARENT_PID_ENV}  # no INFERSTACK_VLLM_PYTHON, no HOME
+    assert environ["HF_TOKEN"] == "hf_must_not_leak" and environ["VLLM_API_KEY"]  # its own secrets only
 
-    reaper.kill()  # SIGKILL: the reaper gets no chance to stop anything
+    reaper.kill()  # SIGKILL: the reaper gets no chance to stop anything; the engine core outlives the API server
 
     def engines_gone() -> bool:
         return all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in engines)

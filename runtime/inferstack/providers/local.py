@@ -60,7 +60,8 @@ class LocalProvider:
                "PYTHONUNBUFFERED": "1"}
         with log_path.open("ab") as log:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "inferstack.providers.reaper", "--", *plan.argv,
+                sys.executable, "-m", "inferstack.providers.reaper",
+                "--group-file", str(orphans.group_file(self._owner, replica_id)), "--", *plan.argv,
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             )
         self._processes[replica_id] = process
@@ -71,21 +72,28 @@ class LocalProvider:
         process = self._processes.get(handle.replica_id)
         if process is None or process.returncode is None:
             return None
-        if handle.replica_id not in self._swept:  # its reaper is gone: so must be all it ran
-            self._swept.add(handle.replica_id)
+        if self._first_sweep(handle.replica_id):  # its reaper is gone: so must be all it ran
             orphans.sweep_replica(self._owner, handle.replica_id)
         return process.returncode
 
     async def stop(self, handle: ReplicaHandle) -> None:
         process = self._processes.pop(handle.replica_id, None)
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)  # the reaper stops the replica's whole process group
-        try:
-            await asyncio.wait_for(process.wait(), self._stop_timeout_s)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)  # the reaper stops the replica's whole process group
+            try:
+                await asyncio.wait_for(process.wait(), self._stop_timeout_s)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._first_sweep(handle.replica_id):  # what a killed reaper leaves: vLLM's engine core
+            await asyncio.to_thread(orphans.sweep_replica, self._owner, handle.replica_id)
+
+    def _first_sweep(self, replica_id: str) -> bool:
+        first = replica_id not in self._swept
+        self._swept.add(replica_id)
+        return first
 
     async def adopt(self, deployment_id: str, name: str, spec: DeploymentSpec,
                     replica_ids: list[str]) -> list[ReplicaHandle]:

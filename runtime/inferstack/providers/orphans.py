@@ -6,6 +6,11 @@ directory, one per INFERSTACK_HOME) and its replica id. A replica whose supervis
 the reaper) is swept by its id; at start-up a control plane sweeps every replica of its installation
 whose control plane (`reaper.PARENT_PID_ENV`) is gone. Processes of other users or installations are
 never touched.
+
+Markers alone miss a process that rewrites its title: that overwrites the memory /proc shows as its
+environment. vLLM's engine core does, and it outlives its API server. So each replica's process group is
+also written down (`group_file`, by the reaper) and swept with it; a group id the system has since given
+to a newer process is left alone.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 
 import psutil
 
@@ -40,6 +46,31 @@ def _marked(owner: str) -> list[tuple[psutil.Process, dict[str, str]]]:
     return found
 
 
+def group_file(owner: str, replica_id: str) -> Path:
+    """Where the reaper of `replica_id` writes its replica's process group and its control plane's pid."""
+    return Path(owner) / f"{replica_id}.group"
+
+
+def _group_members(path: Path) -> list[psutil.Process]:
+    """The processes still in the process group `path` names (none if it is unreadable, or if its id now
+    belongs to a process started after the file was written: the id was reused)."""
+    try:
+        pgid, written = int(path.read_text().split()[0]), path.stat().st_mtime
+    except (OSError, ValueError, IndexError):
+        return []
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(process.pid) == pgid:
+                members.append(process)
+    try:
+        if psutil.Process(pgid).create_time() > written + 1.0:  # 1 s: the two clocks' rounding
+            return []
+    except psutil.Error:
+        pass  # the group's leader is gone: its id stays the group's while any member lives
+    return members
+
+
 def _kill(processes: list[psutil.Process]) -> int:
     for process in processes:
         with contextlib.suppress(psutil.Error):
@@ -50,19 +81,35 @@ def _kill(processes: list[psutil.Process]) -> int:
 
 def sweep_replica(owner: str, replica_id: str) -> int:
     """Kill whatever is left of one replica (its supervisor is gone). Returns how many processes went."""
-    return _kill([p for p, env in _marked(owner) if env.get(REPLICA_ID_ENV) == replica_id])
+    path = group_file(owner, replica_id)
+    found = {p.pid: p for p, env in _marked(owner) if env.get(REPLICA_ID_ENV) == replica_id}
+    found.update((p.pid, p) for p in _group_members(path))
+    path.unlink(missing_ok=True)
+    return _kill(list(found.values()))
 
 
 def reclaim(owner: str) -> int:
     """At start-up: kill the replicas of `owner` whose control plane is no longer running."""
     me = os.getpid()
-    lost = [p for p, env in _marked(owner) if not _control_plane_alive(env.get(PARENT_PID_ENV), p, me)]
+    lost = {p.pid: p for p, env in _marked(owner) if not _control_plane_alive(env.get(PARENT_PID_ENV), _started(p), me)}
+    for path in Path(owner).glob("*.group"):
+        with contextlib.suppress(OSError, IndexError):
+            if not _control_plane_alive(path.read_text().split()[1], path.stat().st_mtime, me):
+                lost.update((p.pid, p) for p in _group_members(path))
+                path.unlink()
     if lost:
         log.warning("stopping %d replica processes a previous control plane left running", len(lost))
-    return _kill(lost)
+    return _kill(list(lost.values()))
 
 
-def _control_plane_alive(pid_text: str | None, replica: psutil.Process, me: int) -> bool:
+def _started(process: psutil.Process) -> float:
+    try:
+        return process.create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def _control_plane_alive(pid_text: str | None, replica_started: float, me: int) -> bool:
     if not pid_text or not pid_text.isdigit():
         return False
     pid = int(pid_text)
@@ -70,6 +117,6 @@ def _control_plane_alive(pid_text: str | None, replica: psutil.Process, me: int)
         return True
     try:
         # A pid reused since: the process there started after the replica it would have started.
-        return psutil.Process(pid).create_time() <= replica.create_time()
+        return psutil.Process(pid).create_time() <= replica_started
     except psutil.Error:
         return False

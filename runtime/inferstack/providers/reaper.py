@@ -1,16 +1,18 @@
 """A replica's supervisor process: it dies with the control plane, and takes the whole replica with it.
 
-`python -m inferstack.providers.reaper -- CMD ...` runs CMD in its own process group. The kernel
+`python -m inferstack.providers.reaper [--group-file PATH] -- CMD ...` runs CMD in its own process group
+(whose id it writes to PATH, with the control plane's pid, for `providers/orphans.py`). The kernel
 sends the reaper SIGTERM when its parent (the control plane) dies for any reason, SIGKILL included
 (PR_SET_PDEATHSIG), and the reaper then kills the group: vLLM's API server forks an engine-core
 process that would otherwise outlive a killed control plane and hold the GPU. CMD in turn gets
 SIGKILL when the reaper dies (the same mechanism, armed in CMD's process before it execs), so a
-`kill -9` on the reaper does not leave the engine serving; what CMD started is swept by the control
-plane (`providers/orphans.py`).
+`kill -9` on the reaper does not leave the engine serving; what CMD started (vLLM's engine core, which
+outlives its parent) is swept by the control plane, by its process group (`providers/orphans.py`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import os
@@ -18,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 GRACE_S = 10.0
@@ -39,15 +42,21 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if "--" not in argv:
-        print("usage: python -m inferstack.providers.reaper -- CMD [ARGS...]", file=sys.stderr)
-        return 2
-    command = argv[argv.index("--") + 1 :]
-    _die_with_parent(int(os.environ.get(PARENT_PID_ENV, os.getppid())))
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="python -m inferstack.providers.reaper",
+                                     usage="%(prog)s [--group-file PATH] -- CMD [ARGS...]")
+    parser.add_argument("--group-file", type=Path, help="where to write CMD's process group and our parent's pid")
+    options, command = parser.parse_args(argv[:split]), argv[split + 1 :]
+    if not command:
+        parser.error("no command after --")  # exits 2
+    control_plane = int(os.environ.get(PARENT_PID_ENV, os.getppid()))
+    _die_with_parent(control_plane)
     reaper = os.getpid()
     # Runs in the child between fork and exec; the reaper has no threads, so this is safe here.
     child = subprocess.Popen(command, start_new_session=True,
                              preexec_fn=lambda: _die_with_parent(reaper, signal.SIGKILL))
+    if options.group_file is not None:
+        options.group_file.write_text(f"{child.pid} {control_plane}\n")
     kill_at: list[float] = []  # set once a stop is asked for: when SIGTERM turns into SIGKILL
 
     def on_signal(_signum: int, _frame: object) -> None:
