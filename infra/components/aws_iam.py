@@ -121,6 +121,9 @@ def controller_statements(stack: str, parameter_prefix: str, bucket_arn: str, re
         {"Sid": "CreateOwnGroups", "Effect": "Allow", "Resource": f"{groups}{controller_group_pattern(stack)}",
          "Action": ["autoscaling:CreateAutoScalingGroup", "autoscaling:CreateOrUpdateTags"],
          "Condition": {"StringEquals": {f"aws:RequestTag/{STACK_TAG}": stack}}},
+        # ... and deletes them with their deployment: its own names, this stack's tag.
+        {"Sid": "DeleteOwnGroups", "Effect": "Allow", "Resource": f"{groups}{controller_group_pattern(stack)}",
+         "Action": ["autoscaling:DeleteAutoScalingGroup"], "Condition": tagged},
         {"Sid": "StopOwnInstances", "Effect": "Allow", "Action": ["ec2:TerminateInstances"],
          "Resource": "arn:aws:ec2:*:*:instance/*", "Condition": tagged},
         # A claim marks an instance already in the stack with the claim's two keys, nothing else: it

@@ -48,7 +48,8 @@ def groups(endpoint: str) -> dict[str, dict[str, Any]]:
     return {g["AutoScalingGroupName"]: g for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]}
 
 
-def test_the_controller_grows_and_empties_the_deployments_group(moto_endpoint: str, tmp_path: Path) -> None:
+def test_the_controller_grows_the_deployments_group_and_deletes_it_with_the_deployment(
+        moto_endpoint: str, tmp_path: Path) -> None:
     plane = ControlPlane(home=tmp_path / "home", env_extra=blank_account(moto_endpoint)).start()
     try:
         key = plane.create_key("cloud-team")
@@ -65,8 +66,8 @@ def test_the_controller_grows_and_empties_the_deployments_group(moto_endpoint: s
         assert replica["status"] == "starting" and replica["url"].startswith("http://10.0.1.")
 
         assert rest.delete(f"/v1/deployments/{created.json()['id']}").status_code == 200
-        wait_for(lambda: group not in groups(moto_endpoint) or groups(moto_endpoint)[group]["DesiredCapacity"] == 0,
-                 timeout=30, what=f"{group} back to 0")
+        wait_for(lambda: group not in groups(moto_endpoint), timeout=30, what=f"{group} deleted")
+        assert instances(moto_endpoint)[launched["Instances"][0]["InstanceId"]] in ("shutting-down", "terminated")
     finally:
         plane.stop()
 

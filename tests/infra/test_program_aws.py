@@ -118,10 +118,11 @@ def test_iam_grants_replicas_and_controller_only_what_they_need(prod: Program) -
     assert replica["LaunchDocuments"]["Resource"] == "arn:aws:ssm:*:*:parameter/inferstack/prod/deployments/*"
     assert not any(a.startswith(("s3:", "ec2:")) for s in replica.values() for a in s["Action"])
     controller = {s["Sid"]: s for s in policies["inferstack-prod-iam-controller"]["Statement"]}
-    for sid in ("ScaleOwnGroups", "StopOwnInstances", "ClaimOwnInstances"):
+    for sid in ("ScaleOwnGroups", "DeleteOwnGroups", "StopOwnInstances", "ClaimOwnInstances"):
         assert controller[sid]["Condition"]["StringEquals"] == {"aws:ResourceTag/inferstack:stack": "prod"}, sid
     # Groups and launch documents of API-made deployments: only under names Pulumi never uses.
-    assert controller["CreateOwnGroups"]["Resource"].endswith("autoScalingGroupName/inferstack-prod-api.*")
+    for sid in ("CreateOwnGroups", "DeleteOwnGroups"):
+        assert controller[sid]["Resource"].endswith("autoScalingGroupName/inferstack-prod-api.*"), sid
     assert controller["WriteOwnLaunchDocuments"]["Resource"].endswith("/inferstack/prod/deployments/api.*")
     assert controller["PassReplicaRoleToEc2Only"]["Resource"].endswith("inferstack-prod-iam-replica")
     assert all(not a.endswith(":*") and a != "*" for p in policies.values() for s in p["Statement"]

@@ -412,3 +412,24 @@ async def test_an_instance_from_an_outdated_launch_document_is_replaced_not_adop
     document = json.loads(cloud.ssm.get_parameter(Name=f"{PREFIX}/api.chat")["Parameter"]["Value"])
     assert document["command"][-1] == "float16"
     await successor.close()
+
+
+async def test_a_deleted_deployments_groups_and_launch_document_go_and_no_other_deployments(
+        cloud: Cloud, provider: AwsProvider) -> None:
+    await start(provider, "rep-1", chat_spec(allow_spot=True))
+    other = await start(provider, "rep-2", chat_spec(name="other"), deployment_id="dep-other")
+    left_over = cloud.members("chat", "spot") + cloud.members("chat")
+    assert left_over  # an instance no replica holds any more: the delete must not leave it running
+    documents = {p["Name"] for p in cloud.ssm.get_parameters_by_path(Path=PREFIX)["Parameters"]}
+    assert documents == {f"{PREFIX}/api.chat", f"{PREFIX}/api.other"}
+
+    await provider.remove_deployment("dep-chat-recreated", "chat")  # a newer deployment of that name: not its groups
+    assert cloud.group("chat", "spot")
+    await provider.remove_deployment("dep-chat1", "chat")
+
+    names = {g["AutoScalingGroupName"] for g in cloud.asg.describe_auto_scaling_groups()["AutoScalingGroups"]}
+    assert names == {group_name(STACK, "other", "on-demand", "controller")}
+    assert {p["Name"] for p in cloud.ssm.get_parameters_by_path(Path=PREFIX)["Parameters"]} == {f"{PREFIX}/api.other"}
+    assert all(cloud.instance(i)["State"]["Name"] in ("shutting-down", "terminated") for i in left_over)
+    assert cloud.instance(cloud.instance_of(other))["State"]["Name"] == "running"
+    await provider.remove_deployment("dep-chat1", "chat")  # again: nothing left, no error

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, get_args
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -41,9 +41,11 @@ from inferstack.providers.aws_claim_rules import EXITED_EC2, GONE, Claim, launch
 from inferstack.providers.aws_claims import InstanceClaims
 from inferstack.providers.aws_cloud import AwsCloud
 from inferstack.providers.aws_groups import (
+    Capacity,
     MissingLaunchTemplate,
     Owner,
     ReplicaGroup,
+    group_name,
     launch_document_name,
     launch_template_id,
     owner_of,
@@ -232,6 +234,22 @@ class AwsProvider:
             log.error("could not stop instance %s of replica %s (will retry): %s", claim.instance_id,
                       claim.replica_id, exc)
             self._failed_stops[claim.replica_id] = claim
+
+    async def remove_deployment(self, deployment_id: str, name: str) -> None:
+        """Delete the groups and the launch document this provider made for the deleted deployment
+        `deployment_id`; a declared deployment's are Pulumi's and stay. Its replicas are stopped by now: an
+        instance still in a group (one no replica held) goes with it. Never raises: a failure is logged."""
+        if owner_of(name, self._config.declared) == "pulumi":
+            return
+        try:
+            deleted = [await self._cloud.delete_group(group_name(self._config.stack, name, capacity, "controller"),
+                                                      deployment_id)
+                       for capacity in get_args(Capacity)]  # spot too: an earlier spec may have allowed it
+            if any(deleted):
+                await self._cloud.delete_document(launch_document_name(self._config.parameter_prefix, name,
+                                                                       "controller"))
+        except (ClientError, BotoCoreError) as exc:
+            log.error("could not delete the AWS groups of deployment %s: %s", name, exc)
 
     async def close(self) -> None:
         """Stop watching; leave every instance running for the next control plane to adopt.

@@ -16,7 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from inferstack.providers.aws_groups import PARAMETER_TIER, PARAMETER_TYPE, ReplicaGroup
+from inferstack.providers.aws_groups import DEPLOYMENT_ID_TAG, PARAMETER_TIER, PARAMETER_TYPE, ReplicaGroup
 
 log = logging.getLogger("inferstack.providers.aws")
 
@@ -102,6 +102,20 @@ class AwsCloud:
             if error_code(exc) != "AlreadyExists":  # another control plane created it first: fine
                 raise
 
+    async def delete_group(self, group: str, deployment_id: str) -> bool:
+        """Delete the group, and any instance still in it, if it is deployment `deployment_id`'s (by its tag:
+        a group of that name may be a newer deployment's). True if it was deleted."""
+        described = await self.describe_group(group)
+        tags = {t["Key"]: t["Value"] for t in (described or {}).get("Tags", [])}
+        if described is None or tags.get(DEPLOYMENT_ID_TAG) != deployment_id:
+            return False
+        members = [i["InstanceId"] for i in described.get("Instances", [])]
+        if members:  # ForceDelete would end them too; said here, so no emulator has to know it
+            await _call(self._ec2.terminate_instances, InstanceIds=members)
+        await _call(self._asg.delete_auto_scaling_group, AutoScalingGroupName=group, ForceDelete=True)
+        log.info("deleted Auto Scaling group %s", group)
+        return True
+
     async def set_desired_capacity(self, group: str, desired: int) -> None:
         await _call(self._asg.set_desired_capacity, AutoScalingGroupName=group, DesiredCapacity=desired,
                     HonorCooldown=False)
@@ -151,6 +165,13 @@ class AwsCloud:
             if error_code(exc) != "ParameterNotFound":
                 raise
         return None
+
+    async def delete_document(self, parameter: str) -> None:
+        try:
+            await _call(self._ssm.delete_parameter, Name=parameter)
+        except ClientError as exc:
+            if error_code(exc) != "ParameterNotFound":
+                raise
 
     async def ensure_document(self, parameter: str, document: str) -> bool:
         """Write the launch document unless SSM already holds exactly it; True if it was (re)written."""
