@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -162,55 +163,69 @@ def test_a_replica_gets_requests_only_while_its_pod_is_ready_and_a_crash_looping
     assert well_id in pods_by_replica(cluster) and len(pods_by_replica(cluster)) == 2
 
 
-@pytest.mark.postgres
-def test_a_rolling_stop_of_the_leader_hands_its_pods_over(tmp_path: Path) -> None:
+class OnePodTwoInstances(NamedTuple):
+    cluster: Cluster
+    leader: ControlPlane
+    follower: ControlPlane
+    key: str
+    deployment_id: str
+    replica_id: str
+    pod: str
+
+
+@pytest.fixture
+def one_pod_two_instances(tmp_path: Path) -> Iterator[OnePodTwoInstances]:
+    """A deployment of one replica (one pod), created on the leader of two instances on one database."""
     with running_cluster(tmp_path / "pods") as cluster, \
             leader_and_follower(tmp_path, kubernetes_env(cluster, tmp_path)) as (leader, follower):
         key = leader.create_key("team")
         dep_id = sim_deployment(leader, key, "steady", min_replicas=1, max_replicas=1)
         ((replica_id, pod),) = pods_by_replica(cluster).items()
-        rows = leader.client(key).get(f"/v1/deployments/{dep_id}/replicas").json()["data"]
-        assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")]
-        time.sleep(1.5)  # the follower has said it is alive (every second)
-
-        leader.stop(signal.SIGTERM)  # as Kubernetes does in a rolling update of the control plane
-        # It ended on its own (uvicorn re-raises the SIGTERM once shut down), not killed 30 s later.
-        assert leader.process is not None and leader.process.returncode == -signal.SIGTERM
-        rest = follower.client(key)
-        wait_adopted(follower, key, dep_id)
-        assert f"keeping replica {replica_id}: pod {pod}" in follower.log_text()
-        time.sleep(1.0)  # ten ticks of the new leader: a replacement would have been asked for by now
-        assert pods_by_replica(cluster) == {replica_id: pod}  # the same pod, never stopped, none added
-        assert [p["metadata"]["name"] for p in cluster.kubelet.pods(NAMESPACE)] == [pod]
-        rows = rest.get(f"/v1/deployments/{dep_id}/replicas", params={"all": "true"}).json()["data"]
-        assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")], rows
-        answer = rest.post("/v1/chat/completions", json={
-            "model": "steady", "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 2})
-        assert answer.status_code == 200, answer.text
+        yield OnePodTwoInstances(cluster, leader, follower, key, dep_id, replica_id, pod)
 
 
 @pytest.mark.postgres
-def test_a_deployment_deleted_while_no_instance_leads_is_removed_by_the_next_leader(tmp_path: Path) -> None:
-    with running_cluster(tmp_path / "pods") as cluster, \
-            leader_and_follower(tmp_path, kubernetes_env(cluster, tmp_path)) as (leader, follower):
-        key = leader.create_key("team")
-        dep_id = sim_deployment(leader, key, "short-lived", min_replicas=1, max_replicas=1)
-        ((replica_id, pod),) = pods_by_replica(cluster).items()
-        assert objects(cluster, "deployments") and objects(cluster, "secrets")
-        assert leader.process is not None
-        leader.process.send_signal(signal.SIGSTOP)  # it still holds the lead, and can do nothing with it
-        deleted = follower.client(key).delete(f"/v1/deployments/{dep_id}")
-        assert deleted.status_code == 200, deleted.text
-        time.sleep(1.0)
-        assert pods_by_replica(cluster) == {replica_id: pod}  # no instance could act on the delete
+def test_a_rolling_stop_of_the_leader_hands_its_pods_over(one_pod_two_instances: OnePodTwoInstances) -> None:
+    cluster, leader, follower, key, dep_id, replica_id, pod = one_pod_two_instances
+    rows = leader.client(key).get(f"/v1/deployments/{dep_id}/replicas").json()["data"]
+    assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")]
+    time.sleep(1.5)  # the follower has said it is alive (every second)
 
-        leader.process.kill()  # the lead passes to the follower, which never saw the deployment run
-        leader.process.wait()
-        wait_for(lambda: pods_by_replica(cluster) == {} and objects(cluster, "deployments") == set()
-                 and objects(cluster, "secrets") == set(), timeout=30,
-                 what="the new leader to remove the deleted deployment's pod, Deployment and Secret")
-        assert f"keeping replica {replica_id}: pod {pod}" in follower.log_text()
-        with create_engine(follower.env_extra["INFERSTACK_DATABASE_URL"]).connect() as db:
-            replicas = db.execute(text("select id, status from replicas")).all()
-            removed = db.execute(text("select removed_at from deployments where id = :id"), {"id": dep_id}).scalar()
-        assert [tuple(r) for r in replicas] == [(replica_id, "stopped")] and removed is not None
+    leader.stop(signal.SIGTERM)  # as Kubernetes does in a rolling update of the control plane
+    # It ended on its own (uvicorn re-raises the SIGTERM once shut down), not killed 30 s later.
+    assert leader.process is not None and leader.process.returncode == -signal.SIGTERM
+    rest = follower.client(key)
+    wait_adopted(follower, key, dep_id)
+    assert f"keeping replica {replica_id}: pod {pod}" in follower.log_text()
+    time.sleep(1.0)  # ten ticks of the new leader: a replacement would have been asked for by now
+    assert pods_by_replica(cluster) == {replica_id: pod}  # the same pod, never stopped, none added
+    assert [p["metadata"]["name"] for p in cluster.kubelet.pods(NAMESPACE)] == [pod]
+    rows = rest.get(f"/v1/deployments/{dep_id}/replicas", params={"all": "true"}).json()["data"]
+    assert [(r["id"], r["status"]) for r in rows] == [(replica_id, "ready")], rows
+    answer = rest.post("/v1/chat/completions", json={
+        "model": "steady", "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 2})
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.postgres
+def test_a_deployment_deleted_while_no_instance_leads_is_removed_by_the_next_leader(
+        one_pod_two_instances: OnePodTwoInstances) -> None:
+    cluster, leader, follower, key, dep_id, replica_id, pod = one_pod_two_instances
+    assert objects(cluster, "deployments") and objects(cluster, "secrets")
+    assert leader.process is not None
+    leader.process.send_signal(signal.SIGSTOP)  # it still holds the lead, and can do nothing with it
+    deleted = follower.client(key).delete(f"/v1/deployments/{dep_id}")
+    assert deleted.status_code == 200, deleted.text
+    time.sleep(1.0)
+    assert pods_by_replica(cluster) == {replica_id: pod}  # no instance could act on the delete
+
+    leader.process.kill()  # the lead passes to the follower, which never saw the deployment run
+    leader.process.wait()
+    wait_for(lambda: pods_by_replica(cluster) == {} and objects(cluster, "deployments") == set()
+             and objects(cluster, "secrets") == set(), timeout=30,
+             what="the new leader to remove the deleted deployment's pod, Deployment and Secret")
+    assert f"keeping replica {replica_id}: pod {pod}" in follower.log_text()
+    with create_engine(follower.env_extra["INFERSTACK_DATABASE_URL"]).connect() as db:
+        replicas = db.execute(text("select id, status from replicas")).all()
+        removed = db.execute(text("select removed_at from deployments where id = :id"), {"id": dep_id}).scalar()
+    assert [tuple(r) for r in replicas] == [(replica_id, "stopped")] and removed is not None
