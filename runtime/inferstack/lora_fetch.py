@@ -4,7 +4,8 @@ Hugging Face repos only.
 The control plane fetches an `s3://bucket/prefix` adapter into a cache under its home before a local
 replica starts with it or loads it (`AdapterCache`). The cache is content-addressed: a directory per
 bucket, prefix and the objects' ETags, so an adapter changed in S3 is fetched again (into a new directory)
-and an unchanged one costs one listing. A cloud replica cannot read that cache: it fetches its own at
+and an unchanged one costs one listing; at start, while no engine runs, only the newest copy of each adapter
+is kept (`prune`). A cloud replica cannot read that cache: it fetches its own at
 launch with `python -m inferstack fetch-adapters` (`fetch_into`). Every fetch lists the prefix first and
 refuses one without `adapter_config.json` (the file vLLM reads first), with a reason that names the
 location and never a credential.
@@ -83,9 +84,13 @@ def list_adapter(client: Any, source: str) -> list[AdapterObject]:
 
 
 def cache_key(source: str, objects: list[AdapterObject]) -> str:
-    """The same for the same bucket, prefix and object contents (ETags); another when any of them changed."""
-    content = json.dumps([*s3_location(source), sorted((o.relative, o.etag) for o in objects)])
-    return hashlib.sha256(content.encode()).hexdigest()[:32]
+    """`<where>-<what>`: the same for the same bucket, prefix and object contents (ETags); another when any of
+    them changed, with the same `<where>` (so `AdapterCache.prune` can tell the copies of one adapter)."""
+    return f"{_digest(s3_location(source))}-{_digest(sorted((o.relative, o.etag) for o in objects))}"
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:16]
 
 
 def download(client: Any, source: str, objects: list[AdapterObject], directory: Path) -> None:
@@ -144,6 +149,20 @@ class AdapterCache:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+    def prune(self) -> int:
+        """Keep only the newest copy of each adapter: call it while no engine here runs (at start), as an
+        older copy may be what a running engine loads from. Returns how many directories went."""
+        copies: dict[str, list[Path]] = {}
+        for entry in self._root.iterdir() if self._root.is_dir() else []:
+            where, dash, _ = entry.name.partition("-")
+            copies.setdefault(where if dash and not where.startswith(".") else "", []).append(entry)
+        stale = copies.pop("", [])  # a partial download, or a layout of an earlier version
+        for entries in copies.values():
+            stale += sorted(entries, key=lambda e: e.stat().st_mtime)[:-1]
+        for entry in stale:
+            shutil.rmtree(entry, ignore_errors=True)
+        return len(stale)
 
     async def engine_source(self, source: str) -> str:
         """What an engine on this machine is given for an adapter's `source`: an S3 one's local directory

@@ -104,6 +104,7 @@ def _provider(name: str, settings: Settings, clock: Clock, adapters: AdapterCach
                                   unschedulable_timeout_s=settings.kubernetes.unschedulable_timeout_s)
     local = LocalProvider(settings.replica_log_dir, settings.vllm_python, adapters)
     local.reclaim_orphans()  # replicas a killed control plane of this home left behind
+    adapters.prune()  # no local engine runs yet: older copies of an adapter are no one's
     return local
 
 

@@ -59,6 +59,22 @@ def test_an_adapter_is_downloaded_once_and_again_only_when_it_changed(s3: Any, m
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == []  # no partial left
 
 
+def test_pruning_keeps_the_newest_copy_of_each_adapter_and_nothing_else(
+        s3: Any, moto_reset: str, tmp_path: Path) -> None:
+    adapters = cache(tmp_path, moto_reset)
+    sql, legal = upload(s3, "team/sql"), upload(s3, "team/legal")
+    old_sql, kept_legal = adapters.fetch(sql), adapters.fetch(legal)
+    upload(s3, "team/sql", {**CONFIG, "r": 16})
+    new_sql = adapters.fetch(sql)
+    os.utime(old_sql, (1, 1))  # fetched long before the change
+    (tmp_path / "cache" / ".partial-x1").mkdir()  # a download cut off by a killed control plane
+    (tmp_path / "cache" / ("0" * 32)).mkdir()  # a copy in an earlier version's layout
+
+    assert adapters.prune() == 3
+    assert sorted((tmp_path / "cache").iterdir()) == sorted([new_sql, kept_legal])
+    assert adapters.fetch(sql) == new_sql and adapters.prune() == 0
+
+
 async def test_an_engine_is_given_the_local_directory_of_an_s3_adapter_and_any_other_source_as_it_is(
         s3: Any, moto_reset: str, tmp_path: Path) -> None:
     adapters = cache(tmp_path, moto_reset)
