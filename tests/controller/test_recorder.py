@@ -90,3 +90,18 @@ async def test_a_spec_change_the_database_refuses_leaves_the_live_view_as_stored
         await parts.actions.update(deployment, DeploymentUpdate(max_replicas=5, drain_timeout_s=1))
     assert (deployment.spec.max_replicas, deployment.spec.drain_timeout_s) == (2, 120)
     assert parts.events(deployment, "updated") == []
+
+
+async def test_deleted_deployments_wait_for_a_leader_to_remove_what_they_left_once(store: Store) -> None:
+    tenant, _ = store.create_key("acme", now=1.0)
+    fields = {"hf_model_id": "org/model", "hardware_profile": "cpu"}
+    ids = [store.create_deployment(tenant, DeploymentSpec(name=n, **fields), now=2.0).id for n in ("a", "b", "c", "d")]
+    for deployment_id in ids[:3]:
+        store.update_deployment(deployment_id, status=DeploymentStatus.deleted)
+    store.update_deployment(ids[2], spec={"hardware_profile": "gone"})  # stored by another version: unreadable
+    recorder = Recorder(store, ManualClock())
+
+    left = await recorder.deleted_not_removed(10.0)
+    assert {d.id for d in left} == set(ids[:2]) and all(d.status is DeploymentStatus.deleted for d in left)
+    await recorder.removed(left[0])
+    assert [d.id for d in await recorder.deleted_not_removed(11.0)] == [left[1].id]

@@ -67,7 +67,12 @@ class Recorder:
         them and what their provider made is for the instance taking the lead to remove."""
         deleted = []
         for row in await _db(self._store.deleted_not_removed):
-            deployment = live_from_row(row, self._store.restorable_spec(row)[0], now)
+            try:
+                spec = self._store.restorable_spec(row)[0]
+            except ValueError as exc:  # stored by an earlier version: not worth failing the lead over
+                log.warning("deleted deployment %s has a spec this version cannot read, left as it is: %s", row.id, exc)
+                continue
+            deployment = live_from_row(row, spec, now)
             deployment.status = DeploymentStatus.deleted
             deleted.append(deployment)
         return deleted
