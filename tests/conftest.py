@@ -14,7 +14,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inferstack.server import open_database
 from inferstack.store import Store
-from support import ControlPlane, free_port, postgres_schema, wait_for
+from support import (
+    TINY_VLLM_SPEC,
+    ControlPlane,
+    TinyVllm,
+    free_port,
+    postgres_schema,
+    vllm_python,
+    wait_for,
+    wait_running,
+)
 
 # Tests that need a service or program this machine may lack. Locally they skip, saying why; under CI=true
 # (`.ci/test` provides them all) such a skip is a failure, so a green run means they ran.
@@ -32,6 +41,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real-vLLM tests run last, those sharing `tiny_vllm` at the very end, so its replica idles through no
+    other test (the session ends right after them)."""
+    items.sort(key=lambda item: ("vllm" in item.keywords) + ("tiny_vllm" in getattr(item, "fixturenames", ())))
+
+
 @pytest.fixture(scope="module")
 def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """One control plane (a `serve` subprocess on SQLite) shared by a test module, each test with its own
@@ -39,6 +54,40 @@ def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     plane = ControlPlane(home=tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "home").start()
     yield plane
     plane.stop()
+
+
+TINY_LLAMA = Path(__file__).resolve().parents[1] / "runtime" / "inferstack" / "engines" / "tiny_llama.py"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Llama (runtime/inferstack/engines/tiny_llama.py) for real vLLM replicas, built once."""
+    python = vllm_python()
+    if python is None:
+        pytest.skip("INFERSTACK_VLLM_PYTHON is not set: run `bash .ci/test`, which builds the vLLM CPU venv")
+    model_dir = tmp_path_factory.mktemp("tiny-llama")
+    subprocess.run([python, str(TINY_LLAMA), str(model_dir)], check=True, capture_output=True, timeout=300)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_vllm(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyVllm]:
+    """One control plane serving the deployment `tiny` on a real vLLM replica, shared by the tests that need
+    one running: a vLLM start is the slowest thing in the suite. The tests that stop or kill its replica
+    leave it running again, or deleted."""
+    python = vllm_python()
+    assert python is not None  # tiny_model skipped otherwise
+    plane = ControlPlane(home=tmp_path_factory.mktemp("tiny-vllm") / "home",
+                         env_extra={"INFERSTACK_VLLM_PYTHON": python, "INFERSTACK_HISTORY_INTERVAL_S": "0.5"}).start()
+    try:
+        key = plane.create_key("vllm-team")
+        rest = plane.client(key)
+        created = rest.post("/v1/deployments", json={**TINY_VLLM_SPEC, "hf_model_id": str(tiny_model),
+                                                     "hf_token": "hf_must_not_leak"})
+        assert created.status_code == 201, created.text
+        yield TinyVllm(plane, key, wait_running(rest, created.json()["id"], timeout=400))
+    finally:
+        plane.stop()
 
 
 @pytest.fixture

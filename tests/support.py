@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import pytest
@@ -104,6 +104,19 @@ class ControlPlane:
     def cli(self, key: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([INFERSTACK, *args], env={**self.env, "INFERSTACK_API_KEY": key},
                               capture_output=True, text=True, check=check, timeout=300)
+
+
+TINY_VLLM_SPEC = {"name": "tiny", "engine": "vllm", "hardware_profile": "cpu", "max_model_len": 256,
+                  "engine_args": ["--dtype", "bfloat16", "--enforce-eager"]}
+"""A deployment of the tiny test Llama (the `tiny_model` fixture) on real vLLM, all but `hf_model_id`."""
+
+
+class TinyVllm(NamedTuple):
+    """The shared real-vLLM control plane (the `tiny_vllm` fixture): its tenant's key and the running deployment."""
+
+    plane: ControlPlane
+    key: str
+    deployment: dict[str, Any]
 
 
 def wait_running(client: httpx.Client, deployment_id: str, timeout: float = 60) -> dict[str, Any]:

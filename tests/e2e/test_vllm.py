@@ -7,10 +7,7 @@ INFERSTACK_VLLM_PYTHON). Each replica start takes about a minute on 2 cores.
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -19,42 +16,13 @@ import pytest
 
 from inferstack.providers import orphans
 from inferstack.providers.reaper import PARENT_PID_ENV
-from support import ControlPlane, children_of, vllm_python, wait_for, wait_running
+from support import TinyVllm, children_of, wait_for, wait_running
 
 pytestmark = pytest.mark.vllm
-TINY_LLAMA = Path(__file__).resolve().parents[2] / "runtime" / "inferstack" / "engines" / "tiny_llama.py"
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, str, Path]]:
-    python = vllm_python()
-    if python is None:
-        pytest.skip("INFERSTACK_VLLM_PYTHON is not set: run `bash .ci/test`, which builds the vLLM CPU venv")
-    root = tmp_path_factory.mktemp("vllm")
-    model_dir = root / "tiny-llama"
-    subprocess.run([python, str(TINY_LLAMA), str(model_dir)], check=True, capture_output=True, timeout=300)
-    plane = ControlPlane(home=root / "home", env_extra={"INFERSTACK_VLLM_PYTHON": python}).start()
-    try:
-        yield plane, plane.create_key("vllm-team"), model_dir
-    finally:
-        plane.stop()
-
-
-@pytest.fixture(scope="module")
-def deployment(plane: tuple[ControlPlane, str, Path]) -> dict[str, object]:
-    control, key, model_dir = plane
-    rest = control.client(key)
-    created = rest.post("/v1/deployments", json={
-        "name": "tiny", "hf_model_id": str(model_dir), "engine": "vllm", "hardware_profile": "cpu",
-        "max_model_len": 256, "engine_args": ["--dtype", "bfloat16", "--enforce-eager"],
-        "hf_token": "hf_must_not_leak"})
-    assert created.status_code == 201, created.text
-    return wait_running(rest, created.json()["id"], timeout=400)
-
-
-def test_chat_streaming_and_models_through_the_openai_client(plane: tuple[ControlPlane, str, Path],
-                                                              deployment: dict[str, object]) -> None:
-    control, key, _ = plane
+def test_chat_streaming_and_models_through_the_openai_client(tiny_vllm: TinyVllm) -> None:
+    control, key, deployment = tiny_vllm
     client = openai.OpenAI(base_url=control.url + "/v1", api_key=key)
     answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello there"}],
                                             max_tokens=8)
@@ -83,29 +51,21 @@ def test_chat_streaming_and_models_through_the_openai_client(plane: tuple[Contro
     assert "hf_must_not_leak" not in control.log_text()
 
 
-def test_a_paused_vllm_deployment_wakes_for_a_request_and_serves_it(plane: tuple[ControlPlane, str, Path],
-                                                                   deployment: dict[str, object]) -> None:
-    control, key, _ = plane
-    rest = control.client(key)
-    rest.patch("/v1/deployments/tiny", json={"min_replicas": 0, "idle_timeout_s": 1}).raise_for_status()
-    wait_for(lambda: rest.get("/v1/deployments/tiny").json()["status"] == "paused", timeout=60, what="paused")
-    assert control.process is not None
-    wait_for(lambda: children_of(control.process.pid) == [], timeout=30, what="the vLLM processes to exit")
-    rest.patch("/v1/deployments/tiny", json={"idle_timeout_s": 3600}).raise_for_status()
-
-    client = openai.OpenAI(base_url=control.url + "/v1", api_key=key, timeout=600, max_retries=0)
-    started = time.monotonic()
-    answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Wake up"}],
-                                            max_tokens=4)
-    held_s = time.monotonic() - started
-    assert answer.choices[0].message.content is not None and held_s > 5  # it really waited for a cold start
-    events = [e["kind"] for e in rest.get("/v1/deployments/tiny/events").json()["data"]]
-    assert "resumed" in events and events.count("replica_ready") >= 2
+def test_vllms_own_refusal_reaches_the_client_in_openais_error_shape(tiny_vllm: TinyVllm) -> None:
+    control, key, _ = tiny_vllm
+    too_long = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100_000}
+    raw = control.client(key).post("/v1/chat/completions", json=too_long)
+    assert raw.status_code == 400 and raw.headers["content-type"] == "application/json"
+    error = raw.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]  # vLLM says "BadRequestError"
+    client = openai.OpenAI(base_url=control.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**too_long)  # type: ignore[call-overload]
+    assert refused.value.type == "invalid_request_error"
 
 
-def test_a_vllm_replica_holds_no_control_plane_setting_and_dies_with_its_reaper(
-        plane: tuple[ControlPlane, str, Path], deployment: dict[str, object]) -> None:
-    control, key, _ = plane
+def test_a_vllm_replica_holds_no_control_plane_setting_and_dies_with_its_reaper(tiny_vllm: TinyVllm) -> None:
+    control, key, _ = tiny_vllm
     replica_id = wait_running(control.client(key), "tiny", timeout=400)["replicas"][0]["id"]
     assert control.process is not None
     [reaper] = [p for p in psutil.Process(control.process.pid).children(recursive=True)
@@ -127,15 +87,20 @@ def test_a_vllm_replica_holds_no_control_plane_setting_and_dies_with_its_reaper(
     wait_for(engines_gone, timeout=10, what="vLLM to die with its reaper")
 
 
-def test_vllms_own_refusal_reaches_the_client_in_openais_error_shape(plane: tuple[ControlPlane, str, Path],
-                                                                      deployment: dict[str, object]) -> None:
-    control, key, _ = plane
-    too_long = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100_000}
-    raw = control.client(key).post("/v1/chat/completions", json=too_long)
-    assert raw.status_code == 400 and raw.headers["content-type"] == "application/json"
-    error = raw.json()["error"]
-    assert error["type"] == "invalid_request_error" and error["message"]  # vLLM says "BadRequestError"
-    client = openai.OpenAI(base_url=control.url + "/v1", api_key=key, max_retries=0)
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(**too_long)  # type: ignore[call-overload]
-    assert refused.value.type == "invalid_request_error"
+def test_a_paused_vllm_deployment_wakes_for_a_request_and_serves_it(tiny_vllm: TinyVllm) -> None:
+    control, key, _ = tiny_vllm
+    rest = control.client(key)
+    rest.patch("/v1/deployments/tiny", json={"min_replicas": 0, "idle_timeout_s": 1}).raise_for_status()
+    wait_for(lambda: rest.get("/v1/deployments/tiny").json()["status"] == "paused", timeout=60, what="paused")
+    assert control.process is not None
+    wait_for(lambda: children_of(control.process.pid) == [], timeout=30, what="the vLLM processes to exit")
+    rest.patch("/v1/deployments/tiny", json={"idle_timeout_s": 3600}).raise_for_status()
+
+    client = openai.OpenAI(base_url=control.url + "/v1", api_key=key, timeout=600, max_retries=0)
+    started = time.monotonic()
+    answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Wake up"}],
+                                            max_tokens=4)
+    held_s = time.monotonic() - started
+    assert answer.choices[0].message.content is not None and held_s > 5  # it really waited for a cold start
+    events = [e["kind"] for e in rest.get("/v1/deployments/tiny/events").json()["data"]]
+    assert "resumed" in events and events.count("replica_ready") >= 2

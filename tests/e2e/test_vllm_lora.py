@@ -13,11 +13,10 @@ import boto3
 import openai
 import pytest
 
-from support import ControlPlane, vllm_python, wait_running
+from support import TINY_VLLM_SPEC, ControlPlane, vllm_python, wait_running
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[2]
-TINY_LLAMA = ROOT / "runtime" / "inferstack" / "engines" / "tiny_llama.py"
 ADAPTER = ROOT / "tests" / "lora_adapter.py"
 
 
@@ -27,12 +26,10 @@ def complete(client: openai.OpenAI, model: str) -> str:
     return answer.choices[0].text
 
 
-def test_adapters_answer_differently_and_one_added_at_run_time_from_s3_needs_no_restart(moto_reset: str,
-                                                                                          tmp_path: Path) -> None:
+def test_adapters_answer_differently_and_one_added_at_run_time_from_s3_needs_no_restart(
+        moto_reset: str, tiny_model: Path, tmp_path: Path) -> None:
     python = vllm_python()
-    if python is None:
-        pytest.skip("INFERSTACK_VLLM_PYTHON is not set: run `bash .ci/test`, which builds the vLLM CPU venv")
-    subprocess.run([python, str(TINY_LLAMA), str(tmp_path / "model")], check=True, capture_output=True, timeout=300)
+    assert python is not None  # tiny_model skipped otherwise
     for name, seed in (("a1", "1"), ("a2", "2")):
         subprocess.run([python, str(ADAPTER), str(tmp_path / name), "8", seed], check=True, timeout=300)
     s3 = boto3.client("s3", endpoint_url=moto_reset)
@@ -45,8 +42,7 @@ def test_adapters_answer_differently_and_one_added_at_run_time_from_s3_needs_no_
         key = plane.create_key("lora-team")
         rest = plane.client(key)
         created = rest.post("/v1/deployments", json={
-            "name": "tiny", "hf_model_id": str(tmp_path / "model"), "engine": "vllm", "hardware_profile": "cpu",
-            "max_model_len": 256, "engine_args": ["--dtype", "bfloat16", "--enforce-eager"],
+            **TINY_VLLM_SPEC, "hf_model_id": str(tiny_model),
             "adapters": [{"name": "a1", "source": str(tmp_path / "a1"), "rank": 8}]})
         assert created.status_code == 201, created.text
         replicas = wait_running(rest, created.json()["id"], timeout=400)["replicas"]
