@@ -271,3 +271,26 @@ async def test_a_deployment_created_while_a_refresh_reads_the_rows_is_not_taken_
     (deployment,) = created
     assert deployment.status is not DeploymentStatus.deleted
     assert fleet.resolve(pair.leader.tenant, "chat") is deployment
+
+
+async def test_a_resume_made_while_a_refresh_reads_the_rows_is_not_undone_by_them(
+        pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh reads the rows (the deployment stopped), the user resumes it here, then the refresh applies
+    the rows: their stale stop must not close it again (the resume was lost: provisioning in the store,
+    stopped here, nothing started)."""
+    leader, sync = pair.leader, pair.leader_sync
+    deployment = await leader.create(name="chat", min_replicas=1)
+    await leader.actions.stop(deployment)
+    leader.clock.advance(1)
+    loop, read_rows = asyncio.get_running_loop(), sync._load
+
+    def read_then_resume():  # type: ignore[no-untyped-def]
+        rows = read_rows()
+        asyncio.run_coroutine_threadsafe(leader.actions.resume(deployment), loop).result()
+        return rows
+
+    monkeypatch.setattr(sync, "_load", read_then_resume)
+    await sync.refresh()
+    assert deployment.status is DeploymentStatus.provisioning
+    await leader.loop.reconcile(deployment)
+    assert len(deployment.replicas) == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
@@ -207,20 +208,33 @@ def test_a_rolling_stop_of_the_leader_hands_its_pods_over(one_pod_two_instances:
     assert answer.status_code == 200, answer.text
 
 
+def free_rows_held_by(frozen: ControlPlane) -> None:
+    """End the database sessions of a frozen instance, all but the one holding its lead (the advisory lock):
+    one frozen inside a transaction would hold its row locks, and every other instance's writes would wait."""
+    assert frozen.process is not None
+    ports = [c.laddr.port for c in psutil.Process(frozen.process.pid).net_connections(kind="tcp")
+             if c.raddr and c.raddr.port == 5432]
+    with create_engine(frozen.env_extra["INFERSTACK_DATABASE_URL"]).connect() as db:
+        db.execute(text("select pg_terminate_backend(pid) from pg_stat_activity where client_port = any(:ports) "
+                        "and pid not in (select pid from pg_locks where locktype = 'advisory')"), {"ports": ports})
+
+
 @pytest.mark.postgres
 def test_a_deployment_deleted_while_no_instance_leads_is_removed_by_the_next_leader(
         one_pod_two_instances: OnePodTwoInstances) -> None:
     cluster, leader, follower, key, dep_id, replica_id, pod = one_pod_two_instances
     assert objects(cluster, "deployments") and objects(cluster, "secrets")
     assert leader.process is not None
-    leader.process.send_signal(signal.SIGSTOP)  # it still holds the lead, and can do nothing with it
-    deleted = follower.client(key).delete(f"/v1/deployments/{dep_id}")
-    assert deleted.status_code == 200, deleted.text
-    time.sleep(1.0)
-    assert pods_by_replica(cluster) == {replica_id: pod}  # no instance could act on the delete
-
-    leader.process.kill()  # the lead passes to the follower, which never saw the deployment run
-    leader.process.wait()
+    try:
+        leader.process.send_signal(signal.SIGSTOP)  # it still holds the lead, and can do nothing with it
+        free_rows_held_by(leader)
+        deleted = follower.client(key).delete(f"/v1/deployments/{dep_id}")
+        assert deleted.status_code == 200, deleted.text
+        time.sleep(1.0)
+        assert pods_by_replica(cluster) == {replica_id: pod}  # no instance could act on the delete
+    finally:
+        leader.process.kill()  # the lead passes to the follower, which never saw the deployment run
+        leader.process.wait()
     wait_for(lambda: pods_by_replica(cluster) == {} and objects(cluster, "deployments") == set()
              and objects(cluster, "secrets") == set(), timeout=30,
              what="the new leader to remove the deleted deployment's pod, Deployment and Secret")

@@ -223,7 +223,9 @@ class FleetSync:
     async def _absorb_row(self, live: LiveDeployment, row: DeploymentRow, now: float) -> bool:
         changed = False
         status = DeploymentStatus(row.status)
-        if status in _CLOSED_BY_USER and live.status is not status:
+        # A stop read before a later user change here (a resume) is stale; a delete is final.
+        if status in _CLOSED_BY_USER and live.status is not status and (
+                status is DeploymentStatus.deleted or row.updated_at >= live.row_updated_at):
             live.status, live.status_reason = status, row.status_reason
             if status is DeploymentStatus.deleted:
                 await self._replicas.remove(live)
