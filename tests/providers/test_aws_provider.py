@@ -100,7 +100,8 @@ def config_from_env(environ: dict[str, str]) -> AwsProviderConfig:
 
 
 def make_provider(cloud: Cloud, config: AwsProviderConfig | None = None, **timing: float) -> AwsProvider:
-    options = {"poll_s": 0.02, "capacity_timeout_s": 0.3, "launch_timeout_s": 3.0, **timing}
+    # A launch is the moto server's work, seconds on a loaded machine; no test here waits for it to time out.
+    options = {"poll_s": 0.02, "capacity_timeout_s": 0.3, "launch_timeout_s": 20.0, **timing}
     return AwsProvider(config or cloud.config, SystemClock(), **options)
 
 
