@@ -51,23 +51,28 @@ def group_file(owner: str, replica_id: str) -> Path:
     return Path(owner) / f"{replica_id}.group"
 
 
-def _group_members(path: Path) -> list[psutil.Process]:
-    """The processes still in the process group `path` names (none if it is unreadable, or if its id now
-    belongs to a process started after the file was written: the id was reused)."""
+def _read_group(path: Path) -> tuple[int, str, float] | None:
+    """A group file's process group, control plane pid (as written) and when it was written; None if unreadable."""
     try:
-        pgid, written = int(path.read_text().split()[0]), path.stat().st_mtime
-    except (OSError, ValueError, IndexError):
-        return []
-    members = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(OSError, psutil.Error):
-            if os.getpgid(process.pid) == pgid:
-                members.append(process)
+        pgid, control_plane = path.read_text().split()
+        return int(pgid), control_plane, path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+
+
+def _group_members(pgid: int, written: float) -> list[psutil.Process]:
+    """The processes still in process group `pgid` (none if its id now belongs to a process started after
+    the group file was `written`: the id was reused)."""
     try:
         if psutil.Process(pgid).create_time() > written + 1.0:  # 1 s: the two clocks' rounding
             return []
     except psutil.Error:
         pass  # the group's leader is gone: its id stays the group's while any member lives
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(process.pid) == pgid:
+                members.append(process)
     return members
 
 
@@ -83,7 +88,9 @@ def sweep_replica(owner: str, replica_id: str) -> int:
     """Kill whatever is left of one replica (its supervisor is gone). Returns how many processes went."""
     path = group_file(owner, replica_id)
     found = {p.pid: p for p, env in _marked(owner) if env.get(REPLICA_ID_ENV) == replica_id}
-    found.update((p.pid, p) for p in _group_members(path))
+    group = _read_group(path)
+    if group is not None:
+        found.update((p.pid, p) for p in _group_members(group[0], group[2]))
     path.unlink(missing_ok=True)
     return _kill(list(found.values()))
 
@@ -93,10 +100,10 @@ def reclaim(owner: str) -> int:
     me = os.getpid()
     lost = {p.pid: p for p, env in _marked(owner) if not _control_plane_alive(env.get(PARENT_PID_ENV), _started(p), me)}
     for path in Path(owner).glob("*.group"):
-        with contextlib.suppress(OSError, IndexError):
-            if not _control_plane_alive(path.read_text().split()[1], path.stat().st_mtime, me):
-                lost.update((p.pid, p) for p in _group_members(path))
-                path.unlink()
+        group = _read_group(path)
+        if group is not None and not _control_plane_alive(group[1], group[2], me):
+            lost.update((p.pid, p) for p in _group_members(group[0], group[2]))
+            path.unlink(missing_ok=True)
     if lost:
         log.warning("stopping %d replica processes a previous control plane left running", len(lost))
     return _kill(list(lost.values()))
