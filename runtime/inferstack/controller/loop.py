@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import defaultdict
 
 from inferstack.autoscaler.decision import Decision, decide
 from inferstack.autoscaler.observe import observe
@@ -24,6 +25,7 @@ from inferstack.controller.recorder import Recorder
 from inferstack.controller.replicas import ReplicaLifecycle
 from inferstack.fleet import Fleet, LiveDeployment
 from inferstack.spec import DeploymentStatus, ReplicaStatus
+from inferstack.store import ReplicaRow
 
 log = logging.getLogger("inferstack.controller")
 
@@ -64,14 +66,15 @@ class ControllerLoop:
                 existing.take_over(deployment)
         for gone in {d.id for d in self._fleet.all()} - {d.id for d in restored}:
             self._fleet.remove(gone)
+        rows_of: defaultdict[str, list[ReplicaRow]] = defaultdict(list)
+        for row in live_replicas:
+            rows_of[row.deployment_id].append(row)
         kept: set[str] = set()
         for deployment in self._fleet.all():
-            rows = [r for r in live_replicas if r.deployment_id == deployment.id]
-            if rows and deployment.status in DeploymentStatus.managed():
-                kept |= await self._replicas.adopt(deployment, rows)
+            if rows_of[deployment.id] and deployment.status in DeploymentStatus.managed():
+                kept |= await self._replicas.adopt(deployment, rows_of[deployment.id])
         for deleted in await self._recorder.deleted_not_removed(now):
-            rows = [r for r in live_replicas if r.deployment_id == deleted.id]
-            await self._replicas.remove_left_behind(deleted, rows)
+            await self._replicas.remove_left_behind(deleted, rows_of[deleted.id])
         await self._recorder.orphaned(now, kept)
         self._task = asyncio.create_task(self._run(), name="controller-loop")
 
