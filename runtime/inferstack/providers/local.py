@@ -80,14 +80,18 @@ class LocalProvider:
         process = self._processes.pop(handle.replica_id, None)
         if process is None:
             return
+        stopped_by_its_reaper = False
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)  # the reaper stops the replica's whole process group
             try:
                 await asyncio.wait_for(process.wait(), self._stop_timeout_s)
+                stopped_by_its_reaper = True
             except TimeoutError:
                 process.kill()
                 await process.wait()
-        if self._first_sweep(handle.replica_id):  # what a killed reaper leaves: vLLM's engine core
+        if stopped_by_its_reaper:  # nothing of the group is left to look for
+            orphans.group_file(self._owner, handle.replica_id).unlink(missing_ok=True)
+        elif self._first_sweep(handle.replica_id):  # what a killed reaper leaves: vLLM's engine core
             await asyncio.to_thread(orphans.sweep_replica, self._owner, handle.replica_id)
 
     def _first_sweep(self, replica_id: str) -> bool:
